@@ -1,0 +1,396 @@
+//! Typed settings for every Traffic Dam service, loaded in layers: built-in defaults < `config/*.toml` < `DAM_*`
+//! environment variables. One shared type keeps one settings table and lets `make run` configure the whole stack
+//! through one environment. Nothing here reads Redis or opens sockets.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Every service's settings. Each service reads its own sections plus the shared `redis` and `chat` ones.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub redis: RedisSettings,
+    pub chat: ChatSettings,
+    pub gateway: GatewaySettings,
+    pub worker: WorkerSettings,
+    pub llm: LlmSettings,
+    pub dam: DamSettings,
+    pub mock_llm: MockLlmSettings,
+}
+
+/// How every service reaches Redis.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prepended to every key and channel name, so several deployments (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// Multiplexed connections in the pool; each carries many concurrent commands.
+    pub pool_size: usize,
+    /// Upper bound on one command's round trip, so a dead Redis yields an error instead of a hang.
+    pub command_timeout_ms: u64,
+    /// Upper bound on opening a connection.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            key_prefix: "dam:".to_owned(),
+            pool_size: 16,
+            command_timeout_ms: 500,
+            connect_timeout_ms: 500,
+        }
+    }
+}
+
+/// What a chat may contain and how long its traces live; read by the gateway (validation) and the worker.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// The model used when a request names none.
+    pub default_model: String,
+    /// The models clients may ask for; listed by `GET /v1/models`.
+    pub allowed_models: Vec<String>,
+    /// Most messages one chat request may carry.
+    pub max_messages: usize,
+    /// Most characters in one message.
+    pub max_message_chars: usize,
+    /// `max_tokens` sent upstream when the request names none.
+    pub default_max_tokens: u32,
+    /// Largest `max_tokens` a request may ask for.
+    pub max_tokens_limit: u32,
+    /// How long a job may wait in the queue before it expires unserved.
+    pub queue_deadline_s: u64,
+    /// How long a finished chat's events stay replayable (and its id known).
+    pub replay_ttl_s: u64,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            default_model: "mock-1".to_owned(),
+            allowed_models: vec!["mock-1".to_owned()],
+            max_messages: 64,
+            max_message_chars: 32_000,
+            default_max_tokens: 512,
+            max_tokens_limit: 4_096,
+            queue_deadline_s: 120,
+            replay_ttl_s: 600,
+        }
+    }
+}
+
+/// The public HTTP gateway.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub host: String,
+    /// 0 picks a free port (tests do this).
+    pub port: u16,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Interval of SSE keep-alive comments, below common proxy idle timeouts.
+    pub sse_keep_alive_s: u64,
+    /// How often queued chats are told their position.
+    pub queue_update_interval_ms: u64,
+    /// On shutdown, how long open streams may keep running before they are cut.
+    pub shutdown_drain_s: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            max_body_bytes: 256 * 1024,
+            sse_keep_alive_s: 15,
+            queue_update_interval_ms: 1_000,
+            shutdown_drain_s: 10,
+        }
+    }
+}
+
+/// The llm-worker.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// This worker's name in Redis; empty means host name, process id and a random suffix.
+    pub id: String,
+    /// Most upstream streams this worker runs at once.
+    pub concurrency: usize,
+    /// A token batch is flushed once it holds this many tokens...
+    pub batch_max_tokens: usize,
+    /// ...or once its first token is this old.
+    pub batch_max_delay_ms: u64,
+    /// How often the worker refreshes its heartbeat key.
+    pub heartbeat_interval_ms: u64,
+    /// How long the heartbeat key lives without a refresh.
+    pub heartbeat_ttl_ms: u64,
+    /// Longest single wait for new work before the worker checks for shutdown again.
+    pub idle_wait_ms: u64,
+    /// On shutdown, how long running jobs may take to finish before they are put back.
+    pub drain_timeout_s: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            concurrency: 32,
+            batch_max_tokens: 32,
+            batch_max_delay_ms: 25,
+            heartbeat_interval_ms: 1_000,
+            heartbeat_ttl_ms: 5_000,
+            idle_wait_ms: 2_000,
+            drain_timeout_s: 30,
+        }
+    }
+}
+
+/// The upstream, OpenAI-compatible LLM the workers call.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmSettings {
+    /// Base URL including `/v1` (OpenAI: `https://api.openai.com/v1`, OpenRouter: `https://openrouter.ai/api/v1`).
+    pub base_url: String,
+    /// Read from `DAM_LLM__API_KEY` only; a config file that sets it is refused.
+    pub api_key: Option<SecretString>,
+    /// Longest time to open the upstream connection.
+    pub connect_timeout_ms: u64,
+    /// Longest time one upstream request may take from start to last token.
+    pub request_timeout_s: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:9090/v1".to_owned(),
+            api_key: None,
+            connect_timeout_ms: 2_000,
+            request_timeout_s: 120,
+        }
+    }
+}
+
+/// The dam admin service.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DamSettings {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for DamSettings {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".to_owned(), port: 9100 }
+    }
+}
+
+/// The OpenAI-compatible fake LLM used in development, tests and benchmarks.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MockLlmSettings {
+    pub host: String,
+    pub port: u16,
+    /// Model ids listed by `GET /v1/models`; any id is accepted on requests.
+    pub models: Vec<String>,
+    /// Tokens in an answer, unless the request's `max_tokens` is smaller.
+    pub tokens_per_answer: u32,
+    /// Delay before the first token.
+    pub time_to_first_token_ms: u64,
+    /// Delay between two tokens.
+    pub inter_token_delay_ms: u64,
+    /// Share of requests (0.0 to 1.0) answered with a 500.
+    pub failure_rate: f64,
+    /// Share of requests (0.0 to 1.0) that never answer.
+    pub hang_rate: f64,
+    /// Seed of the generator that decides failures and hangs, so runs repeat.
+    pub seed: u64,
+}
+
+impl Default for MockLlmSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 9090,
+            models: vec!["mock-1".to_owned()],
+            tokens_per_answer: 48,
+            time_to_first_token_ms: 150,
+            inter_token_delay_ms: 15,
+            failure_rate: 0.0,
+            hang_rate: 0.0,
+            seed: 7,
+        }
+    }
+}
+
+/// A secret that never shows up in logs or debug output.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("SecretString([redacted])")
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid settings: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("could not list the config directory {path}: {source}")]
+    ConfigDirectory { path: PathBuf, source: std::io::Error },
+    #[error("llm.api_key must come from the environment (DAM_LLM__API_KEY), never from a config file")]
+    SecretInFile,
+}
+
+/// Environment variable naming the directory of `*.toml` layers (default `config`).
+pub const CONFIG_DIRECTORY_VARIABLE: &str = "DAM_CONFIG_DIR";
+
+/// Settings keys whose environment values are comma-separated lists.
+const LIST_SETTING_KEYS: [&str; 2] = ["chat.allowed_models", "mock_llm.models"];
+
+impl Settings {
+    /// Loads the layers from the process: `$DAM_CONFIG_DIR` (or `./config`) and the `DAM_*` environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        let environment: HashMap<String, String> = std::env::vars().collect();
+        let config_directory = environment
+            .get(CONFIG_DIRECTORY_VARIABLE)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        Self::load_from(&config_directory, &environment)
+    }
+
+    /// Loads the layers from a given directory (missing is fine) and a given environment map.
+    pub fn load_from(
+        config_directory: &Path,
+        environment: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let mut file_layers = config::Config::builder();
+        for file in toml_files_in(config_directory)? {
+            file_layers = file_layers.add_source(config::File::from(file));
+        }
+        if file_layers.build_cloned()?.get_string("llm.api_key").is_ok() {
+            return Err(SettingsError::SecretInFile);
+        }
+
+        let dam_variables: config::Map<String, String> = environment
+            .iter()
+            .filter(|(name, _)| name.starts_with("DAM_") && name.as_str() != CONFIG_DIRECTORY_VARIABLE)
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let mut environment_layer = config::Environment::with_prefix("DAM")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(dam_variables));
+        for key in LIST_SETTING_KEYS {
+            environment_layer = environment_layer.with_list_parse_key(key);
+        }
+
+        let merged = file_layers.add_source(environment_layer).build()?;
+        Ok(merged.try_deserialize()?)
+    }
+}
+
+fn toml_files_in(config_directory: &Path) -> Result<Vec<PathBuf>, SettingsError> {
+    let entries = match std::fs::read_dir(config_directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(SettingsError::ConfigDirectory { path: config_directory.to_owned(), source });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "toml"))
+        .collect();
+    // Sorted so that `10-local.toml` deterministically overrides `00-defaults.toml`.
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_configured() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let settings = Settings::load_from(directory.path(), &HashMap::new()).expect("settings load");
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn environment_overrides_files_which_override_defaults() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(
+            directory.path().join("10-local.toml"),
+            "[redis]\nkey_prefix = \"file:\"\npool_size = 4\n[gateway]\nport = 1234\n",
+        )
+        .expect("write config file");
+        let variables = environment(&[
+            ("DAM_GATEWAY__PORT", "4321"),
+            ("DAM_CHAT__ALLOWED_MODELS", "a,b"),
+            ("DAM_LLM__API_KEY", "sk-secret"),
+            ("UNRELATED", "ignored"),
+        ]);
+        let settings = Settings::load_from(directory.path(), &variables).expect("settings load");
+        assert_eq!(settings.redis.key_prefix, "file:");
+        assert_eq!(settings.redis.pool_size, 4);
+        assert_eq!(settings.gateway.port, 4321);
+        assert_eq!(settings.chat.allowed_models, vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(settings.llm.api_key.as_ref().map(SecretString::expose_secret), Some("sk-secret"));
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let variables = environment(&[("DAM_GATEWAY__PROT", "1")]);
+        let error = Settings::load_from(directory.path(), &variables).expect_err("typo must fail");
+        assert!(error.to_string().contains("prot"), "{error}");
+    }
+
+    #[test]
+    fn an_api_key_in_a_config_file_is_refused() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(directory.path().join("a.toml"), "[llm]\napi_key = \"sk-leak\"\n").expect("write");
+        let error = Settings::load_from(directory.path(), &HashMap::new()).expect_err("secret in file");
+        assert!(matches!(error, SettingsError::SecretInFile));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = SecretString::new("sk-do-not-print");
+        assert!(!format!("{secret:?}").contains("sk-do-not-print"));
+        let settings = Settings {
+            llm: LlmSettings { api_key: Some(secret), ..LlmSettings::default() },
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("sk-do-not-print"));
+    }
+}
