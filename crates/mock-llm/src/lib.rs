@@ -1,1 +1,19 @@
-//! placeholder
+//! mock-llm: an OpenAI-compatible fake LLM server with deterministic answers, adjustable timing and injected
+//! failures, for development, tests and benchmarks of Traffic Dam. This file only names the modules and the API.
+
+mod answer_text;
+mod chat_completions;
+mod error;
+mod knobs;
+mod openai_wire;
+mod routes;
+mod runtime_config;
+mod seeded_random;
+mod startup;
+mod stats;
+
+pub use answer_text::{answer_text, answer_tokens, count_prompt_tokens};
+pub use error::MockLlmError;
+pub use knobs::{KnobOverrides, strip_mock_directives};
+pub use startup::{MockLlmHandle, run, spawn_mock_llm};
+pub use stats::MockLlmStats;

@@ -1,0 +1,54 @@
+//! `AppState`: what every handler can reach (settings, Redis, the stream router, the queue snapshot, metrics),
+//! built once per gateway process and cloned cheaply into each request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use protocol::{RedisConnections, RedisKeys, Settings};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue_watch::QueueSnapshot;
+use crate::stream_router::StreamRouter;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub keys: RedisKeys,
+    pub redis: RedisConnections,
+    pub stream_router: StreamRouter,
+    pub queue_watch: watch::Receiver<QueueSnapshot>,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the shutdown drain time is over: open streams end and clients resume elsewhere.
+    pub stream_shutdown: CancellationToken,
+    pub open_streams: OpenStreams,
+}
+
+/// Counts this process's open streaming responses.
+#[derive(Debug, Clone, Default)]
+pub struct OpenStreams(Arc<AtomicUsize>);
+
+impl OpenStreams {
+    /// Counts one more open stream until the guard drops.
+    pub fn enter(&self) -> OpenStreamGuard {
+        let open = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("dam_gateway_open_streams").set(open as f64);
+        OpenStreamGuard(self.0.clone())
+    }
+
+    pub fn current(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Held by a streaming response for as long as it is open.
+#[derive(Debug)]
+pub struct OpenStreamGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenStreamGuard {
+    fn drop(&mut self) {
+        let open = self.0.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("dam_gateway_open_streams").set(open as f64);
+    }
+}

@@ -1,0 +1,149 @@
+//! `GatewayError`, the gateway's one error type, and the single place that turns each case into an HTTP status,
+//! a stable machine-readable `code` and a JSON body. The body has OpenAI's error shape
+//! (`{"error": {"code", "message", "type", "param"}}`), which also serves the browser API.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{message}")]
+    InvalidRequest { code: &'static str, message: String, param: Option<String> },
+    #[error("the request body is larger than the limit of {limit_bytes} bytes")]
+    BodyTooLarge { limit_bytes: usize },
+    #[error("message {index} has {length} characters; the limit is {limit}")]
+    MessageTooLong { index: usize, length: usize, limit: usize },
+    #[error("model {requested:?} is not served here; allowed: {}", allowed.join(", "))]
+    UnknownModel { requested: String, allowed: Vec<String> },
+    #[error("no chat with id {0:?}")]
+    ChatNotFound(String),
+    #[error("the queue backend is unavailable, try again shortly")]
+    BackendUnavailable(#[source] redis::RedisError),
+    #[error("the chat ended with an error: {message}")]
+    ChatFailed { code: String, message: String },
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(code: &'static str, message: impl Into<String>, param: Option<&str>) -> Self {
+        GatewayError::InvalidRequest { code, message: message.into(), param: param.map(str::to_owned) }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::MalformedJson(_)
+            | GatewayError::InvalidRequest { .. }
+            | GatewayError::UnknownModel { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTooLarge { .. } | GatewayError::MessageTooLong { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            GatewayError::ChatNotFound(_) | GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ChatFailed { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable reason.
+    pub fn code(&self) -> &str {
+        match self {
+            GatewayError::MalformedJson(_) => "invalid_json",
+            GatewayError::InvalidRequest { code, .. } => code,
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::MessageTooLong { .. } => "message_too_long",
+            GatewayError::UnknownModel { .. } => "model_not_found",
+            GatewayError::ChatNotFound(_) => "chat_not_found",
+            GatewayError::BackendUnavailable(_) => "backend_unavailable",
+            GatewayError::ChatFailed { code, .. } => code,
+            GatewayError::RouteNotFound => "route_not_found",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => param.as_deref(),
+            GatewayError::MessageTooLong { .. } => Some("messages"),
+            GatewayError::UnknownModel { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// Seconds after which a retry may succeed, when the failure is temporary.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            GatewayError::BackendUnavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The JSON body, also used inside streams when a stream ends in an error.
+    pub fn body(&self) -> ErrorBody {
+        let kind = match self.status() {
+            StatusCode::NOT_FOUND => "not_found_error",
+            status if status.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                kind: kind.to_owned(),
+                param: self.param().map(str::to_owned),
+                retry_after_s: self.retry_after_s(),
+            },
+        }
+    }
+}
+
+/// `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        metrics::counter!("dam_gateway_errors_total", "code" => self.code().to_owned()).increment(1);
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_s() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Ok(code) = HeaderValue::from_str(self.code()) {
+            response.headers_mut().insert("x-dam-reason", code);
+        }
+        response
+    }
+}
+
+impl From<redis::RedisError> for GatewayError {
+    fn from(error: redis::RedisError) -> Self {
+        GatewayError::BackendUnavailable(error)
+    }
+}

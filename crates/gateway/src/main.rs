@@ -1,0 +1,16 @@
+//! The gateway binary: telemetry, settings, bind, serve until SIGINT or SIGTERM.
+
+use protocol::Settings;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    protocol::telemetry::init_tracing();
+    let settings = Settings::load()?;
+    let address = format!("{}:{}", settings.gateway.host, settings.gateway.port);
+    let listener = TcpListener::bind(&address).await?;
+    tracing::info!(address = %listener.local_addr()?, "gateway listening");
+    gateway::run(listener, settings, protocol::shutdown::shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The gateway's whole route table, and the fallbacks that keep unknown paths and methods in the JSON error shape.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::app_state::AppState;
+use crate::error::GatewayError;
+use crate::{chat_api, chat_page, health_api, openai_api};
+
+pub fn build_router(state: AppState) -> Router {
+    let body_limit = state.settings.gateway.max_body_bytes;
+    Router::new()
+        .route("/", get(chat_page::chat_page))
+        .route("/api/chats", post(chat_api::create_chat))
+        .route("/api/chats/{id}/events", get(chat_api::chat_events))
+        .route("/v1/chat/completions", post(openai_api::chat_completions))
+        .route("/v1/models", get(openai_api::list_models))
+        .route("/healthz", get(health_api::healthz))
+        .route("/readyz", get(health_api::readyz))
+        .route("/metrics", get(health_api::metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn route_not_found() -> GatewayError {
+    GatewayError::RouteNotFound
+}
+
+async fn method_not_allowed() -> GatewayError {
+    GatewayError::MethodNotAllowed
+}

@@ -1,0 +1,116 @@
+//! The browser flow: POST a chat, stream its events.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use test_support::{StackOptions, TestStack};
+
+const STREAM_LIMIT: Duration = Duration::from_secs(20);
+
+fn data(event: &test_support::SseEvent) -> Value {
+    serde_json::from_str(&event.data).expect("event data is JSON")
+}
+
+#[tokio::test]
+async fn a_chat_streams_its_answer_token_by_token_and_ends_with_done() {
+    let stack = TestStack::start(StackOptions::default()).await;
+
+    let response = stack.post_chat(0, &json!({"message": "Tell me about rivers"})).await;
+    assert_eq!(response.status(), 202);
+    let created: Value = response.json().await.expect("json body");
+    let id = created["id"].as_str().expect("id");
+    assert_eq!(created["events_url"], format!("/api/chats/{id}/events"));
+    assert!(created["position"].as_u64().expect("position") >= 1);
+
+    let mut events = stack.open_events(0, created["events_url"].as_str().expect("url")).await;
+    let all = events.collect_all_within(STREAM_LIMIT).await;
+    let text: String = all
+        .iter()
+        .filter(|event| event.event == "token")
+        .map(|event| data(event)["text"].as_str().expect("text").to_owned())
+        .collect();
+    assert_eq!(text, mock_llm::answer_text("Tell me about rivers", 12));
+
+    let last = all.last().expect("events arrived");
+    assert_eq!(last.event, "done");
+    assert_eq!(data(last)["usage"]["completion_tokens"], 12);
+    // Every log event's SSE id is its seq, and seqs run 1, 2, 3, ... without gaps.
+    let seqs: Vec<u64> = all
+        .iter()
+        .filter(|event| event.event != "queued")
+        .map(|event| event.id.as_deref().expect("id").parse().expect("numeric id"))
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_queued_chat_is_told_its_position_until_a_worker_takes_it() {
+    let mut stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let first: Value = stack.post_chat(0, &json!({"message": "one"})).await.json().await.expect("json");
+    let second: Value = stack.post_chat(0, &json!({"message": "two"})).await.json().await.expect("json");
+    assert_eq!(first["position"], 1);
+    assert_eq!(second["position"], 2);
+
+    let mut events = stack.open_events(0, second["events_url"].as_str().expect("url")).await;
+    let queued = events.next_event_within(STREAM_LIMIT).await.expect("an event");
+    assert_eq!(queued.event, "queued");
+    assert_eq!(data(&queued)["position"], 2);
+    assert_eq!(data(&queued)["ahead"], 1);
+    // Updates keep coming while it waits.
+    let again = events.next_event_within(Duration::from_secs(5)).await.expect("another event");
+    assert_eq!(again.event, "queued");
+
+    stack.add_worker();
+    let rest = events.collect_all_within(STREAM_LIMIT).await;
+    assert_eq!(rest.last().expect("events").event, "done");
+    let positions: Vec<u64> = rest
+        .iter()
+        .filter(|event| event.event == "queued")
+        .map(|event| data(event)["position"].as_u64().expect("position"))
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[1] <= pair[0]), "positions never increase: {positions:?}");
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_resumes_after_its_last_event_id() {
+    let stack = TestStack::start(StackOptions::default()).await;
+    let created: Value =
+        stack.post_chat(0, &json!({"message": "resume me"})).await.json().await.expect("json");
+    let url = format!("{}{}", stack.gateway_url(0), created["events_url"].as_str().expect("url"));
+    let all = test_support::SseReader::new(stack.http.get(&url).send().await.expect("get"))
+        .collect_all_within(STREAM_LIMIT)
+        .await;
+    let done_seq: u64 = all.last().expect("events").id.as_deref().expect("id").parse().expect("seq");
+    assert!(done_seq >= 2, "the answer took several events");
+
+    // Replays come from the log, so the finished chat can be re-read from any point.
+    let resumed =
+        stack.http.get(&url).header("last-event-id", (done_seq - 1).to_string()).send().await.expect("get");
+    let tail = test_support::SseReader::new(resumed).collect_all_within(STREAM_LIMIT).await;
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].event, "done");
+    assert_eq!(tail[0].id.as_deref(), Some(done_seq.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn a_conversation_of_several_messages_is_answered_from_the_last_user_message() {
+    let stack = TestStack::start(StackOptions::default()).await;
+    let body = json!({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"}
+    ]});
+    let created: Value = stack.post_chat(0, &body).await.json().await.expect("json");
+    let all = stack
+        .open_events(0, created["events_url"].as_str().expect("url"))
+        .await
+        .collect_all_within(STREAM_LIMIT)
+        .await;
+    let text: String = all
+        .iter()
+        .filter(|event| event.event == "token")
+        .map(|event| data(event)["text"].as_str().expect("text").to_owned())
+        .collect();
+    assert_eq!(text, mock_llm::answer_text("second question", 12));
+}

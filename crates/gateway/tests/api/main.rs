@@ -1,0 +1,6 @@
+//! The gateway's integration tests: each starts a real redis-server, mock-llm, and the services in-process.
+
+mod bad_input;
+mod browser_flow;
+mod health;
+mod openai_flow;

@@ -1,0 +1,63 @@
+//! The worker's presence in Redis: it registers its id, and refreshes a heartbeat key with a TTL for as long as
+//! it lives. A heartbeat that expired means the worker died, and its processing list can be recovered.
+
+use std::time::Duration;
+
+use protocol::{RedisConnections, RedisKeys, unix_time_ms};
+use tokio_util::sync::CancellationToken;
+
+/// Refreshes the heartbeat every `interval` until `stop` is cancelled.
+pub async fn keep_heartbeat_until_stopped(
+    redis: RedisConnections,
+    keys: RedisKeys,
+    worker_id: String,
+    interval: Duration,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    let heartbeat_key = keys.worker_heartbeat(&worker_id);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let mut beat = redis::pipe();
+        beat.cmd("SET")
+            .arg(&heartbeat_key)
+            .arg(unix_time_ms())
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .ignore();
+        beat.cmd("SADD").arg(keys.worker_registry()).arg(&worker_id).ignore();
+        let written: redis::RedisResult<()> =
+            redis.run(|mut connection| async move { beat.query_async(&mut connection).await }).await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "heartbeat not written");
+        }
+    }
+}
+
+/// Removes the worker's presence, but only when its processing list is empty: a worker that leaves jobs behind
+/// stays registered, so its expired heartbeat leads to their recovery.
+pub async fn deregister_if_idle(
+    redis: &RedisConnections,
+    keys: &RedisKeys,
+    worker_id: &str,
+) -> redis::RedisResult<bool> {
+    let processing = keys.worker_processing_list(worker_id);
+    let left: u64 = redis
+        .run(|mut connection| async move {
+            redis::cmd("LLEN").arg(&processing).query_async(&mut connection).await
+        })
+        .await?;
+    if left > 0 {
+        return Ok(false);
+    }
+    let mut farewell = redis::pipe();
+    farewell.cmd("DEL").arg(keys.worker_heartbeat(worker_id)).ignore();
+    farewell.cmd("SREM").arg(keys.worker_registry()).arg(worker_id).ignore();
+    redis.run(|mut connection| async move { farewell.query_async::<()>(&mut connection).await }).await?;
+    Ok(true)
+}

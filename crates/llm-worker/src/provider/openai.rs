@@ -1,0 +1,197 @@
+//! The OpenAI-compatible provider, through async-openai's streaming chat API. The response types are our own,
+//! lenient ones ("bring your own type"): providers such as OpenRouter add fields, send `finish_reason` values
+//! outside OpenAI's list or omit fields, and none of that should fail an answer. Retries are the worker's
+//! decision, so async-openai's built-in retry layer is replaced by a plain transport.
+
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use protocol::settings::LlmSettings;
+use protocol::{ChatRole, JobEnvelope, Usage};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ProviderError, ProviderEvent};
+
+/// An upstream answer as a stream of events.
+pub type ProviderStream = BoxStream<'static, Result<ProviderEvent, ProviderError>>;
+
+/// A client for one OpenAI-compatible base URL.
+#[derive(Debug, Clone)]
+pub struct OpenAiProvider {
+    client: Client<OpenAIConfig>,
+}
+
+impl OpenAiProvider {
+    pub fn new(settings: &LlmSettings) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_secs(settings.request_timeout_s))
+            .build()
+            .map_err(|error| ProviderError::Transport(error.to_string()))?;
+        let mut config = OpenAIConfig::new().with_api_base(settings.base_url.trim_end_matches('/'));
+        if let Some(api_key) = &settings.api_key {
+            config = config.with_api_key(api_key.expose_secret());
+        }
+        let client = Client::with_config(config).with_http_service(ReqwestService::new(http));
+        Ok(Self { client })
+    }
+
+    /// Starts a streamed completion for `envelope`; the returned stream ends after the last event. Dropping it
+    /// closes the upstream connection, which stops generation (and its cost).
+    pub async fn stream_completion(&self, envelope: &JobEnvelope) -> Result<ProviderStream, ProviderError> {
+        let request = completion_request(envelope);
+        let chunks = self
+            .client
+            .chat()
+            .create_stream_byot::<serde_json::Value, LenientChunk>(request)
+            .await
+            .map_err(provider_error)?;
+        let events = chunks
+            .map_err(provider_error)
+            .map_ok(|chunk| futures::stream::iter(chunk.into_events().into_iter().map(Ok)))
+            .try_flatten();
+        Ok(events.boxed())
+    }
+}
+
+/// The request body: the conversation, the sampling parameters and a request for usage in the last chunk.
+fn completion_request(envelope: &JobEnvelope) -> serde_json::Value {
+    let messages: Vec<_> = envelope
+        .messages
+        .iter()
+        .map(|message| {
+            let role = match message.role {
+                ChatRole::System => "system",
+                ChatRole::Developer => "developer",
+                ChatRole::User => "user",
+                ChatRole::Assistant => "assistant",
+            };
+            json!({"role": role, "content": message.content})
+        })
+        .collect();
+    let parameters = &envelope.parameters;
+    let mut request = json!({
+        "model": envelope.model,
+        "messages": messages,
+        "max_tokens": parameters.max_tokens,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let optional = [
+        ("temperature", parameters.temperature.map(|value| json!(value))),
+        ("top_p", parameters.top_p.map(|value| json!(value))),
+        ("presence_penalty", parameters.presence_penalty.map(|value| json!(value))),
+        ("frequency_penalty", parameters.frequency_penalty.map(|value| json!(value))),
+        ("seed", parameters.seed.map(|value| json!(value))),
+        ("stop", (!parameters.stop.is_empty()).then(|| json!(parameters.stop))),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            request[name] = value;
+        }
+    }
+    request
+}
+
+fn provider_error(error: OpenAIError) -> ProviderError {
+    match error {
+        OpenAIError::ApiError(response) => ProviderError::Status {
+            status: response.status_code.as_u16(),
+            message: response.api_error.message,
+        },
+        OpenAIError::Reqwest(error) if error.is_timeout() => ProviderError::Timeout("request"),
+        OpenAIError::Reqwest(error) => match error.status() {
+            Some(status) => ProviderError::Status { status: status.as_u16(), message: error.to_string() },
+            None => ProviderError::Transport(error.to_string()),
+        },
+        other => ProviderError::Transport(other.to_string()),
+    }
+}
+
+/// A `chat.completion.chunk`, reading only what the worker needs.
+#[derive(Debug, Deserialize)]
+struct LenientChunk {
+    #[serde(default)]
+    choices: Vec<LenientChoice>,
+    #[serde(default)]
+    usage: Option<LenientUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LenientChoice {
+    #[serde(default)]
+    delta: Option<LenientDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LenientDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LenientUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+impl LenientChunk {
+    fn into_events(self) -> Vec<ProviderEvent> {
+        let mut events = Vec::new();
+        // Only the first choice is relayed: the gateway refuses `n > 1`.
+        if let Some(choice) = self.choices.into_iter().next() {
+            if let Some(text) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
+                events.push(ProviderEvent::Text(text));
+            }
+            if let Some(finish_reason) = choice.finish_reason {
+                events.push(ProviderEvent::Finished { finish_reason });
+            }
+        }
+        if let Some(usage) = self.usage {
+            let total_tokens = usage.total_tokens.max(usage.prompt_tokens + usage.completion_tokens);
+            events.push(ProviderEvent::Usage(Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens,
+            }));
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_chunks_read_text_finish_and_usage_and_ignore_the_rest() {
+        let chunk: LenientChunk = serde_json::from_str(
+            r#"{"id":"x","object":"chat.completion.chunk","provider":"extra",
+                "choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"error"}],
+                "usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        )
+        .expect("lenient chunk");
+        assert_eq!(
+            chunk.into_events(),
+            vec![
+                ProviderEvent::Text("Hi".to_owned()),
+                ProviderEvent::Finished { finish_reason: "error".to_owned() },
+                ProviderEvent::Usage(Usage { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 }),
+            ]
+        );
+        let usage_only: LenientChunk = serde_json::from_str(r#"{"choices":[]}"#).expect("empty chunk");
+        assert!(usage_only.into_events().is_empty());
+    }
+}

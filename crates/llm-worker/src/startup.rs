@@ -1,0 +1,78 @@
+//! Builds a worker from settings and runs it until the shutdown future completes: heartbeat, intake, drain,
+//! and a clean farewell when no job is left behind.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::{RedisConnections, RedisKeys, Settings};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::WorkerError;
+use crate::heartbeat::{deregister_if_idle, keep_heartbeat_until_stopped};
+use crate::job_runner::JobContext;
+use crate::provider::openai::OpenAiProvider;
+use crate::worker_loop::consume_jobs_until_stopped;
+
+/// The worker's id: configured, or host name, process id and a random suffix (unique across restarts).
+pub fn worker_id_from(settings: &Settings) -> String {
+    if !settings.worker.id.is_empty() {
+        return settings.worker.id.clone();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+/// Runs the worker until `shutdown` completes and its jobs are drained.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let redis =
+        RedisConnections::new(&settings.redis).map_err(|error| WorkerError::Settings(error.to_string()))?;
+    let keys = RedisKeys::new(settings.redis.key_prefix.clone());
+    let provider =
+        OpenAiProvider::new(&settings.llm).map_err(|error| WorkerError::Settings(error.to_string()))?;
+    let worker_id = worker_id_from(&settings);
+    tracing::info!(%worker_id, llm = %settings.llm.base_url, concurrency = settings.worker.concurrency, "worker starting");
+
+    let stop_heartbeat = CancellationToken::new();
+    let heartbeat = tokio::spawn(keep_heartbeat_until_stopped(
+        redis.clone(),
+        keys.clone(),
+        worker_id.clone(),
+        Duration::from_millis(settings.worker.heartbeat_interval_ms),
+        Duration::from_millis(settings.worker.heartbeat_ttl_ms),
+        stop_heartbeat.clone(),
+    ));
+    let stop_intake = CancellationToken::new();
+    let stop_on_signal = stop_intake.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_on_signal.cancel();
+    });
+
+    let context = JobContext {
+        redis: redis.clone(),
+        keys: keys.clone(),
+        settings: Arc::new(settings),
+        worker_id: worker_id.clone().into(),
+        provider,
+    };
+    consume_jobs_until_stopped(context, stop_intake).await;
+
+    stop_heartbeat.cancel();
+    let _ = heartbeat.await;
+    match deregister_if_idle(&redis, &keys, &worker_id).await {
+        Ok(true) => tracing::info!(%worker_id, "worker stopped cleanly"),
+        Ok(false) => tracing::warn!(%worker_id, "worker stopped with jobs left in its processing list"),
+        Err(error) => tracing::warn!(%worker_id, %error, "worker stopped; could not deregister"),
+    }
+    Ok(())
+}

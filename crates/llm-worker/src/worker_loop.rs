@@ -1,0 +1,169 @@
+//! The worker's intake: while it has a free slot it claims the next job (premium lane first) and runs it on its
+//! own task; when every lane is empty it blocks on the doorbell list, so idle workers cost Redis nothing.
+//! On shutdown it stops claiming, lets running jobs finish within the drain time, then stops the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::dead_letter::DeadLetter;
+use protocol::job_lifecycle::{ClaimedJob, claim_next_job, dead_letter_job};
+use protocol::{JobEnvelope, Lane, unix_time_ms};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::job_runner::{JobContext, run_claimed_job};
+
+/// Pause after a failed claim, so a Redis outage is not hammered.
+const CLAIM_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Claims and runs jobs until `shutdown` is cancelled; returns after running jobs finished or were stopped.
+pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: CancellationToken) {
+    let settings = context.settings.clone();
+    let slots = Arc::new(Semaphore::new(settings.worker.concurrency.max(1)));
+    let stop_running_jobs = CancellationToken::new();
+    let mut running = JoinSet::new();
+    let mut doorbell = DoorbellWaiter::new(context.redis.client().clone(), context.keys.queue_doorbell());
+    let idle_wait = Duration::from_millis(settings.worker.idle_wait_ms.max(100));
+
+    loop {
+        // Reap finished tasks so the set does not grow without bound.
+        while running.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let keys = context.keys.clone();
+        let worker_id = context.worker_id.clone();
+        let claimed = context
+            .redis
+            .run(|mut connection| async move {
+                claim_next_job(&mut connection, &keys, &worker_id, &Lane::ALL).await
+            })
+            .await;
+        match claimed {
+            Ok(Some(claimed)) => {
+                let context = context.clone();
+                let stop = stop_running_jobs.child_token();
+                running.spawn(async move {
+                    run_one_job(&context, claimed, &stop).await;
+                    drop(slot);
+                });
+            }
+            Ok(None) => {
+                drop(slot);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = doorbell.wait(idle_wait) => {}
+                }
+            }
+            Err(error) => {
+                drop(slot);
+                tracing::warn!(%error, "could not claim a job");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(CLAIM_RETRY_DELAY) => {}
+                }
+            }
+        }
+    }
+
+    let drain_time = Duration::from_secs(settings.worker.drain_timeout_s);
+    tracing::info!(
+        running = running.len(),
+        ?drain_time,
+        "worker stopping: no new jobs, running jobs may finish"
+    );
+    let drained =
+        tokio::time::timeout(drain_time, async { while running.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = running.len(), "drain time over: stopping the jobs still running");
+        stop_running_jobs.cancel();
+        while running.join_next().await.is_some() {}
+    }
+}
+
+async fn run_one_job(context: &JobContext, claimed: ClaimedJob, stop: &CancellationToken) {
+    let envelope = match JobEnvelope::decode(&claimed.raw_envelope) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            dead_letter_undecodable(context, claimed, error.to_string()).await;
+            return;
+        }
+    };
+    metrics::gauge!("dam_worker_jobs_running").increment(1.0);
+    let outcome = run_claimed_job(context, &envelope, &claimed.raw_envelope, stop).await;
+    metrics::gauge!("dam_worker_jobs_running").decrement(1.0);
+    match outcome {
+        Ok(outcome) => {
+            metrics::counter!("dam_worker_jobs_total", "outcome" => outcome.as_str()).increment(1);
+            tracing::debug!(job_id = %envelope.id, outcome = outcome.as_str(), "job ended");
+        }
+        Err(error) => {
+            metrics::counter!("dam_worker_jobs_total", "outcome" => "abandoned").increment(1);
+            tracing::warn!(job_id = %envelope.id, %error, "job attempt abandoned; it stays in the processing list");
+        }
+    }
+}
+
+async fn dead_letter_undecodable(context: &JobContext, claimed: ClaimedJob, error: String) {
+    tracing::error!(%error, "undecodable job envelope sent to the dead-letter list");
+    let dead_letter = DeadLetter {
+        job_id: None,
+        reason: "undecodable_envelope".to_owned(),
+        last_error: error,
+        attempts: 0,
+        worker_id: context.worker_id.to_string(),
+        dead_at_ms: unix_time_ms(),
+        raw_envelope: claimed.raw_envelope,
+    };
+    let keys = context.keys.clone();
+    let moved = context
+        .redis
+        .run(|mut connection| async move { dead_letter_job(&mut connection, &keys, &dead_letter).await })
+        .await;
+    metrics::counter!("dam_worker_jobs_total", "outcome" => "dead_lettered").increment(1);
+    if let Err(error) = moved {
+        tracing::error!(%error, "could not dead-letter the envelope; it stays in the processing list");
+    }
+}
+
+/// Blocks on the doorbell list with BLPOP on a dedicated connection (a blocking command would stall the shared
+/// multiplexed connections).
+struct DoorbellWaiter {
+    client: redis::Client,
+    doorbell_key: String,
+    connection: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl DoorbellWaiter {
+    fn new(client: redis::Client, doorbell_key: String) -> Self {
+        Self { client, doorbell_key, connection: None }
+    }
+
+    /// Returns when the doorbell rang, `limit` passed, or Redis failed (after a short pause).
+    async fn wait(&mut self, limit: Duration) {
+        if self.connection.is_none() {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(limit + Duration::from_secs(1)));
+            match self.client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(connection) => self.connection = Some(connection),
+                Err(_) => {
+                    tokio::time::sleep(CLAIM_RETRY_DELAY).await;
+                    return;
+                }
+            }
+        }
+        let Some(connection) = self.connection.as_mut() else { return };
+        let rang: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+            .arg(&self.doorbell_key)
+            .arg(limit.as_secs_f64())
+            .query_async(connection)
+            .await;
+        if rang.is_err() {
+            self.connection = None;
+            tokio::time::sleep(CLAIM_RETRY_DELAY).await;
+        }
+    }
+}

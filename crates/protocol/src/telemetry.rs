@@ -1,0 +1,51 @@
+//! Process-wide telemetry plumbing every service binary shares: the tracing subscriber and the one Prometheus
+//! recorder of the process. What each service measures lives in that service.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Buckets for latency histograms, in seconds: from sub-millisecond rejections to minute-long answers.
+const LATENCY_BUCKETS_S: [f64; 16] =
+    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LOG_FORMAT=json` gives one JSON object per line.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The process's Prometheus registry, installed as the global `metrics` recorder on first use. Several services
+/// running in one process (as in tests) share it. Must first be called inside a tokio runtime.
+pub fn prometheus_handle() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS_S)
+                .expect("latency buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder was installed first; /metrics will be empty");
+            }
+            let upkeep_handle = handle.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    ticker.tick().await;
+                    upkeep_handle.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
