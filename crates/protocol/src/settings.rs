@@ -330,6 +330,20 @@ fn toml_files_in(config_directory: &Path) -> Result<Vec<PathBuf>, SettingsError>
     Ok(files)
 }
 
+/// Every setting's dotted name (`section.key`), for documentation checks.
+pub fn every_setting_name() -> Vec<String> {
+    let defaults = serde_json::to_value(Settings::default()).expect("settings serialize");
+    let mut names = Vec::new();
+    if let serde_json::Value::Object(sections) = defaults {
+        for (section, fields) in sections {
+            if let serde_json::Value::Object(fields) = fields {
+                names.extend(fields.keys().map(|field| format!("{section}.{field}")));
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +395,15 @@ mod tests {
         std::fs::write(directory.path().join("a.toml"), "[llm]\napi_key = \"sk-leak\"\n").expect("write");
         let error = Settings::load_from(directory.path(), &HashMap::new()).expect_err("secret in file");
         assert!(matches!(error, SettingsError::SecretInFile));
+    }
+
+    #[test]
+    fn the_sample_config_file_holds_exactly_the_defaults() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/example.toml.sample");
+        std::fs::copy(sample, directory.path().join("example.toml")).expect("copy the sample");
+        let settings = Settings::load_from(directory.path(), &HashMap::new()).expect("the sample loads");
+        assert_eq!(settings, Settings::default());
     }
 
     #[test]
