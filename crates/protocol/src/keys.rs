@@ -18,6 +18,17 @@ use crate::job::{JobId, Lane};
 /// - `dam:job:{id}:channel`: pub/sub channel carrying the same events live.
 /// - `dam:dead-letters`: list of jobs that could not be completed.
 /// - `dam:control`: pub/sub channel announcing configuration changes.
+/// - `dam:queue:turn`: counter that spreads claims between lanes by their weights.
+/// - `dam:limits`: the live limits (JSON); absent means the configured ones.
+/// - `dam:intake:paused`: present while an operator has paused intake.
+/// - `dam:circuit`: hash with the upstream circuit breaker's state (see [`circuit_field`]).
+/// - `dam:api-keys`: hash from an API key's SHA-256 to its record (JSON).
+/// - `dam:block:{identity}`: a block record (JSON) with a TTL; `dam:blocks` indexes them by expiry.
+/// - `dam:rate:{identity}`: the caller's rate-limit state (GCRA theoretical arrival time, ms).
+/// - `dam:active:{identity}`: sorted set of the caller's queued or running job ids, scored by expiry.
+/// - `dam:dedupe:{identity}:{fingerprint}`: the job id a duplicate request joins, for a short window.
+/// - `dam:budget:{identity}:{day}`: tokens the caller used that UTC day.
+/// - `dam:stats:admission:{bucket}`: hash of admission decisions by reason, per 10-second bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisKeys {
     prefix: String,
@@ -82,12 +93,73 @@ impl RedisKeys {
     pub fn control_channel(&self) -> String {
         format!("{}control", self.prefix)
     }
+
+    pub fn lane_turn(&self) -> String {
+        format!("{}queue:turn", self.prefix)
+    }
+
+    pub fn live_limits(&self) -> String {
+        format!("{}limits", self.prefix)
+    }
+
+    pub fn intake_paused(&self) -> String {
+        format!("{}intake:paused", self.prefix)
+    }
+
+    pub fn circuit_breaker(&self) -> String {
+        format!("{}circuit", self.prefix)
+    }
+
+    pub fn api_keys(&self) -> String {
+        format!("{}api-keys", self.prefix)
+    }
+
+    pub fn identity_block(&self, identity: &str) -> String {
+        format!("{}block:{identity}", self.prefix)
+    }
+
+    pub fn block_index(&self) -> String {
+        format!("{}blocks", self.prefix)
+    }
+
+    pub fn rate_bucket(&self, identity: &str) -> String {
+        format!("{}rate:{identity}", self.prefix)
+    }
+
+    pub fn active_chats(&self, identity: &str) -> String {
+        format!("{}active:{identity}", self.prefix)
+    }
+
+    pub fn duplicate_chat(&self, identity: &str, fingerprint: &str) -> String {
+        format!("{}dedupe:{identity}:{fingerprint}", self.prefix)
+    }
+
+    /// `day` is days since the Unix epoch (UTC).
+    pub fn token_budget(&self, identity: &str, day: u64) -> String {
+        format!("{}budget:{identity}:{day}", self.prefix)
+    }
+
+    /// `bucket` is the Unix time in seconds divided by [`ADMISSION_STATS_BUCKET_S`].
+    pub fn admission_counts(&self, bucket: u64) -> String {
+        format!("{}stats:admission:{bucket}", self.prefix)
+    }
 }
 
 impl Default for RedisKeys {
     fn default() -> Self {
         Self::new(DEFAULT_KEY_PREFIX)
     }
+}
+
+/// Width of one admission-statistics bucket, in seconds.
+pub const ADMISSION_STATS_BUCKET_S: u64 = 10;
+
+/// Field names of the circuit breaker hash (`{prefix}circuit`).
+pub mod circuit_field {
+    /// `closed`, `open` or `half_open`.
+    pub const STATE: &str = "state";
+    /// While open: when probes may start (ms since the epoch).
+    pub const OPEN_UNTIL_MS: &str = "open_until_ms";
 }
 
 /// Field names of the job state hash (`{prefix}job:{id}`), written by the Lua scripts and read by the services.
@@ -128,6 +200,18 @@ mod tests {
         assert_eq!(keys.job_event_channel(&job_id), "dam:job:0192f0c1-7b7e-7cc0-8b5e-3f7d2a9b1c00:channel");
         assert_eq!(keys.dead_letters(), "dam:dead-letters");
         assert_eq!(keys.control_channel(), "dam:control");
+        assert_eq!(keys.lane_turn(), "dam:queue:turn");
+        assert_eq!(keys.live_limits(), "dam:limits");
+        assert_eq!(keys.intake_paused(), "dam:intake:paused");
+        assert_eq!(keys.circuit_breaker(), "dam:circuit");
+        assert_eq!(keys.api_keys(), "dam:api-keys");
+        assert_eq!(keys.identity_block("ip:10.0.0.1"), "dam:block:ip:10.0.0.1");
+        assert_eq!(keys.block_index(), "dam:blocks");
+        assert_eq!(keys.rate_bucket("key:ab12"), "dam:rate:key:ab12");
+        assert_eq!(keys.active_chats("key:ab12"), "dam:active:key:ab12");
+        assert_eq!(keys.duplicate_chat("ip:::1", "f00d"), "dam:dedupe:ip:::1:f00d");
+        assert_eq!(keys.token_budget("ip:10.0.0.1", 20_000), "dam:budget:ip:10.0.0.1:20000");
+        assert_eq!(keys.admission_counts(176_000_000), "dam:stats:admission:176000000");
     }
 
     #[test]

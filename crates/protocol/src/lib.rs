@@ -1,10 +1,13 @@
 //! The shared vocabulary of Traffic Dam: wire types, every Redis key and channel name, the Lua scripts that change
 //! those keys together, and the settings every service reads. Services share nothing else.
 
+pub mod access;
+pub mod control;
 pub mod dead_letter;
 pub mod job;
 pub mod job_lifecycle;
 pub mod keys;
+pub mod limits;
 pub mod redis_connections;
 pub mod settings;
 pub mod shutdown;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{Limits, Tier};
+
 /// Every service's settings. Each service reads its own sections plus the shared `redis` and `chat` ones.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +21,9 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub dam: DamSettings,
     pub mock_llm: MockLlmSettings,
+    /// The limits in force until an operator changes them live (see [`crate::limits`]).
+    pub limits: Limits,
+    pub auth: AuthSettings,
 }
 
 /// How every service reaches Redis.
@@ -184,12 +189,44 @@ impl Default for LlmSettings {
 pub struct DamSettings {
     pub host: String,
     pub port: u16,
+    /// Bearer token of the admin API. Read from `DAM_DAM__ADMIN_TOKEN` only; without one the dam refuses to
+    /// start unless it listens on loopback only.
+    pub admin_token: Option<SecretString>,
 }
 
 impl Default for DamSettings {
     fn default() -> Self {
-        Self { host: "127.0.0.1".to_owned(), port: 9100 }
+        Self { host: "127.0.0.1".to_owned(), port: 9100, admin_token: None }
     }
+}
+
+/// Who the gateway believes about callers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Peers allowed to name the client in `X-Forwarded-For` (CIDRs, comma-separated in the environment).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// API keys known from configuration (by SHA-256; keys managed through the dam add to these).
+    pub api_keys: Vec<ConfiguredApiKey>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: vec!["127.0.0.0/8".parse().expect("cidr"), "::1/128".parse().expect("cidr")],
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// An API key from a config file: `{ name = "...", tier = "premium", key_sha256 = "<hex>" }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredApiKey {
+    pub name: String,
+    pub tier: Tier,
+    /// `printf %s "$KEY" | sha256sum`.
+    pub key_sha256: String,
 }
 
 /// The OpenAI-compatible fake LLM used in development, tests and benchmarks.
@@ -259,15 +296,21 @@ pub enum SettingsError {
     Invalid(#[from] config::ConfigError),
     #[error("could not list the config directory {path}: {source}")]
     ConfigDirectory { path: PathBuf, source: std::io::Error },
-    #[error("llm.api_key must come from the environment (DAM_LLM__API_KEY), never from a config file")]
-    SecretInFile,
+    #[error("{0} is a secret: set it in the environment ({1}), never in a config file")]
+    SecretInFile(&'static str, &'static str),
+    #[error("invalid limits: {0}")]
+    InvalidLimits(#[from] crate::limits::LimitsError),
 }
 
 /// Environment variable naming the directory of `*.toml` layers (default `config`).
 pub const CONFIG_DIRECTORY_VARIABLE: &str = "DAM_CONFIG_DIR";
 
 /// Settings keys whose environment values are comma-separated lists.
-const LIST_SETTING_KEYS: [&str; 2] = ["chat.allowed_models", "mock_llm.models"];
+const LIST_SETTING_KEYS: [&str; 3] = ["chat.allowed_models", "mock_llm.models", "auth.trusted_proxies"];
+
+/// Settings that hold secrets, with the only variable each may come from.
+const SECRET_SETTINGS: [(&str, &str); 2] =
+    [("llm.api_key", "DAM_LLM__API_KEY"), ("dam.admin_token", "DAM_DAM__ADMIN_TOKEN")];
 
 impl Settings {
     /// Loads the layers from the process: `$DAM_CONFIG_DIR` (or `./config`) and the `DAM_*` environment.
@@ -289,8 +332,11 @@ impl Settings {
         for file in toml_files_in(config_directory)? {
             file_layers = file_layers.add_source(config::File::from(file));
         }
-        if file_layers.build_cloned()?.get_string("llm.api_key").is_ok() {
-            return Err(SettingsError::SecretInFile);
+        let files_only = file_layers.build_cloned()?;
+        for (secret, variable) in SECRET_SETTINGS {
+            if files_only.get_string(secret).is_ok() {
+                return Err(SettingsError::SecretInFile(secret, variable));
+            }
         }
 
         let dam_variables: config::Map<String, String> = environment
@@ -309,7 +355,9 @@ impl Settings {
         }
 
         let merged = file_layers.add_source(environment_layer).build()?;
-        Ok(merged.try_deserialize()?)
+        let settings: Settings = merged.try_deserialize()?;
+        settings.limits.validate()?;
+        Ok(settings)
     }
 }
 
@@ -330,17 +378,21 @@ fn toml_files_in(config_directory: &Path) -> Result<Vec<PathBuf>, SettingsError>
     Ok(files)
 }
 
-/// Every setting's dotted name (`section.key`), for documentation checks.
+/// Every setting's dotted name (`section.key`, `limits.tiers.premium.burst`), for documentation checks.
 pub fn every_setting_name() -> Vec<String> {
-    let defaults = serde_json::to_value(Settings::default()).expect("settings serialize");
-    let mut names = Vec::new();
-    if let serde_json::Value::Object(sections) = defaults {
-        for (section, fields) in sections {
-            if let serde_json::Value::Object(fields) = fields {
-                names.extend(fields.keys().map(|field| format!("{section}.{field}")));
+    fn collect(prefix: &str, value: &serde_json::Value, names: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(fields) if !fields.is_empty() => {
+                for (field, inner) in fields {
+                    let name = if prefix.is_empty() { field.clone() } else { format!("{prefix}.{field}") };
+                    collect(&name, inner, names);
+                }
             }
+            _ => names.push(prefix.to_owned()),
         }
     }
+    let mut names = Vec::new();
+    collect("", &serde_json::to_value(Settings::default()).expect("settings serialize"), &mut names);
     names
 }
 
@@ -394,7 +446,7 @@ mod tests {
         let directory = tempfile::tempdir().expect("temporary directory");
         std::fs::write(directory.path().join("a.toml"), "[llm]\napi_key = \"sk-leak\"\n").expect("write");
         let error = Settings::load_from(directory.path(), &HashMap::new()).expect_err("secret in file");
-        assert!(matches!(error, SettingsError::SecretInFile));
+        assert!(matches!(error, SettingsError::SecretInFile("llm.api_key", _)));
     }
 
     #[test]
