@@ -1,15 +1,22 @@
-//! The dam binary: telemetry, settings, bind the admin port, serve until SIGINT or SIGTERM.
+//! The `dam` binary: `dam serve` runs the admin service; every other subcommand is the operators' client of it.
 
-use protocol::Settings;
-use tokio::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dam::cli::{DamCommand, DamCommandLine, run_admin_command};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    protocol::telemetry::init_tracing();
-    let settings = Settings::load()?;
-    let address = format!("{}:{}", settings.dam.host, settings.dam.port);
-    let listener = TcpListener::bind(&address).await?;
-    tracing::info!(address = %listener.local_addr()?, "dam listening");
-    dam::run(listener, settings, protocol::shutdown::shutdown_signal()).await?;
-    Ok(())
+async fn main() -> ExitCode {
+    let command_line = DamCommandLine::parse();
+    match command_line.command {
+        DamCommand::Serve => match dam::serve_until_signalled().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "dam stopped");
+                eprintln!("dam: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        DamCommand::Admin(command) => run_admin_command(&command_line.connection, command).await,
+    }
 }

@@ -1,4 +1,5 @@
 //! Builds the dam service from settings and serves it on a given listener until the shutdown future completes.
+//! Refuses to serve an admin API without a token on anything but loopback.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use protocol::{RedisConnections, RedisKeys, Settings};
 use tokio::net::TcpListener;
 
 use crate::app_state::AdminState;
+use crate::auth::{AdminToken, ensure_safe_to_serve};
 use crate::error::AdminError;
 use crate::routes::build_router;
 
@@ -15,6 +17,13 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdminError> {
+    let admin_token = AdminToken::from_settings(&settings.dam);
+    let address = listener.local_addr().map_err(|error| AdminError::Server(error.to_string()))?;
+    ensure_safe_to_serve(admin_token.as_ref(), address)?;
+    if admin_token.is_none() {
+        tracing::warn!(%address, "no admin token is set: the admin API is open to every local user of this host");
+    }
+    tracing::info!(%address, "dam listening");
     let redis =
         RedisConnections::new(&settings.redis).map_err(|error| AdminError::Settings(error.to_string()))?;
     let state = AdminState {
@@ -22,9 +31,23 @@ pub async fn run(
         settings: Arc::new(settings),
         redis,
         metrics: protocol::telemetry::prometheus_handle(),
+        admin_token,
     };
     axum::serve(listener, build_router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|error| AdminError::Server(error.to_string()))
+        .map_err(|error| AdminError::Server(error.to_string()))?;
+    tracing::info!("dam stopped");
+    Ok(())
+}
+
+/// What `dam serve` does: telemetry, settings from files and environment, bind `dam.host:dam.port`, serve until
+/// SIGINT or SIGTERM.
+pub async fn serve_until_signalled() -> Result<(), Box<dyn std::error::Error>> {
+    protocol::telemetry::init_tracing();
+    let settings = Settings::load()?;
+    let address = format!("{}:{}", settings.dam.host, settings.dam.port);
+    let listener = TcpListener::bind(&address).await?;
+    run(listener, settings, protocol::shutdown::shutdown_signal()).await?;
+    Ok(())
 }

@@ -1,61 +1,146 @@
-//! The admission decision every chat passes before any work is queued: today it builds the job envelope and
-//! enqueues it atomically (one Lua script, one round trip); the rate, concurrency and queue limits join that same
-//! script, so limits hold across any number of gateway instances.
+//! The admission decision every chat passes before any work is queued. The connection gate is checked in this
+//! process (no Redis work); everything else (blocks, paused intake, open circuit, the caller's rate, duplicates,
+//! the caller's active chats and budget, the global queue bound) is decided by one Lua script in one round trip,
+//! so the limits hold exactly across any number of gateways. A rejected chat leaves nothing queued.
+
+use std::time::Instant;
 
 use protocol::job::JOB_ENVELOPE_VERSION;
-use protocol::job_lifecycle::enqueue_job;
+use protocol::job_lifecycle::{AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat};
 use protocol::{JobEnvelope, JobId, Lane, unix_time_ms};
+use sha2::{Digest, Sha256};
 
-use crate::app_state::AppState;
-use crate::caller_identity::CallerIdentity;
+use crate::app_state::{AppState, OpenStreamGuard};
+use crate::caller_identity::Caller;
 use crate::chat_request::ValidatedChat;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, RatePolicy, Rejection};
 
-/// A chat that was accepted and now waits in a lane.
+/// A chat that passed the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdmittedChat {
-    pub job_id: JobId,
-    pub lane: Lane,
-    pub ticket: u64,
-    /// 1 = next in its lane.
-    pub position: u64,
+pub enum AdmittedChat {
+    /// Newly queued: `position` 1 is next in its lane.
+    Queued { job_id: JobId, lane: Lane, ticket: u64, position: u64 },
+    /// A duplicate of a chat already queued, running or done: the caller follows that chat.
+    Joined { job_id: JobId },
 }
 
-/// Admits a validated chat and enqueues it.
+impl AdmittedChat {
+    pub fn job_id(&self) -> JobId {
+        match self {
+            AdmittedChat::Queued { job_id, .. } | AdmittedChat::Joined { job_id } => *job_id,
+        }
+    }
+}
+
+/// The per-process connection gate: a streaming response may open only while this gateway holds fewer than
+/// `max_open_streams`. Costs no Redis work, so it sheds load even when Redis is the bottleneck.
+pub fn open_stream_slot(state: &AppState) -> Result<OpenStreamGuard, GatewayError> {
+    let limit = state.limits.borrow().max_open_streams;
+    state.open_streams.try_enter(limit as usize).ok_or_else(|| {
+        metrics::counter!("dam_gateway_admission_decisions_total", "decision" => "too_many_connections")
+            .increment(1);
+        GatewayError::TooManyConnections { limit }
+    })
+}
+
+/// Runs the gate for a validated chat and queues it when admitted.
 pub async fn admit_chat_request(
     state: &AppState,
     chat: ValidatedChat,
-    caller: &CallerIdentity,
+    caller: &Caller,
+    idempotency_key: Option<&str>,
     flow: &'static str,
 ) -> Result<AdmittedChat, GatewayError> {
+    let started = Instant::now();
     let settings = &state.settings;
+    let limits = state.limits.borrow().clone();
+    let caller_limits = caller.limits(&limits);
+    let duplicate =
+        duplicate_check(&chat, idempotency_key, limits.duplicate_window_s, settings.chat.replay_ttl_s);
     let now_ms = unix_time_ms();
+    let lane = caller.tier.lane();
     let envelope = JobEnvelope {
         version: JOB_ENVELOPE_VERSION,
         id: JobId::new_random(),
-        identity: caller.as_str().to_owned(),
-        lane: Lane::Standard,
+        identity: caller.identity.as_str().to_owned(),
+        lane,
         messages: chat.messages,
         model: chat.model,
         parameters: chat.parameters,
         created_at_ms: now_ms,
         deadline_ms: now_ms + settings.chat.queue_deadline_s * 1000,
         attempt: 1,
+        recoveries: 0,
+        unattended: false,
         trace_context: Default::default(),
     };
-    let (job_id, lane) = (envelope.id, envelope.lane);
-    // The state outlives the longest possible wait plus run, then stays for replays.
-    let state_ttl_s =
-        settings.chat.queue_deadline_s + settings.llm.request_timeout_s + settings.chat.replay_ttl_s;
-    let keys = state.keys.clone();
-    let enqueued = state
+    let longest_life_s = settings.longest_job_life_s();
+    let drain_per_second = state.queue_watch.borrow().total_drain_per_second();
+    let request = AdmissionRequest {
+        envelope: &envelope,
+        now_ms,
+        caller_limits,
+        max_queue_depth: limits.max_queue_depth,
+        duplicate,
+        state_ttl_s: settings.job_state_ttl_s(),
+        active_ttl_ms: longest_life_s * 1000,
+        drain_per_second,
+    };
+    let keys = &state.keys;
+    let decision = state
         .redis
-        .run(
-            |mut connection| async move { enqueue_job(&mut connection, &keys, &envelope, state_ttl_s).await },
-        )
-        .await?
-        .ok_or_else(|| GatewayError::Internal("a freshly generated job id already existed".to_owned()))?;
-    metrics::counter!("dam_gateway_chats_admitted_total", "flow" => flow).increment(1);
-    tracing::debug!(%job_id, ticket = enqueued.ticket, "chat admitted");
-    Ok(AdmittedChat { job_id, lane, ticket: enqueued.ticket, position: enqueued.position })
+        .run(|mut connection| async move { admit_chat(&mut connection, keys, &request).await })
+        .await;
+    metrics::histogram!("dam_gateway_admission_seconds").record(started.elapsed().as_secs_f64());
+    let policy = RatePolicy {
+        burst: caller_limits.burst,
+        window_s: (f64::from(caller_limits.burst) / caller_limits.rate_per_second).ceil() as u64,
+    };
+    let (decision_label, outcome) = match decision? {
+        AdmissionDecision::Admitted { ticket, position, .. } => {
+            ("admitted", Ok(AdmittedChat::Queued { job_id: envelope.id, lane, ticket, position }))
+        }
+        AdmissionDecision::Joined { job_id, .. } => ("joined", Ok(AdmittedChat::Joined { job_id })),
+        AdmissionDecision::Rejected { reason, retry_after_ms, rate } => (
+            reason.code(),
+            Err(GatewayError::Rejected {
+                rejection: Rejection {
+                    reason,
+                    retry_after_ms,
+                    rate: rate.map(|standing| (policy, standing)),
+                },
+            }),
+        ),
+        AdmissionDecision::IdTaken => {
+            ("id_taken", Err(GatewayError::Internal("a freshly generated job id already existed".to_owned())))
+        }
+    };
+    metrics::counter!("dam_gateway_admission_decisions_total", "decision" => decision_label, "flow" => flow)
+        .increment(1);
+    outcome
+}
+
+/// What makes a request a duplicate: its `Idempotency-Key` (for as long as the chat can be replayed), or else its
+/// content (model, messages, parameters) within the short duplicate window.
+fn duplicate_check(
+    chat: &ValidatedChat,
+    idempotency_key: Option<&str>,
+    duplicate_window_s: u64,
+    replay_ttl_s: u64,
+) -> Option<DuplicateCheck> {
+    let (fingerprint, window_s) = match idempotency_key {
+        Some(key) => (format!("idem-{}", digest(key.as_bytes())), replay_ttl_s),
+        None if duplicate_window_s > 0 => {
+            let content = serde_json::to_vec(&(&chat.model, &chat.messages, &chat.parameters))
+                .expect("a chat always serializes");
+            (format!("body-{}", digest(&content)), duplicate_window_s)
+        }
+        None => return None,
+    };
+    Some(DuplicateCheck { fingerprint, window_ms: window_s * 1000 })
+}
+
+/// A short, collision-safe digest for key names.
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..16])
 }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use protocol::limits::Limits;
 use protocol::{RedisConnections, RedisKeys, Settings};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_directory::AccessDirectory;
 use crate::queue_watch::QueueSnapshot;
 use crate::stream_router::StreamRouter;
 
@@ -23,6 +25,9 @@ pub struct AppState {
     /// Cancelled when the shutdown drain time is over: open streams end and clients resume elsewhere.
     pub stream_shutdown: CancellationToken,
     pub open_streams: OpenStreams,
+    /// The limits in force, kept current from Redis.
+    pub limits: watch::Receiver<Arc<Limits>>,
+    pub access_directory: AccessDirectory,
 }
 
 /// Counts this process's open streaming responses.
@@ -35,6 +40,15 @@ impl OpenStreams {
         let open = self.0.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("dam_gateway_open_streams").set(open as f64);
         OpenStreamGuard(self.0.clone())
+    }
+
+    /// Counts one more open stream unless `limit` are open already.
+    pub fn try_enter(&self, limit: usize) -> Option<OpenStreamGuard> {
+        let guard = self.enter();
+        if self.current() > limit {
+            return None;
+        }
+        Some(guard)
     }
 
     pub fn current(&self) -> usize {

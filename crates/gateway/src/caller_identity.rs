@@ -1,24 +1,28 @@
-//! Who is calling: the identity a chat is charged to and limited by. Today the client's socket address; API keys
-//! and trusted-proxy `X-Forwarded-For` handling refine it without changing its callers.
+//! Who is calling: the identity a chat is charged to and limited by, and its tier. A known API key
+//! (`Authorization: Bearer <key>` or `X-API-Key`) names the caller; otherwise the client IP does. The client IP
+//! is the socket peer, unless the peer is a trusted proxy: then the right-most untrusted `X-Forwarded-For`
+//! address counts, so a client cannot choose its identity by inventing headers.
 
 use std::net::{IpAddr, SocketAddr};
 
-/// A caller's identity as stored in job envelopes and limit keys, e.g. `ip:203.0.113.7`.
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use ipnet::IpNet;
+use protocol::access::api_key_hash;
+use protocol::limits::{Limits, Tier, TierLimits};
+
+use crate::access_directory::{AccessDirectory, KnownApiKey};
+use crate::app_state::AppState;
+use crate::error::GatewayError;
+
+/// A caller's identity as stored in job envelopes and limit keys: `ip:203.0.113.7` or `key:<16 hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallerIdentity(String);
 
 impl CallerIdentity {
     pub fn from_client_ip(ip: IpAddr) -> Self {
-        // IPv4-mapped IPv6 addresses are the same caller as their IPv4 form.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        Self(format!("ip:{ip}"))
-    }
-
-    pub fn from_peer(peer: SocketAddr) -> Self {
-        Self::from_client_ip(peer.ip())
+        Self(format!("ip:{}", canonical_ip(ip)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -26,15 +30,158 @@ impl CallerIdentity {
     }
 }
 
+/// IPv4-mapped IPv6 addresses are the same caller as their IPv4 form.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// The caller of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    pub identity: CallerIdentity,
+    pub tier: Tier,
+    /// Set when a known API key named the caller.
+    pub api_key: Option<KnownApiKey>,
+}
+
+impl Caller {
+    /// The limits that apply to this caller now.
+    pub fn limits(&self, limits: &Limits) -> TierLimits {
+        let tier_limits = limits.tiers.for_tier(self.tier);
+        match &self.api_key {
+            Some(key) => key.limits(tier_limits),
+            None => *tier_limits,
+        }
+    }
+}
+
+/// Identifies the caller of a request from its headers and socket peer.
+pub fn identify_caller(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    trusted_proxies: &[IpNet],
+    directory: &AccessDirectory,
+) -> Caller {
+    if let Some(key) = presented_api_key(headers).and_then(|key| directory.lookup(&api_key_hash(key))) {
+        return Caller { identity: CallerIdentity(key.identity.clone()), tier: key.tier, api_key: Some(key) };
+    }
+    let ip = client_ip(headers, peer.ip(), trusted_proxies);
+    Caller { identity: CallerIdentity::from_client_ip(ip), tier: Tier::Anonymous, api_key: None }
+}
+
+fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")));
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|value| value.to_str().ok()))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+}
+
+/// The client address: the peer, or, behind trusted proxies, the right-most untrusted forwarded address.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted_proxies.iter().any(|network| network.contains(&canonical_ip(ip)));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty())
+        .collect();
+    // Walk from the nearest hop outwards; every trusted hop vouches for the one before it.
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => client = ip,
+            Ok(ip) => return ip,
+            // A hop that is not an address cannot be believed; the last trusted hop is the best we know.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer).ok_or_else(
+                || GatewayError::Internal("the connection's peer address is missing".to_owned()),
+            )?;
+        Ok(identify_caller(
+            &parts.headers,
+            peer,
+            &state.settings.auth.trusted_proxies,
+            &state.access_directory,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn headers(forwarded: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().expect("header value"));
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    fn loopback_only() -> Vec<IpNet> {
+        vec!["127.0.0.0/8".parse().expect("cidr"), "::1/128".parse().expect("cidr")]
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_choose_its_identity_with_forwarded_headers() {
+        let spoofed = headers(&["1.2.3.4"]);
+        assert_eq!(client_ip(&spoofed, ip("203.0.113.9"), &loopback_only()), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_rightmost_untrusted_address_counts() {
+        // The client claims 1.2.3.4; nginx appends the address it saw, 198.51.100.7.
+        let forwarded = headers(&["1.2.3.4, 198.51.100.7"]);
+        assert_eq!(client_ip(&forwarded, ip("127.0.0.1"), &loopback_only()), ip("198.51.100.7"));
+        let chained = headers(&["1.2.3.4", "198.51.100.7, 127.0.0.2"]);
+        assert_eq!(client_ip(&chained, ip("127.0.0.1"), &loopback_only()), ip("198.51.100.7"));
+        assert_eq!(client_ip(&HeaderMap::new(), ip("127.0.0.1"), &loopback_only()), ip("127.0.0.1"));
+        let garbage = headers(&["1.2.3.4, not-an-ip"]);
+        assert_eq!(client_ip(&garbage, ip("127.0.0.1"), &loopback_only()), ip("127.0.0.1"));
+    }
+
     #[test]
     fn mapped_ipv6_addresses_are_the_same_caller_as_ipv4() {
-        let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
-        let plain: IpAddr = "10.1.2.3".parse().expect("ip");
-        assert_eq!(CallerIdentity::from_client_ip(mapped), CallerIdentity::from_client_ip(plain));
-        assert_eq!(CallerIdentity::from_client_ip(plain).as_str(), "ip:10.1.2.3");
+        assert_eq!(
+            CallerIdentity::from_client_ip(ip("::ffff:10.1.2.3")),
+            CallerIdentity::from_client_ip(ip("10.1.2.3"))
+        );
+        assert_eq!(CallerIdentity::from_client_ip(ip("10.1.2.3")).as_str(), "ip:10.1.2.3");
+    }
+
+    #[test]
+    fn api_keys_come_from_bearer_or_x_api_key() {
+        let mut bearer = HeaderMap::new();
+        bearer.insert("authorization", "Bearer sk-one".parse().expect("value"));
+        assert_eq!(presented_api_key(&bearer), Some("sk-one"));
+        let mut plain = HeaderMap::new();
+        plain.insert("x-api-key", "sk-two".parse().expect("value"));
+        assert_eq!(presented_api_key(&plain), Some("sk-two"));
+        assert_eq!(presented_api_key(&HeaderMap::new()), None);
     }
 }

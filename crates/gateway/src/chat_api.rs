@@ -1,20 +1,21 @@
 //! The browser flow: `POST /api/chats` queues a chat and answers 202 with where to listen;
 //! `GET /api/chats/{id}/events` streams its events as SSE (`id:` = seq, `event:` = type). Handlers only translate.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use protocol::job_lifecycle::CancelOutcome;
 use protocol::{JobId, StreamEvent};
 use serde::Serialize;
 
-use crate::admission::admit_chat_request;
+use crate::admission::{AdmittedChat, admit_chat_request, open_stream_slot};
 use crate::app_state::AppState;
-use crate::caller_identity::CallerIdentity;
+use crate::caller_identity::Caller;
+use crate::cancellation;
 use crate::chat_relay::{ChatRelay, locate_chat};
 use crate::chat_request::BrowserChatRequest;
 use crate::error::GatewayError;
@@ -26,23 +27,30 @@ use crate::sse_stream::{FormattedEvents, StreamFormat, relay_as_sse};
 pub struct CreatedChat {
     pub id: String,
     pub events_url: String,
-    /// 1 = next in line.
+    /// 1 = next in line; 0 once a worker has it.
     pub position: u64,
+    /// True when this request duplicated an earlier one and joined its chat.
+    pub joined: bool,
 }
 
 pub async fn create_chat(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<BrowserChatRequest>,
 ) -> Result<Response, GatewayError> {
     let chat = request.validate(&state.settings.chat)?;
-    let admitted = admit_chat_request(&state, chat, &CallerIdentity::from_peer(peer), "browser").await?;
-    let events_url = format!("/api/chats/{}/events", admitted.job_id);
-    let body = CreatedChat {
-        id: admitted.job_id.to_string(),
-        events_url: events_url.clone(),
-        position: admitted.position,
+    let admitted = admit_chat_request(&state, chat, &caller, idempotency_key(&headers), "browser").await?;
+    let position = match admitted {
+        AdmittedChat::Queued { position, .. } => position,
+        AdmittedChat::Joined { job_id } => {
+            locate_chat(&state, job_id, 0).await?.queued.map(|queued| queued.position).unwrap_or(0)
+        }
     };
+    let job_id = admitted.job_id();
+    let events_url = format!("/api/chats/{job_id}/events");
+    let joined = matches!(admitted, AdmittedChat::Joined { .. });
+    let body = CreatedChat { id: job_id.to_string(), events_url: events_url.clone(), position, joined };
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, events_url)], Json(body)).into_response())
 }
 
@@ -51,12 +59,37 @@ pub async fn chat_events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
+    let open_stream = open_stream_slot(&state)?;
     // A malformed id cannot exist, so it is refused without asking Redis.
     let job_id: JobId = id.parse().map_err(|_| GatewayError::ChatNotFound(id))?;
     let start = locate_chat(&state, job_id, last_event_id(&headers)).await?;
     let relay = ChatRelay::open(&state, start).await?;
     let keep_alive = Duration::from_secs(state.settings.gateway.sse_keep_alive_s);
-    Ok(relay_as_sse(relay, BrowserEvents, state.open_streams.enter(), keep_alive).into_response())
+    Ok(relay_as_sse(relay, BrowserEvents, open_stream, keep_alive).into_response())
+}
+
+/// `DELETE /api/chats/{id}`: the client no longer wants the answer.
+pub async fn cancel_chat(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    let job_id: JobId = id.parse().map_err(|_| GatewayError::ChatNotFound(id))?;
+    let status = match cancellation::cancel_chat(&state, job_id).await? {
+        CancelOutcome::Cancelled => "cancelled".to_owned(),
+        CancelOutcome::Cancelling { .. } => "cancelling".to_owned(),
+        CancelOutcome::AlreadyFinal { status } => status,
+        CancelOutcome::Missing => return Err(GatewayError::ChatNotFound(job_id.to_string())),
+    };
+    Ok(Json(serde_json::json!({"id": job_id.to_string(), "status": status})).into_response())
+}
+
+/// The `Idempotency-Key` header: a retry carrying the same key joins the first request's chat.
+pub fn idempotency_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
 }
 
 /// `Last-Event-ID`, sent by a reconnecting EventSource: the stream resumes after it.

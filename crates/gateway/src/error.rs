@@ -2,8 +2,9 @@
 //! a stable machine-readable `code` and a JSON body. The body has OpenAI's error shape
 //! (`{"error": {"code", "message", "type", "param"}}`), which also serves the browser API.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use protocol::job_lifecycle::{RateStanding, RejectionReason};
 use serde::Serialize;
 
 /// Everything that can go wrong while serving a request.
@@ -23,6 +24,14 @@ pub enum GatewayError {
     ChatNotFound(String),
     #[error("the queue backend is unavailable, try again shortly")]
     BackendUnavailable(#[source] redis::RedisError),
+    #[error("{}", rejection.message())]
+    Rejected { rejection: Rejection },
+    #[error(
+        "this gateway holds its maximum of {limit} open streams; retry shortly or through another instance"
+    )]
+    TooManyConnections { limit: u32 },
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("the chat ended with an error: {message}")]
     ChatFailed { code: String, message: String },
     #[error("no such route")]
@@ -49,6 +58,9 @@ impl GatewayError {
             GatewayError::ChatNotFound(_) | GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Rejected { rejection } => rejection.status(),
+            GatewayError::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::ChatFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,6 +76,9 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::ChatNotFound(_) => "chat_not_found",
             GatewayError::BackendUnavailable(_) => "backend_unavailable",
+            GatewayError::Rejected { rejection } => rejection.reason.code(),
+            GatewayError::TooManyConnections { .. } => "too_many_connections",
+            GatewayError::BodyTimeout => "request_timeout",
             GatewayError::ChatFailed { code, .. } => code,
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -83,7 +98,8 @@ impl GatewayError {
     /// Seconds after which a retry may succeed, when the failure is temporary.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
-            GatewayError::BackendUnavailable(_) => Some(1),
+            GatewayError::BackendUnavailable(_) | GatewayError::TooManyConnections { .. } => Some(1),
+            GatewayError::Rejected { rejection } => Some(rejection.retry_after_ms.div_ceil(1000).max(1)),
             _ => None,
         }
     }
@@ -92,6 +108,8 @@ impl GatewayError {
     pub fn body(&self) -> ErrorBody {
         let kind = match self.status() {
             StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             status if status.is_server_error() => "server_error",
             _ => "invalid_request_error",
         };
@@ -138,6 +156,9 @@ impl IntoResponse for GatewayError {
         if let Ok(code) = HeaderValue::from_str(self.code()) {
             response.headers_mut().insert("x-dam-reason", code);
         }
+        if let GatewayError::Rejected { rejection } = &self {
+            rejection.insert_rate_limit_headers(response.headers_mut());
+        }
         response
     }
 }
@@ -145,5 +166,72 @@ impl IntoResponse for GatewayError {
 impl From<redis::RedisError> for GatewayError {
     fn from(error: redis::RedisError) -> Self {
         GatewayError::BackendUnavailable(error)
+    }
+}
+
+/// A chat the gate refused, with what the client needs to retry well.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub reason: RejectionReason,
+    pub retry_after_ms: u64,
+    /// The caller's rate policy and standing, for the IETF `RateLimit-Policy` and `RateLimit` headers.
+    pub rate: Option<(RatePolicy, RateStanding)>,
+}
+
+/// A caller's rate policy: `burst` chats per `window_s` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatePolicy {
+    pub burst: u32,
+    pub window_s: u64,
+}
+
+impl Rejection {
+    fn status(&self) -> StatusCode {
+        match self.reason {
+            RejectionReason::Blocked => StatusCode::FORBIDDEN,
+            RejectionReason::Maintenance | RejectionReason::UpstreamUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RejectionReason::RateLimited
+            | RejectionReason::TooManyActiveChats
+            | RejectionReason::BudgetExhausted
+            | RejectionReason::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self.reason {
+            RejectionReason::Blocked => "this caller is blocked for a while",
+            RejectionReason::Maintenance => "the service is paused for maintenance; queued chats carry on",
+            RejectionReason::UpstreamUnavailable => {
+                "the language model is unavailable right now; try again later"
+            }
+            RejectionReason::RateLimited => "too many chats in a short time; slow down",
+            RejectionReason::TooManyActiveChats => {
+                "too many of your chats are queued or running; wait for one to end"
+            }
+            RejectionReason::BudgetExhausted => "your daily token budget is spent",
+            RejectionReason::QueueFull => "the queue is full; try again shortly",
+        }
+    }
+
+    /// `RateLimit-Policy: "burst";q=20;w=4` and `RateLimit: "burst";r=3;t=1`
+    /// (draft-ietf-httpapi-ratelimit-headers).
+    pub fn insert_rate_limit_headers(&self, headers: &mut HeaderMap) {
+        if let Some((policy, standing)) = self.rate {
+            insert_rate_limit_headers(headers, policy, standing);
+        }
+    }
+}
+
+/// Adds the IETF rate-limit headers describing a caller's standing.
+pub fn insert_rate_limit_headers(headers: &mut HeaderMap, policy: RatePolicy, standing: RateStanding) {
+    let policy_value = format!("\"burst\";q={};w={}", policy.burst, policy.window_s.max(1));
+    let standing_value = format!("\"burst\";r={};t={}", standing.remaining, standing.reset_ms.div_ceil(1000));
+    if let (Ok(policy_value), Ok(standing_value)) =
+        (HeaderValue::from_str(&policy_value), HeaderValue::from_str(&standing_value))
+    {
+        headers.insert("ratelimit-policy", policy_value);
+        headers.insert("ratelimit", standing_value);
     }
 }

@@ -3,7 +3,7 @@
 //! Any content type is accepted, so `curl -d` works without a header.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
@@ -20,7 +20,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit_bytes = state.settings.gateway.max_body_bytes;
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(_) => GatewayError::BodyTooLarge { limit_bytes },
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                GatewayError::BodyTooLarge { limit_bytes }
+            }
+            // The body timed out (too slow a sender) or broke off.
+            BytesRejection::FailedToBufferBody(_) => GatewayError::BodyTimeout,
             other => GatewayError::MalformedJson(other.body_text()),
         })?;
         parse_json_body(&bytes).map(JsonBody)

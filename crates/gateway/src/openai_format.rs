@@ -5,6 +5,7 @@ use axum::response::sse::Event;
 use protocol::{StreamEvent, Usage};
 use serde_json::{Value, json};
 
+use crate::cancellation::CancelOnDrop;
 use crate::error::GatewayError;
 use crate::sse_stream::{FormattedEvents, StreamFormat};
 
@@ -42,6 +43,8 @@ pub struct OpenAiChunks {
     pub include_usage: bool,
     pub sent_role: bool,
     pub sent_text: bool,
+    /// Cancels the chat if the client leaves before the end.
+    pub cancel_on_drop: CancelOnDrop,
 }
 
 impl StreamFormat for OpenAiChunks {
@@ -92,6 +95,9 @@ impl StreamFormat for OpenAiChunks {
                 true
             }
         };
+        if end_stream || event.is_terminal() {
+            self.cancel_on_drop.disarm();
+        }
         FormattedEvents { events, end_stream }
     }
 }

@@ -41,6 +41,11 @@ impl QueueSnapshot {
         (ticket > served).then(|| ticket - served)
     }
 
+    /// Jobs taken off all lanes per second (0 while unmeasured).
+    pub fn total_drain_per_second(&self) -> f64 {
+        self.lanes.iter().filter_map(|lane| lane.drain_per_second).sum()
+    }
+
     /// Estimated wait for a job at `position`, from the lane's measured drain rate.
     pub fn eta_ms(&self, lane: Lane, position: u64) -> Option<u64> {
         let rate = self.lane(lane).drain_per_second?;

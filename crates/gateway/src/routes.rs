@@ -1,8 +1,11 @@
 //! The gateway's whole route table, and the fallbacks that keep unknown paths and methods in the JSON error shape.
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::app_state::AppState;
 use crate::error::GatewayError;
@@ -10,9 +13,11 @@ use crate::{chat_api, chat_page, health_api, openai_api};
 
 pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.gateway.max_body_bytes;
+    let body_timeout = Duration::from_millis(state.settings.gateway.body_read_timeout_ms);
     Router::new()
         .route("/", get(chat_page::chat_page))
         .route("/api/chats", post(chat_api::create_chat))
+        .route("/api/chats/{id}", delete(chat_api::cancel_chat))
         .route("/api/chats/{id}/events", get(chat_api::chat_events))
         .route("/v1/chat/completions", post(openai_api::chat_completions))
         .route("/v1/models", get(openai_api::list_models))
@@ -22,6 +27,7 @@ pub fn build_router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 

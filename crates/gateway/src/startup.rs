@@ -2,16 +2,18 @@
 //! stops accepting, lets open streams run for the drain time, and ends the rest (clients resume elsewhere).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::live_limits::watch_live_limits;
 use protocol::{RedisConnections, RedisKeys, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_directory::AccessDirectory;
 use crate::app_state::{AppState, OpenStreams};
 use crate::error::GatewayError;
+use crate::http_server::{ConnectionLimits, serve_with_limits};
 use crate::queue_watch::start_queue_watch;
 use crate::routes::build_router;
 use crate::stream_router::StreamRouter;
@@ -24,6 +26,14 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
     let keys = RedisKeys::new(settings.redis.key_prefix.clone());
     let stream_router =
         StreamRouter::start(redis.client().clone(), redis.connect_timeout(), background.clone());
+    let limits = watch_live_limits(redis.clone(), keys.clone(), settings.limits.clone(), background.clone());
+    let access_directory = AccessDirectory::start(
+        redis.clone(),
+        keys.clone(),
+        settings.auth.api_keys.clone(),
+        stream_router.clone(),
+        background.clone(),
+    );
     let queue_watch = start_queue_watch(
         redis.clone(),
         keys.clone(),
@@ -39,6 +49,8 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
         metrics: protocol::telemetry::prometheus_handle(),
         stream_shutdown: background.child_token(),
         open_streams: OpenStreams::default(),
+        limits,
+        access_directory,
     })
 }
 
@@ -50,9 +62,13 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let background = CancellationToken::new();
     let drain_time = Duration::from_secs(settings.gateway.shutdown_drain_s);
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(settings.gateway.header_read_timeout_ms),
+        max_header_bytes: settings.gateway.max_header_bytes,
+    };
     let state = build_app_state(settings, background.clone())?;
     let stream_shutdown = state.stream_shutdown.clone();
-    let app = build_router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = build_router(state);
     let graceful = async move {
         shutdown.await;
         tracing::info!(?drain_time, "gateway stopping: no new connections, open streams may finish");
@@ -61,7 +77,7 @@ pub async fn run(
             stream_shutdown.cancel();
         });
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(graceful).await;
+    let served = serve_with_limits(listener, app, connection_limits, graceful).await;
     background.cancel();
     served.map_err(|error| GatewayError::Internal(format!("server error: {error}")))
 }

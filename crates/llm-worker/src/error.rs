@@ -10,6 +10,8 @@ pub enum WorkerError {
     Fenced,
     #[error("the job was cancelled by the worker's shutdown")]
     Stopped,
+    #[error("the job's client cancelled it")]
+    CancelRequested,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error("invalid settings: {0}")]

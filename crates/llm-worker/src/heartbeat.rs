@@ -6,6 +6,25 @@ use std::time::Duration;
 use protocol::{RedisConnections, RedisKeys, unix_time_ms};
 use tokio_util::sync::CancellationToken;
 
+/// Writes the heartbeat and registers the worker once: done before the first claim, so a worker that dies
+/// holding a job is always known to the reaper.
+pub async fn beat_once(
+    redis: &RedisConnections,
+    keys: &RedisKeys,
+    worker_id: &str,
+    ttl: Duration,
+) -> redis::RedisResult<()> {
+    let mut beat = redis::pipe();
+    beat.cmd("SET")
+        .arg(keys.worker_heartbeat(worker_id))
+        .arg(unix_time_ms())
+        .arg("PX")
+        .arg(ttl.as_millis() as u64)
+        .ignore();
+    beat.cmd("SADD").arg(keys.worker_registry()).arg(worker_id).ignore();
+    redis.run(|mut connection| async move { beat.query_async(&mut connection).await }).await
+}
+
 /// Refreshes the heartbeat every `interval` until `stop` is cancelled.
 pub async fn keep_heartbeat_until_stopped(
     redis: RedisConnections,
@@ -15,7 +34,6 @@ pub async fn keep_heartbeat_until_stopped(
     ttl: Duration,
     stop: CancellationToken,
 ) {
-    let heartbeat_key = keys.worker_heartbeat(&worker_id);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -23,17 +41,7 @@ pub async fn keep_heartbeat_until_stopped(
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let mut beat = redis::pipe();
-        beat.cmd("SET")
-            .arg(&heartbeat_key)
-            .arg(unix_time_ms())
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .ignore();
-        beat.cmd("SADD").arg(keys.worker_registry()).arg(&worker_id).ignore();
-        let written: redis::RedisResult<()> =
-            redis.run(|mut connection| async move { beat.query_async(&mut connection).await }).await;
-        if let Err(error) = written {
+        if let Err(error) = beat_once(&redis, &keys, &worker_id, ttl).await {
             tracing::warn!(%error, "heartbeat not written");
         }
     }

@@ -1,17 +1,28 @@
-//! Runs one claimed job from start to end: takes ownership (the fence), refuses it if it expired while queued,
-//! streams the upstream answer in batches to the replay log and channel, and ends it with `done` or `error`.
-//! Every write is fenced, so an attempt that lost its job stops instead of mixing its text into another's.
+//! Runs one claimed job from start to end: takes ownership (the fence), refuses it if it expired or was
+//! abandoned, waits for upstream capacity (global rate, token budget, circuit breaker), streams the answer in
+//! batches to the replay log and channel, retries what is safe to retry, and ends the job with `done`, or with
+//! an `error` the client sees (and a dead-letter record when it failed for good). Every write is fenced, so an
+//! attempt that lost its job stops instead of mixing its text into another's.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use protocol::job_lifecycle::{JobFence, JobStart, PublishOutcome, publish_stream_events, start_job};
+use protocol::dead_letter::DeadLetter;
+use protocol::job_lifecycle::{
+    JobEnding, JobFence, JobStart, PublishOutcome, publish_stream_events, start_job,
+};
+use protocol::upstream_capacity::{
+    CallOutcome, CircuitPolicy, PermitDecision, UpstreamPermit, acquire_upstream_permit, settle_upstream_call,
+};
 use protocol::{
     JobEnvelope, JobStatus, RedisConnections, RedisKeys, Settings, StreamEvent, Usage, unix_time_ms,
 };
+use rand::Rng;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel_listener::CancelRegistry;
 use crate::error::WorkerError;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
@@ -19,6 +30,10 @@ use crate::token_batcher::TokenBatcher;
 
 /// Attempts at one stream write before the attempt gives up and leaves the job for recovery.
 const STREAM_WRITE_ATTEMPTS: u32 = 3;
+/// How often a running job checks that someone still listens.
+const LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest single pause while waiting for upstream capacity, so shutdown and deadlines are noticed.
+const LONGEST_CAPACITY_PAUSE: Duration = Duration::from_millis(1_000);
 
 /// What every job of this worker shares.
 #[derive(Debug, Clone)]
@@ -28,6 +43,23 @@ pub struct JobContext {
     pub settings: Arc<Settings>,
     pub worker_id: Arc<str>,
     pub provider: OpenAiProvider,
+    /// The limits in force, kept current from Redis.
+    pub limits: tokio::sync::watch::Receiver<Arc<protocol::limits::Limits>>,
+    pub cancels: CancelRegistry,
+}
+
+impl JobContext {
+    fn circuit_policy(&self) -> CircuitPolicy {
+        let llm = &self.settings.llm;
+        CircuitPolicy {
+            window_s: llm.circuit_window_s,
+            min_calls: llm.circuit_min_calls,
+            failure_ratio: llm.circuit_failure_ratio,
+            cool_down_ms: llm.circuit_cool_down_ms,
+            probes: llm.circuit_probes,
+            probe_timeout_ms: llm.first_token_timeout_ms + 1_000,
+        }
+    }
 }
 
 /// How a job attempt ended, for logs and metrics.
@@ -36,6 +68,7 @@ pub enum JobOutcome {
     Completed,
     Failed,
     Expired,
+    Cancelled,
     /// Already final or gone when claimed; it was only removed from the processing list.
     Skipped,
 }
@@ -46,13 +79,21 @@ impl JobOutcome {
             JobOutcome::Completed => "completed",
             JobOutcome::Failed => "failed",
             JobOutcome::Expired => "expired",
+            JobOutcome::Cancelled => "cancelled",
             JobOutcome::Skipped => "skipped",
         }
     }
 }
 
+/// How one upstream answer ended.
+enum AnswerOutcome {
+    Completed { usage: Usage, finish_reason: String },
+    Failed { error: ProviderError, text_started: bool, pieces: u64 },
+    Cancelled { reason: &'static str, pieces: u64 },
+}
+
 /// Runs `envelope` (claimed as `raw_envelope`) to its end, or until `stop` is cancelled (then the job stays in
-/// the processing list for recovery).
+/// the processing list, to be put back).
 pub async fn run_claimed_job(
     context: &JobContext,
     envelope: &JobEnvelope,
@@ -74,109 +115,433 @@ pub async fn run_claimed_job(
             return Ok(JobOutcome::Skipped);
         }
     };
-    let mut writer = StreamWriter {
+    let registration = context.cancels.register(envelope.id);
+    let mut job = RunningJob {
         context,
-        fence: JobFence { job_id: &envelope.id, worker_id: &context.worker_id, attempt, raw_envelope },
-        next_seq: replay_log_length + 1,
+        envelope,
+        stop,
+        cancel: registration.token.clone(),
+        writer: StreamWriter {
+            context,
+            fence: JobFence {
+                job_id: &envelope.id,
+                identity: &envelope.identity,
+                worker_id: &context.worker_id,
+                attempt,
+                raw_envelope,
+            },
+            next_seq: replay_log_length + 1,
+        },
+        pending: Vec::new(),
+        listeners: ListenerWatch::new(context, envelope),
     };
-
-    if unix_time_ms() > envelope.deadline_ms {
-        let expired = writer.error("expired", "the chat waited longer than its deadline and was not started");
-        writer.write(vec![expired], Some(JobStatus::Expired)).await?;
-        return Ok(JobOutcome::Expired);
+    let outcome = job.run(replay_log_length).await;
+    match outcome {
+        Err(WorkerError::CancelRequested) => {
+            job.end_cancelled("the chat was cancelled by its client", 0).await
+        }
+        other => other,
     }
-    // Events of an earlier attempt are already in the log: tell clients to discard them.
-    let mut pending = Vec::new();
-    if replay_log_length > 0 {
-        pending.push(writer.reset());
+}
+
+/// One job in progress: its stream writer, the events not yet written, and what can interrupt it.
+struct RunningJob<'a> {
+    context: &'a JobContext,
+    envelope: &'a JobEnvelope,
+    stop: &'a CancellationToken,
+    cancel: CancellationToken,
+    writer: StreamWriter<'a>,
+    pending: Vec<StreamEvent>,
+    listeners: ListenerWatch,
+}
+
+impl RunningJob<'_> {
+    async fn run(&mut self, replay_log_length: u64) -> Result<JobOutcome, WorkerError> {
+        if unix_time_ms() > self.envelope.deadline_ms {
+            return self.end_expired().await;
+        }
+        if self.listeners.abandoned_before_start(self.envelope).await {
+            return self.end_cancelled("nobody was listening for the answer any more", 0).await;
+        }
+        // Events of an earlier attempt are already in the log: tell clients to discard them.
+        if replay_log_length > 0 {
+            let reset = self.writer.reset();
+            self.pending.push(reset);
+        }
+        let max_attempts = self.context.settings.llm.max_attempts.max(1);
+        for upstream_attempt in 1..=max_attempts {
+            let Some(permit) = self.wait_for_permit().await? else {
+                return self.end_expired().await;
+            };
+            let answer = self.stream_one_answer().await;
+            let (tokens_used, call_outcome) = match &answer {
+                Ok(AnswerOutcome::Completed { usage, .. }) => (usage.total_tokens, CallOutcome::Ok),
+                Ok(AnswerOutcome::Failed { error, pieces, .. }) => (
+                    self.estimated_usage(*pieces).total_tokens,
+                    if error.is_upstream_fault() { CallOutcome::Failed } else { CallOutcome::Neutral },
+                ),
+                Ok(AnswerOutcome::Cancelled { pieces, .. }) => {
+                    (self.estimated_usage(*pieces).total_tokens, CallOutcome::Neutral)
+                }
+                Err(_) => (permit.reserved_tokens, CallOutcome::Neutral),
+            };
+            self.settle(&permit, tokens_used, call_outcome).await;
+            match answer? {
+                AnswerOutcome::Completed { usage, finish_reason } => {
+                    let done = self.writer.done(usage, finish_reason);
+                    self.pending.push(done);
+                    let ending = JobEnding {
+                        status: JobStatus::Done,
+                        tokens_used: usage.total_tokens,
+                        dead_letter: None,
+                    };
+                    self.write_final(ending).await?;
+                    metrics::counter!("dam_worker_tokens_total").increment(usage.total_tokens);
+                    return Ok(JobOutcome::Completed);
+                }
+                AnswerOutcome::Cancelled { reason, pieces } => {
+                    return self.end_cancelled(reason, pieces).await;
+                }
+                AnswerOutcome::Failed { error, text_started: false, .. }
+                    if error.is_retryable() && upstream_attempt < max_attempts =>
+                {
+                    tracing::info!(job_id = %self.envelope.id, %error, upstream_attempt, "upstream failed; retrying");
+                    metrics::counter!("dam_worker_upstream_retries_total").increment(1);
+                    if !self.back_off(upstream_attempt, error.retry_after()).await? {
+                        return self.end_cancelled("the chat was cancelled by its client", 0).await;
+                    }
+                }
+                AnswerOutcome::Failed { error, pieces, .. } => {
+                    return self.end_failed(&error, upstream_attempt, pieces).await;
+                }
+            }
+        }
+        unreachable!("the last attempt always ends the job")
     }
 
-    let upstream = tokio::select! {
-        _ = stop.cancelled() => return Err(WorkerError::Stopped),
-        upstream = context.provider.stream_completion(envelope) => upstream,
-    };
-    let mut upstream = match upstream {
-        Ok(upstream) => upstream,
-        Err(error) => return fail_job(&mut writer, pending, &error).await,
-    };
-
-    let worker_settings = &context.settings.worker;
-    let mut batcher = TokenBatcher::new(
-        worker_settings.batch_max_tokens,
-        Duration::from_millis(worker_settings.batch_max_delay_ms),
-    );
-    let mut finish_reason = None;
-    let mut reported_usage = None;
-    let mut completion_pieces = 0u64;
-    loop {
-        let flush_deadline = batcher.flush_deadline();
-        let next = tokio::select! {
-            _ = stop.cancelled() => return Err(WorkerError::Stopped),
-            _ = sleep_until_or_forever(flush_deadline) => {
-                if let Some(text) = batcher.take() {
-                    pending.push(writer.token(text));
-                }
-                writer.write(std::mem::take(&mut pending), None).await?;
-                continue;
+    /// Waits until the shared upstream capacity lets this job call. `None` when the job's deadline passed first.
+    async fn wait_for_permit(&mut self) -> Result<Option<UpstreamPermit>, WorkerError> {
+        let reserve = self.estimated_usage(u64::from(self.envelope.parameters.max_tokens)).total_tokens;
+        let circuit = self.context.circuit_policy();
+        loop {
+            if unix_time_ms() > self.envelope.deadline_ms {
+                return Ok(None);
             }
-            next = upstream.next() => next,
-        };
-        match next {
-            Some(Ok(ProviderEvent::Text(text))) => {
-                completion_pieces += 1;
-                if batcher.push(&text, tokio::time::Instant::now()) {
-                    let batch = batcher.take().unwrap_or_default();
-                    pending.push(writer.token(batch));
-                    writer.write(std::mem::take(&mut pending), None).await?;
+            let limits = self.context.limits.borrow().llm;
+            let keys = self.context.keys.clone();
+            let permit_id = format!("{}:{}", self.envelope.id, uuid::Uuid::new_v4().simple());
+            let decision = self
+                .context
+                .redis
+                .run(|mut connection| async move {
+                    acquire_upstream_permit(
+                        &mut connection,
+                        &keys,
+                        &permit_id,
+                        &limits,
+                        &circuit,
+                        reserve,
+                        unix_time_ms(),
+                    )
+                    .await
+                })
+                .await;
+            let pause = match decision {
+                Ok(PermitDecision::Granted(permit)) => return Ok(Some(permit)),
+                Ok(PermitDecision::Wait { ms }) => {
+                    metrics::counter!("dam_worker_capacity_waits_total", "reason" => "rate").increment(1);
+                    Duration::from_millis(ms)
                 }
-            }
-            Some(Ok(ProviderEvent::Finished { finish_reason: reason })) => finish_reason = Some(reason),
-            Some(Ok(ProviderEvent::Usage(usage))) => reported_usage = Some(usage),
-            Some(Err(error)) => {
-                if let Some(text) = batcher.take() {
-                    pending.push(writer.token(text));
+                Ok(PermitDecision::CircuitOpen { ms }) => {
+                    metrics::counter!("dam_worker_capacity_waits_total", "reason" => "circuit_open")
+                        .increment(1);
+                    Duration::from_millis(ms)
                 }
-                return fail_job(&mut writer, pending, &error).await;
+                Err(error) => {
+                    tracing::warn!(%error, "could not ask for upstream capacity");
+                    Duration::from_millis(500)
+                }
+            };
+            // A little jitter keeps waiting workers from asking again all at the same instant.
+            let pause =
+                pause.min(LONGEST_CAPACITY_PAUSE) + Duration::from_millis(rand::rng().random_range(0..20));
+            tokio::select! {
+                _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
+                _ = self.cancel.cancelled() => return Err(WorkerError::CancelRequested),
+                _ = tokio::time::sleep(pause) => {}
             }
-            None => break,
         }
     }
-    if let Some(text) = batcher.take() {
-        pending.push(writer.token(text));
+
+    async fn settle(&self, permit: &UpstreamPermit, tokens_used: u64, outcome: CallOutcome) {
+        let keys = self.context.keys.clone();
+        let circuit = self.context.circuit_policy();
+        let settled = self
+            .context
+            .redis
+            .run(|mut connection| async move {
+                settle_upstream_call(
+                    &mut connection,
+                    &keys,
+                    permit,
+                    tokens_used,
+                    outcome,
+                    &circuit,
+                    unix_time_ms(),
+                )
+                .await
+            })
+            .await;
+        match settled {
+            Ok(state) if state == "open" && outcome == CallOutcome::Failed => {
+                tracing::warn!("the upstream circuit breaker is open");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not settle an upstream call"),
+        }
     }
-    let usage = reported_usage.unwrap_or_else(|| estimated_usage(envelope, completion_pieces));
-    let done = writer.done(usage, finish_reason.unwrap_or_else(|| "stop".to_owned()));
-    pending.push(done);
-    writer.write(pending, Some(JobStatus::Done)).await?;
-    metrics::counter!("dam_worker_completion_tokens_total").increment(usage.completion_tokens);
-    Ok(JobOutcome::Completed)
-}
 
-async fn fail_job(
-    writer: &mut StreamWriter<'_>,
-    mut pending: Vec<StreamEvent>,
-    error: &ProviderError,
-) -> Result<JobOutcome, WorkerError> {
-    tracing::warn!(job_id = %writer.fence.job_id, %error, "upstream failed");
-    pending.push(writer.error("upstream_error", &format!("the model provider failed: {error}")));
-    writer.write(pending, Some(JobStatus::Failed)).await?;
-    Ok(JobOutcome::Failed)
-}
+    /// Sleeps before a retry: exponential backoff with full jitter, at least what the upstream asked for.
+    /// Returns false when the job was cancelled meanwhile.
+    async fn back_off(
+        &self,
+        upstream_attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> Result<bool, WorkerError> {
+        let llm = &self.context.settings.llm;
+        let ceiling = llm.retry_base_delay_ms.saturating_mul(1 << upstream_attempt.saturating_sub(1).min(20));
+        let jittered =
+            Duration::from_millis(rand::rng().random_range(0..=ceiling.min(llm.retry_max_delay_ms)));
+        let delay =
+            jittered.max(retry_after.unwrap_or_default().min(Duration::from_millis(llm.retry_max_delay_ms)));
+        tokio::select! {
+            _ = self.stop.cancelled() => Err(WorkerError::Stopped),
+            _ = self.cancel.cancelled() => Ok(false),
+            _ = tokio::time::sleep(delay) => Ok(true),
+        }
+    }
 
-/// Usage when the provider reported none: each streamed piece counts as one token, the prompt as 4 characters
-/// a token (the usual rule of thumb for English text).
-fn estimated_usage(envelope: &JobEnvelope, completion_pieces: u64) -> Usage {
-    let prompt_characters: usize =
-        envelope.messages.iter().map(|message| message.content.chars().count()).sum();
-    let prompt_tokens = prompt_characters.div_ceil(4) as u64;
-    Usage {
-        prompt_tokens,
-        completion_tokens: completion_pieces,
-        total_tokens: prompt_tokens + completion_pieces,
+    /// Calls upstream once and relays the answer in batches.
+    async fn stream_one_answer(&mut self) -> Result<AnswerOutcome, WorkerError> {
+        let llm = &self.context.settings.llm;
+        let first_token_timeout = Duration::from_millis(llm.first_token_timeout_ms);
+        let gap_timeout = Duration::from_millis(llm.token_gap_timeout_ms);
+        let call_started = Instant::now();
+        let opened = tokio::select! {
+            _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
+            _ = self.cancel.cancelled() => return Ok(AnswerOutcome::Cancelled { reason: CANCELLED_BY_CLIENT, pieces: 0 }),
+            opened = tokio::time::timeout(first_token_timeout, self.context.provider.stream_completion(self.envelope)) => opened,
+        };
+        let mut upstream = match opened {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(error)) => return Ok(AnswerOutcome::Failed { error, text_started: false, pieces: 0 }),
+            Err(_) => {
+                let error = ProviderError::Timeout("no first token in time");
+                return Ok(AnswerOutcome::Failed { error, text_started: false, pieces: 0 });
+            }
+        };
+        let worker_settings = &self.context.settings.worker;
+        let mut batcher = TokenBatcher::new(
+            worker_settings.batch_max_tokens,
+            Duration::from_millis(worker_settings.batch_max_delay_ms),
+        );
+        let mut listener_checks = tokio::time::interval(LISTENER_CHECK_INTERVAL);
+        listener_checks.reset();
+        let mut last_event_at = call_started;
+        let mut text_started = false;
+        let mut pieces = 0u64;
+        let mut finish_reason = None;
+        let mut reported_usage = None;
+        loop {
+            let silence_limit =
+                if text_started { last_event_at + gap_timeout } else { call_started + first_token_timeout };
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
+                _ = self.cancel.cancelled() => return Ok(AnswerOutcome::Cancelled { reason: CANCELLED_BY_CLIENT, pieces }),
+                _ = listener_checks.tick() => {
+                    if self.listeners.abandoned().await {
+                        return Ok(AnswerOutcome::Cancelled { reason: ABANDONED, pieces });
+                    }
+                }
+                _ = sleep_until_or_forever(batcher.flush_deadline()) => {
+                    if let Some(text) = batcher.take() {
+                        let token = self.writer.token(text);
+                        self.pending.push(token);
+                    }
+                    self.write_pending().await?;
+                }
+                _ = tokio::time::sleep_until(silence_limit) => {
+                    let error = ProviderError::Timeout(if text_started { "the answer stalled" } else { "no first token in time" });
+                    self.flush_batch(&mut batcher);
+                    return Ok(AnswerOutcome::Failed { error, text_started, pieces });
+                }
+                next = upstream.next() => {
+                    last_event_at = Instant::now();
+                    match next {
+                        Some(Ok(ProviderEvent::Text(text))) => {
+                            text_started = true;
+                            pieces += 1;
+                            if batcher.push(&text, last_event_at) {
+                                self.flush_batch(&mut batcher);
+                                self.write_pending().await?;
+                            }
+                        }
+                        Some(Ok(ProviderEvent::Finished { finish_reason: reason })) => finish_reason = Some(reason),
+                        Some(Ok(ProviderEvent::Usage(usage))) => reported_usage = Some(usage),
+                        Some(Err(error)) => {
+                            self.flush_batch(&mut batcher);
+                            return Ok(AnswerOutcome::Failed { error, text_started, pieces });
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        self.flush_batch(&mut batcher);
+        let usage = reported_usage.unwrap_or_else(|| self.estimated_usage(pieces));
+        Ok(AnswerOutcome::Completed {
+            usage,
+            finish_reason: finish_reason.unwrap_or_else(|| "stop".to_owned()),
+        })
+    }
+
+    fn flush_batch(&mut self, batcher: &mut TokenBatcher) {
+        if let Some(text) = batcher.take() {
+            let token = self.writer.token(text);
+            self.pending.push(token);
+        }
+    }
+
+    async fn write_pending(&mut self) -> Result<(), WorkerError> {
+        let events = std::mem::take(&mut self.pending);
+        self.writer.write(&events, None).await
+    }
+
+    async fn write_final(&mut self, ending: JobEnding<'_>) -> Result<(), WorkerError> {
+        let events = std::mem::take(&mut self.pending);
+        self.writer.write(&events, Some(ending)).await
+    }
+
+    async fn end_expired(&mut self) -> Result<JobOutcome, WorkerError> {
+        let expired =
+            self.writer.error("expired", "the chat waited longer than its deadline and was not started");
+        self.pending = vec![expired];
+        self.write_final(JobEnding { status: JobStatus::Expired, tokens_used: 0, dead_letter: None }).await?;
+        Ok(JobOutcome::Expired)
+    }
+
+    async fn end_cancelled(&mut self, reason: &str, pieces: u64) -> Result<JobOutcome, WorkerError> {
+        let cancelled = self.writer.error("cancelled", reason);
+        self.pending.push(cancelled);
+        let tokens_used = if pieces > 0 { self.estimated_usage(pieces).total_tokens } else { 0 };
+        self.write_final(JobEnding { status: JobStatus::Cancelled, tokens_used, dead_letter: None }).await?;
+        metrics::counter!("dam_worker_cancellations_total").increment(1);
+        Ok(JobOutcome::Cancelled)
+    }
+
+    async fn end_failed(
+        &mut self,
+        error: &ProviderError,
+        upstream_attempts: u32,
+        pieces: u64,
+    ) -> Result<JobOutcome, WorkerError> {
+        tracing::warn!(job_id = %self.envelope.id, %error, upstream_attempts, "job failed");
+        let (code, reason) = if error.is_retryable() {
+            ("upstream_error", "upstream_failed")
+        } else {
+            ("upstream_rejected", "upstream_rejected")
+        };
+        let message = format!("the model provider failed after {upstream_attempts} attempt(s): {error}");
+        let failure = self.writer.error(code, &message);
+        self.pending.push(failure);
+        let dead_letter = DeadLetter {
+            job_id: Some(self.envelope.id),
+            reason: reason.to_owned(),
+            last_error: error.to_string(),
+            attempts: upstream_attempts,
+            worker_id: self.context.worker_id.to_string(),
+            dead_at_ms: unix_time_ms(),
+            raw_envelope: self.writer.fence.raw_envelope.to_owned(),
+        };
+        let tokens_used = self.estimated_usage(pieces).total_tokens;
+        let ending = JobEnding { status: JobStatus::Failed, tokens_used, dead_letter: Some(&dead_letter) };
+        self.write_final(ending).await?;
+        Ok(JobOutcome::Failed)
+    }
+
+    /// Usage when the provider reported none: each streamed piece counts as one token, the prompt as 4 characters
+    /// a token (the usual rule of thumb for English text).
+    fn estimated_usage(&self, completion_pieces: u64) -> Usage {
+        let characters: usize =
+            self.envelope.messages.iter().map(|message| message.content.chars().count()).sum();
+        let prompt_tokens = characters.div_ceil(4) as u64;
+        Usage {
+            prompt_tokens,
+            completion_tokens: completion_pieces,
+            total_tokens: prompt_tokens + completion_pieces,
+        }
     }
 }
 
-async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+const CANCELLED_BY_CLIENT: &str = "the chat was cancelled by its client";
+const ABANDONED: &str = "nobody was listening for the answer any more";
+
+/// Notices a job nobody listens to: no subscriber on its channel for longer than the grace period.
+struct ListenerWatch {
+    redis: RedisConnections,
+    channel: String,
+    grace: Duration,
+    last_heard: Instant,
+}
+
+impl ListenerWatch {
+    fn new(context: &JobContext, envelope: &JobEnvelope) -> Self {
+        Self {
+            redis: context.redis.clone(),
+            channel: context.keys.job_event_channel(&envelope.id),
+            // An unattended job (an operator's replay) is never cancelled for want of listeners.
+            grace: if envelope.unattended {
+                Duration::MAX
+            } else {
+                Duration::from_millis(context.settings.worker.abandon_grace_ms)
+            },
+            last_heard: Instant::now(),
+        }
+    }
+
+    async fn listener_count(&self) -> Option<u64> {
+        let channel = self.channel.clone();
+        let counts: redis::RedisResult<(String, u64)> = self
+            .redis
+            .run(|mut connection| async move {
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut connection).await
+            })
+            .await;
+        counts.ok().map(|(_, count)| count)
+    }
+
+    /// At start: a job queued longer than the grace period whose client is not listening is not worth starting.
+    async fn abandoned_before_start(&mut self, envelope: &JobEnvelope) -> bool {
+        let waited = Duration::from_millis(unix_time_ms().saturating_sub(envelope.created_at_ms));
+        waited > self.grace && self.listener_count().await == Some(0)
+    }
+
+    /// While running: true once nobody has listened for the grace period.
+    async fn abandoned(&mut self) -> bool {
+        match self.listener_count().await {
+            Some(0) => self.last_heard.elapsed() > self.grace,
+            Some(_) => {
+                self.last_heard = Instant::now();
+                false
+            }
+            // Redis did not answer: no evidence either way.
+            None => false,
+        }
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -231,22 +596,22 @@ impl StreamWriter<'_> {
         StreamEvent::Error { seq: self.take_seq(), code: code.to_owned(), message: message.to_owned() }
     }
 
-    /// One round trip: append and publish `events`, ending the job when `final_status` is given. Retries a
-    /// failed write briefly; a fenced write stops the attempt.
+    /// One round trip: append and publish `events`, ending the job when `ending` is given. Retries a failed
+    /// write briefly; a fenced write stops the attempt, a cancelled job's non-final write reports the cancel.
     async fn write(
         &mut self,
-        events: Vec<StreamEvent>,
-        final_status: Option<JobStatus>,
+        events: &[StreamEvent],
+        ending: Option<JobEnding<'_>>,
     ) -> Result<(), WorkerError> {
-        if events.is_empty() && final_status.is_none() {
+        if events.is_empty() && ending.is_none() {
             return Ok(());
         }
         let replay_ttl_s = self.context.settings.chat.replay_ttl_s;
-        let mut attempt = 0;
+        let mut write_attempt = 0;
         loop {
-            attempt += 1;
+            write_attempt += 1;
             let keys = self.context.keys.clone();
-            let (fence, events_ref) = (self.fence, &events);
+            let fence = self.fence;
             let outcome = self
                 .context
                 .redis
@@ -255,8 +620,8 @@ impl StreamWriter<'_> {
                         &mut connection,
                         &keys,
                         fence,
-                        events_ref,
-                        final_status,
+                        events,
+                        ending,
                         replay_ttl_s,
                         unix_time_ms(),
                     )
@@ -269,10 +634,17 @@ impl StreamWriter<'_> {
                     return Ok(());
                 }
                 Ok(PublishOutcome::Fenced) => return Err(WorkerError::Fenced),
-                Err(error) if attempt >= STREAM_WRITE_ATTEMPTS => return Err(error.into()),
+                Ok(PublishOutcome::CancelRequested) => {
+                    // Nothing was written: the refused events' numbers are free again, so seq stays the log index.
+                    if let Some(first_seq) = events.first().and_then(StreamEvent::seq) {
+                        self.next_seq = first_seq;
+                    }
+                    return Err(WorkerError::CancelRequested);
+                }
+                Err(error) if write_attempt >= STREAM_WRITE_ATTEMPTS => return Err(error.into()),
                 Err(error) => {
-                    tracing::warn!(%error, attempt, "stream write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    tracing::warn!(%error, write_attempt, "stream write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(write_attempt))).await;
                 }
             }
         }

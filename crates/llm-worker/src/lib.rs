@@ -1,10 +1,12 @@
 //! The llm-worker: takes jobs off the Redis lanes into its own processing list, streams each answer from the
 //! upstream LLM, and writes it in batches to the job's replay log and channel. It never talks to a gateway.
 
+pub mod cancel_listener;
 pub mod error;
 pub mod heartbeat;
 pub mod job_runner;
 pub mod provider;
+pub mod reaper;
 pub mod startup;
 pub mod token_batcher;
 pub mod worker_loop;

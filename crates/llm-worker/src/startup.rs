@@ -5,13 +5,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::live_limits::watch_live_limits;
 use protocol::{RedisConnections, RedisKeys, Settings};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel_listener::{CancelRegistry, listen_for_cancellations};
 use crate::error::WorkerError;
-use crate::heartbeat::{deregister_if_idle, keep_heartbeat_until_stopped};
+use crate::heartbeat::{beat_once, deregister_if_idle, keep_heartbeat_until_stopped};
 use crate::job_runner::JobContext;
 use crate::provider::openai::OpenAiProvider;
+use crate::reaper::{Reaper, RecoveryCause};
 use crate::worker_loop::consume_jobs_until_stopped;
 
 /// The worker's id: configured, or host name, process id and a random suffix (unique across restarts).
@@ -29,7 +32,7 @@ pub fn worker_id_from(settings: &Settings) -> String {
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }
 
-/// Runs the worker until `shutdown` completes and its jobs are drained.
+/// Runs the worker until `shutdown` completes and its jobs are drained or put back.
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -41,16 +44,45 @@ pub async fn run(
         OpenAiProvider::new(&settings.llm).map_err(|error| WorkerError::Settings(error.to_string()))?;
     let worker_id = worker_id_from(&settings);
     tracing::info!(%worker_id, llm = %settings.llm.base_url, concurrency = settings.worker.concurrency, "worker starting");
+    let heartbeat_ttl = Duration::from_millis(settings.worker.heartbeat_ttl_ms);
+    if let Err(error) = beat_once(&redis, &keys, &worker_id, heartbeat_ttl).await {
+        tracing::warn!(%error, "could not register yet; the heartbeat keeps trying");
+    }
+    let reaper = Reaper {
+        redis: redis.clone(),
+        keys: keys.clone(),
+        worker_id: worker_id.clone(),
+        max_recoveries: settings.worker.max_recoveries,
+        replay_ttl_s: settings.chat.replay_ttl_s,
+    };
+    // A worker restarted under the same id finds its earlier life's jobs: they were interrupted, not finished.
+    match reaper.recover_processing_list(&worker_id, RecoveryCause::WorkerDied).await {
+        Ok(0) | Err(_) => {}
+        Ok(requeued) => tracing::warn!(requeued, "recovered jobs an earlier run of this worker left behind"),
+    }
 
-    let stop_heartbeat = CancellationToken::new();
+    let background = CancellationToken::new();
     let heartbeat = tokio::spawn(keep_heartbeat_until_stopped(
         redis.clone(),
         keys.clone(),
         worker_id.clone(),
         Duration::from_millis(settings.worker.heartbeat_interval_ms),
-        Duration::from_millis(settings.worker.heartbeat_ttl_ms),
-        stop_heartbeat.clone(),
+        heartbeat_ttl,
+        background.clone(),
     ));
+    let reaping =
+        tokio::spawn(reaper.clone().reap_until_stopped(
+            Duration::from_millis(settings.worker.reaper_interval_ms),
+            background.clone(),
+        ));
+    let cancels = CancelRegistry::default();
+    tokio::spawn(listen_for_cancellations(
+        redis.client().clone(),
+        keys.worker_cancel_channel(&worker_id),
+        cancels.clone(),
+        background.clone(),
+    ));
+    let limits = watch_live_limits(redis.clone(), keys.clone(), settings.limits.clone(), background.clone());
     let stop_intake = CancellationToken::new();
     let stop_on_signal = stop_intake.clone();
     tokio::spawn(async move {
@@ -64,11 +96,19 @@ pub async fn run(
         settings: Arc::new(settings),
         worker_id: worker_id.clone().into(),
         provider,
+        limits,
+        cancels,
     };
     consume_jobs_until_stopped(context, stop_intake).await;
 
-    stop_heartbeat.cancel();
+    match reaper.recover_processing_list(&worker_id, RecoveryCause::WorkerStopped).await {
+        Ok(0) => {}
+        Ok(requeued) => tracing::info!(requeued, "put unfinished jobs back on their lanes"),
+        Err(error) => tracing::warn!(%error, "could not put unfinished jobs back; the reaper will"),
+    }
+    background.cancel();
     let _ = heartbeat.await;
+    let _ = reaping.await;
     match deregister_if_idle(&redis, &keys, &worker_id).await {
         Ok(true) => tracing::info!(%worker_id, "worker stopped cleanly"),
         Ok(false) => tracing::warn!(%worker_id, "worker stopped with jobs left in its processing list"),

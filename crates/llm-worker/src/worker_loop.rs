@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use protocol::dead_letter::DeadLetter;
 use protocol::job_lifecycle::{ClaimedJob, claim_next_job, dead_letter_job};
+use protocol::limits::Limits;
 use protocol::{JobEnvelope, Lane, unix_time_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -35,12 +36,14 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
         };
         let keys = context.keys.clone();
         let worker_id = context.worker_id.clone();
-        let claimed = context
-            .redis
-            .run(|mut connection| async move {
-                claim_next_job(&mut connection, &keys, &worker_id, &Lane::ALL).await
-            })
-            .await;
+        let lanes = lanes_by_weight(&context.limits.borrow());
+        let claimed =
+            context
+                .redis
+                .run(|mut connection| async move {
+                    claim_next_job(&mut connection, &keys, &worker_id, &lanes).await
+                })
+                .await;
         match claimed {
             Ok(Some(claimed)) => {
                 let context = context.clone();
@@ -81,6 +84,11 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
         stop_running_jobs.cancel();
         while running.join_next().await.is_some() {}
     }
+}
+
+/// The lanes in priority order with their live weights.
+fn lanes_by_weight(limits: &Limits) -> [(Lane, u32); 2] {
+    [(Lane::Premium, limits.premium_weight), (Lane::Standard, limits.standard_weight)]
 }
 
 async fn run_one_job(context: &JobContext, claimed: ClaimedJob, stop: &CancellationToken) {

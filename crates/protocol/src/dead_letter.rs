@@ -1,9 +1,19 @@
 //! The dead-letter record: a job that could not be completed, kept with why, so an operator can inspect it and
-//! replay it. Jobs are never dropped silently.
+//! replay it. Jobs are never dropped silently. Also the replay itself: `lua/replay_dead_letter.lua` moves one
+//! record back onto its lane atomically. Listing, paging and choosing what to replay belong to the dam.
 
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::job::JobId;
+use crate::job::{JobEnvelope, JobId};
+use crate::job_lifecycle::{DOORBELL_CAPACITY, EnqueuedJob};
+use crate::keys::RedisKeys;
+
+static REPLAY_DEAD_LETTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/replay_dead_letter.lua")));
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -20,6 +30,17 @@ pub struct DeadLetter {
     pub raw_envelope: String,
 }
 
+/// Why a dead letter cannot be put back on a lane (it can still be dropped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReplayable {
+    #[error("the record has no job id: its envelope could not be decoded when it died")]
+    NoJobId,
+    #[error("the stored envelope cannot be read by this build: {0}")]
+    UndecodableEnvelope(String),
+    #[error("the stored envelope is job {envelope_job_id}, but the record names job {record_job_id}")]
+    MismatchedJobId { record_job_id: JobId, envelope_job_id: JobId },
+}
+
 impl DeadLetter {
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("a dead letter always serializes")
@@ -27,5 +48,137 @@ impl DeadLetter {
 
     pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// The envelope a replay queues: the stored one, unchanged but for what makes it a fresh job: created now
+    /// (so its queue wait, and the worker's check for a client that went away, count from the replay), a fresh
+    /// deadline (`now_ms` plus the queue deadline), `attempt` 1 and no recoveries (an operator replaying a poison
+    /// job gives it its full chances again).
+    pub fn replayable_envelope(
+        &self,
+        now_ms: u64,
+        queue_deadline_s: u64,
+    ) -> Result<JobEnvelope, NotReplayable> {
+        let record_job_id = self.job_id.ok_or(NotReplayable::NoJobId)?;
+        let mut envelope = JobEnvelope::decode(&self.raw_envelope)
+            .map_err(|error| NotReplayable::UndecodableEnvelope(error.to_string()))?;
+        if envelope.id != record_job_id {
+            return Err(NotReplayable::MismatchedJobId { record_job_id, envelope_job_id: envelope.id });
+        }
+        envelope.created_at_ms = now_ms;
+        envelope.deadline_ms = now_ms.saturating_add(queue_deadline_s.saturating_mul(1_000));
+        envelope.attempt = 1;
+        envelope.recoveries = 0;
+        // Nobody listens to a replay when it starts; the operator reads its outcome later.
+        envelope.unattended = true;
+        Ok(envelope)
+    }
+}
+
+/// Removes `stored_record` (the dead-letter record exactly as it sits in the list) and, only if it was there,
+/// queues `envelope` at the tail of its lane as a fresh job (old state and replay log replaced) and counts the
+/// replay. Returns `None`, changing nothing, when the record was no longer in the list.
+pub async fn replay_dead_letter(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    stored_record: &str,
+    envelope: &JobEnvelope,
+    state_ttl_s: u64,
+) -> RedisResult<Option<EnqueuedJob>> {
+    let (ticket, position): (i64, i64) = REPLAY_DEAD_LETTER
+        .key(keys.dead_letters())
+        .key(keys.lane_queue(envelope.lane))
+        .key(keys.job_state(&envelope.id))
+        .key(keys.lane_enqueued_tickets(envelope.lane))
+        .key(keys.lane_served_tickets(envelope.lane))
+        .key(keys.queue_doorbell())
+        .key(keys.job_replay_log(&envelope.id))
+        .key(keys.dead_letter_replays())
+        .arg(stored_record)
+        .arg(envelope.encode())
+        .arg(&envelope.identity)
+        .arg(envelope.lane.as_str())
+        .arg(envelope.created_at_ms)
+        .arg(state_ttl_s.max(1))
+        .arg(DOORBELL_CAPACITY)
+        .invoke_async(connection)
+        .await?;
+    if ticket < 0 {
+        return Ok(None);
+    }
+    Ok(Some(EnqueuedJob { ticket: ticket as u64, position: position.max(1) as u64 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ChatMessage, ChatRole, GenerationParameters, JOB_ENVELOPE_VERSION, Lane};
+
+    fn dead_envelope() -> JobEnvelope {
+        JobEnvelope {
+            version: JOB_ENVELOPE_VERSION,
+            id: JobId::new_random(),
+            identity: "ip:127.0.0.1".to_owned(),
+            lane: Lane::Premium,
+            messages: vec![ChatMessage { role: ChatRole::User, content: "hi".to_owned() }],
+            model: "mock-1".to_owned(),
+            parameters: GenerationParameters {
+                max_tokens: 8,
+                temperature: None,
+                top_p: None,
+                stop: Vec::new(),
+                presence_penalty: None,
+                frequency_penalty: None,
+                seed: None,
+            },
+            created_at_ms: 1_000,
+            deadline_ms: 2_000,
+            attempt: 3,
+            recoveries: 2,
+            unattended: false,
+            trace_context: Default::default(),
+        }
+    }
+
+    fn letter_for(envelope: &JobEnvelope) -> DeadLetter {
+        DeadLetter {
+            job_id: Some(envelope.id),
+            reason: "poison_job".to_owned(),
+            last_error: "boom".to_owned(),
+            attempts: 3,
+            worker_id: "w1".to_owned(),
+            dead_at_ms: 3_000,
+            raw_envelope: envelope.encode(),
+        }
+    }
+
+    #[test]
+    fn a_replayed_envelope_is_created_anew_with_a_fresh_deadline_and_its_first_attempt_and_nothing_else_changes()
+     {
+        let envelope = dead_envelope();
+        let replayed = letter_for(&envelope).replayable_envelope(10_000, 120).expect("replayable");
+        let fresh = (replayed.created_at_ms, replayed.deadline_ms, replayed.attempt, replayed.recoveries);
+        assert_eq!(fresh, (10_000, 130_000, 1, 0));
+        assert!(replayed.unattended, "nobody is expected to listen to a replay");
+        let unchanged = JobEnvelope {
+            created_at_ms: envelope.created_at_ms,
+            deadline_ms: envelope.deadline_ms,
+            attempt: envelope.attempt,
+            recoveries: envelope.recoveries,
+            unattended: envelope.unattended,
+            ..replayed
+        };
+        assert_eq!(unchanged, envelope);
+    }
+
+    #[test]
+    fn records_without_a_readable_matching_envelope_are_not_replayable() {
+        let envelope = dead_envelope();
+        let no_id = DeadLetter { job_id: None, ..letter_for(&envelope) };
+        assert_eq!(no_id.replayable_envelope(0, 1), Err(NotReplayable::NoJobId));
+        let garbage = DeadLetter { raw_envelope: "{not json".to_owned(), ..letter_for(&envelope) };
+        assert!(matches!(garbage.replayable_envelope(0, 1), Err(NotReplayable::UndecodableEnvelope(_))));
+        let other = DeadLetter { job_id: Some(JobId::new_random()), ..letter_for(&envelope) };
+        assert!(matches!(other.replayable_envelope(0, 1), Err(NotReplayable::MismatchedJobId { .. })));
     }
 }

@@ -129,8 +129,15 @@ pub struct JobEnvelope {
     pub created_at_ms: u64,
     /// A job still queued at this instant (ms since the epoch) is not sent upstream; it expires.
     pub deadline_ms: u64,
-    /// 1 for the first run; raised each time a job is recovered from a dead worker.
+    /// 1 for the first run; raised each time the job is started again (recovered or put back on shutdown). It
+    /// is the fence: only the current attempt may write the job's stream.
     pub attempt: u32,
+    /// How often the job was recovered from a worker that died with it; past a limit it is a poison job.
+    #[serde(default)]
+    pub recoveries: u32,
+    /// No client is expected to listen (an operator replayed it): it is not cancelled for want of listeners.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unattended: bool,
     /// W3C trace context (`traceparent`, `tracestate`) so traces cross the queue.
     #[serde(default)]
     pub trace_context: BTreeMap<String, String>,
@@ -237,6 +244,8 @@ mod tests {
             created_at_ms: 1_700_000_000_000,
             deadline_ms: 1_700_000_120_000,
             attempt: 1,
+            recoveries: 0,
+            unattended: false,
             trace_context: BTreeMap::from([("traceparent".to_owned(), "00-abc-def-01".to_owned())]),
         }
     }

@@ -5,14 +5,15 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script};
+use redis::{ErrorKind, RedisError, RedisResult, Script};
 
 use crate::dead_letter::DeadLetter;
 use crate::job::{JobEnvelope, JobId, JobStatus, Lane};
-use crate::keys::RedisKeys;
+use crate::keys::{ADMISSION_STATS_BUCKET_S, RedisKeys};
+use crate::limits::TierLimits;
 use crate::stream_event::StreamEvent;
 
-static ENQUEUE_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/enqueue_job.lua")));
+static ADMIT_CHAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit_chat.lua")));
 static CLAIM_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim_job.lua")));
 static START_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/start_job.lua")));
 static PUBLISH_STREAM_EVENTS: LazyLock<Script> =
@@ -20,6 +21,177 @@ static PUBLISH_STREAM_EVENTS: LazyLock<Script> =
 
 /// Most items the worker doorbell holds: enough to wake every idle worker of a large deployment at once.
 pub const DOORBELL_CAPACITY: u64 = 1_024;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Everything the gate needs to decide on one chat.
+#[derive(Debug, Clone)]
+pub struct AdmissionRequest<'a> {
+    pub envelope: &'a JobEnvelope,
+    pub now_ms: u64,
+    /// The caller's limits (its tier's, with any per-key overrides applied).
+    pub caller_limits: TierLimits,
+    pub max_queue_depth: u64,
+    /// A duplicate of an earlier request joins its job instead of creating one.
+    pub duplicate: Option<DuplicateCheck>,
+    /// How long the job state lives: the longest wait plus run, then the replay time.
+    pub state_ttl_s: u64,
+    /// The longest a job may count against the caller's active chats (its deadline plus the longest run).
+    pub active_ttl_ms: u64,
+    /// The measured drain rate, for the `Retry-After` of a full queue (0 when unknown).
+    pub drain_per_second: f64,
+}
+
+/// What makes two requests the same chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateCheck {
+    /// A digest of the `Idempotency-Key` or of the request's content.
+    pub fingerprint: String,
+    pub window_ms: u64,
+}
+
+/// The caller's rate-limit standing after a decision, for the `RateLimit` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStanding {
+    /// Chats the caller may still send at once.
+    pub remaining: u64,
+    /// Milliseconds until the bucket is full again.
+    pub reset_ms: u64,
+}
+
+/// Why the gate refused a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionReason {
+    Blocked,
+    Maintenance,
+    UpstreamUnavailable,
+    RateLimited,
+    TooManyActiveChats,
+    BudgetExhausted,
+    QueueFull,
+}
+
+impl RejectionReason {
+    /// The machine-readable code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectionReason::Blocked => "blocked",
+            RejectionReason::Maintenance => "maintenance",
+            RejectionReason::UpstreamUnavailable => "upstream_unavailable",
+            RejectionReason::RateLimited => "rate_limited",
+            RejectionReason::TooManyActiveChats => "too_many_active_chats",
+            RejectionReason::BudgetExhausted => "budget_exhausted",
+            RejectionReason::QueueFull => "queue_full",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Self> {
+        [
+            RejectionReason::Blocked,
+            RejectionReason::Maintenance,
+            RejectionReason::UpstreamUnavailable,
+            RejectionReason::RateLimited,
+            RejectionReason::TooManyActiveChats,
+            RejectionReason::BudgetExhausted,
+            RejectionReason::QueueFull,
+        ]
+        .into_iter()
+        .find(|reason| reason.code() == code)
+    }
+}
+
+/// The gate's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmissionDecision {
+    /// Queued: `position` 1 is next in its lane.
+    Admitted { ticket: u64, position: u64, rate: RateStanding },
+    /// A duplicate: the caller joins the existing job.
+    Joined { job_id: JobId, rate: RateStanding },
+    /// Refused; nothing was queued.
+    Rejected { reason: RejectionReason, retry_after_ms: u64, rate: Option<RateStanding> },
+    /// A job with this id already exists (ids are random UUIDs, so only a caller reusing one sees this).
+    IdTaken,
+}
+
+/// Runs the gate for one chat, queueing it when admitted. One round trip.
+pub async fn admit_chat(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    request: &AdmissionRequest<'_>,
+) -> RedisResult<AdmissionDecision> {
+    let envelope = request.envelope;
+    let identity = envelope.identity.as_str();
+    let duplicate_key = request
+        .duplicate
+        .as_ref()
+        .map(|duplicate| keys.duplicate_chat(identity, &duplicate.fingerprint))
+        .unwrap_or_default();
+    let mut invocation = ADMIT_CHAT.key(keys.intake_paused());
+    invocation
+        .key(keys.circuit_breaker())
+        .key(keys.identity_block(identity))
+        .key(keys.rate_bucket(identity))
+        .key(keys.active_chats(identity))
+        .key(duplicate_key)
+        .key(keys.token_budget(identity, request.now_ms / DAY_MS))
+        .key(keys.admission_counts(request.now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
+        .key(keys.job_state(&envelope.id))
+        .key(keys.lane_queue(envelope.lane))
+        .key(keys.lane_enqueued_tickets(envelope.lane))
+        .key(keys.lane_served_tickets(envelope.lane))
+        .key(keys.queue_doorbell());
+    for lane in Lane::ALL {
+        invocation.key(keys.lane_queue(lane));
+    }
+    let limits = &request.caller_limits;
+    invocation
+        .arg(request.now_ms)
+        .arg(envelope.id.to_string())
+        .arg(envelope.encode())
+        .arg(identity)
+        .arg(envelope.lane.as_str())
+        .arg(limits.rate_per_second)
+        .arg(limits.burst.max(1))
+        .arg(limits.max_active_chats)
+        .arg(request.max_queue_depth)
+        .arg(request.duplicate.as_ref().map(|duplicate| duplicate.window_ms.max(1)).unwrap_or(0))
+        .arg(limits.daily_token_budget)
+        .arg(request.state_ttl_s.max(1))
+        .arg(DOORBELL_CAPACITY)
+        .arg(request.active_ttl_ms.max(1))
+        .arg(request.drain_per_second)
+        .arg(DAY_MS - request.now_ms % DAY_MS);
+    let (decision, job_id, ticket, position, retry_after_ms, remaining, reset_ms): (
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = invocation.invoke_async(connection).await?;
+    let rate = (remaining >= 0)
+        .then(|| RateStanding { remaining: remaining as u64, reset_ms: reset_ms.max(0) as u64 });
+    let unexpected =
+        |what: String| RedisError::from((ErrorKind::Client, "unexpected admission answer", what));
+    Ok(match decision.as_str() {
+        "admitted" => AdmissionDecision::Admitted {
+            ticket: ticket as u64,
+            position: position.max(1) as u64,
+            rate: rate.ok_or_else(|| unexpected(decision.clone()))?,
+        },
+        "duplicate_id" => AdmissionDecision::IdTaken,
+        "joined" => AdmissionDecision::Joined {
+            job_id: job_id.parse().map_err(|_| unexpected(job_id.clone()))?,
+            rate: rate.ok_or_else(|| unexpected(decision.clone()))?,
+        },
+        code => AdmissionDecision::Rejected {
+            reason: RejectionReason::from_code(code).ok_or_else(|| unexpected(code.to_owned()))?,
+            retry_after_ms: retry_after_ms.max(0) as u64,
+            rate,
+        },
+    })
+}
 
 /// Where a freshly enqueued job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,31 +202,33 @@ pub struct EnqueuedJob {
     pub position: u64,
 }
 
-/// Puts a job at the tail of its lane. Returns `None`, changing nothing, if a job with this id already exists.
+/// Queues a job with no limit applied (for tools and tests that place work directly). Returns `None`,
+/// changing nothing, if a job with this id already exists.
 pub async fn enqueue_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     envelope: &JobEnvelope,
     state_ttl_s: u64,
 ) -> RedisResult<Option<EnqueuedJob>> {
-    let (ticket, position): (i64, i64) = ENQUEUE_JOB
-        .key(keys.lane_queue(envelope.lane))
-        .key(keys.job_state(&envelope.id))
-        .key(keys.lane_enqueued_tickets(envelope.lane))
-        .key(keys.lane_served_tickets(envelope.lane))
-        .key(keys.queue_doorbell())
-        .arg(envelope.encode())
-        .arg(&envelope.identity)
-        .arg(envelope.lane.as_str())
-        .arg(envelope.created_at_ms)
-        .arg(state_ttl_s.max(1))
-        .arg(DOORBELL_CAPACITY)
-        .invoke_async(connection)
-        .await?;
-    if ticket < 0 {
-        return Ok(None);
+    let request = AdmissionRequest {
+        envelope,
+        now_ms: crate::unix_time_ms(),
+        caller_limits: TierLimits {
+            rate_per_second: 1e9,
+            burst: u32::MAX,
+            max_active_chats: u32::MAX,
+            daily_token_budget: 0,
+        },
+        max_queue_depth: u64::MAX / 2,
+        duplicate: None,
+        state_ttl_s,
+        active_ttl_ms: state_ttl_s * 1000,
+        drain_per_second: 0.0,
+    };
+    match admit_chat(connection, keys, &request).await? {
+        AdmissionDecision::Admitted { ticket, position, .. } => Ok(Some(EnqueuedJob { ticket, position })),
+        _ => Ok(None),
     }
-    Ok(Some(EnqueuedJob { ticket: ticket as u64, position: position.max(1) as u64 }))
 }
 
 /// A job moved into a worker's processing list, as the exact text that sits there.
@@ -65,20 +239,24 @@ pub struct ClaimedJob {
     pub raw_envelope: String,
 }
 
-/// Moves the oldest job of the first non-empty lane (tried in `lanes_in_order`) into the worker's processing list.
+/// Moves the oldest job of a lane into the worker's processing list. `lanes_by_priority` pairs each lane with its
+/// weight: out of every `sum of weights` claims, a lane is tried first `weight` times.
 pub async fn claim_next_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     worker_id: &str,
-    lanes_in_order: &[Lane],
+    lanes_by_priority: &[(Lane, u32)],
 ) -> RedisResult<Option<ClaimedJob>> {
     let mut invocation = CLAIM_JOB.key(keys.worker_processing_list(worker_id));
-    invocation.key(keys.queue_doorbell());
-    for lane in lanes_in_order {
+    invocation.key(keys.queue_doorbell()).key(keys.lane_turn());
+    for (lane, _) in lanes_by_priority {
         invocation.key(keys.lane_queue(*lane)).key(keys.lane_served_tickets(*lane));
     }
+    for (_, weight) in lanes_by_priority {
+        invocation.arg((*weight).max(1));
+    }
     let claimed: Option<(String, usize)> = invocation.invoke_async(connection).await?;
-    Ok(claimed.map(|(raw_envelope, pair)| ClaimedJob { lane: lanes_in_order[pair - 1], raw_envelope }))
+    Ok(claimed.map(|(raw_envelope, lane)| ClaimedJob { lane: lanes_by_priority[lane - 1].0, raw_envelope }))
 }
 
 /// What a worker found when it took ownership of a claimed job.
@@ -123,6 +301,8 @@ pub async fn start_job(
 #[derive(Debug, Clone, Copy)]
 pub struct JobFence<'a> {
     pub job_id: &'a JobId,
+    /// The caller the job is charged to; a finished job leaves its active chats.
+    pub identity: &'a str,
     pub worker_id: &'a str,
     pub attempt: u32,
     /// The envelope exactly as claimed.
@@ -137,15 +317,27 @@ pub enum PublishOutcome {
     },
     /// The job belongs to another worker or attempt now; this writer must stop.
     Fenced,
+    /// The job's client cancelled it; the writer must stop and end the job.
+    CancelRequested,
 }
 
-/// Appends `events` to the replay log and publishes them, ending the job when `final_status` is given.
+/// How a job ends, written together with its last events.
+#[derive(Debug, Clone, Copy)]
+pub struct JobEnding<'a> {
+    pub status: JobStatus,
+    /// Charged to the caller's daily token budget.
+    pub tokens_used: u64,
+    /// Kept when the job failed for good.
+    pub dead_letter: Option<&'a DeadLetter>,
+}
+
+/// Appends `events` to the replay log and publishes them, ending the job when `ending` is given.
 pub async fn publish_stream_events(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     fence: JobFence<'_>,
     events: &[StreamEvent],
-    final_status: Option<JobStatus>,
+    ending: Option<JobEnding<'_>>,
     replay_ttl_s: u64,
     now_ms: u64,
 ) -> RedisResult<PublishOutcome> {
@@ -154,20 +346,127 @@ pub async fn publish_stream_events(
         .key(keys.job_replay_log(fence.job_id))
         .key(keys.job_event_channel(fence.job_id))
         .key(keys.worker_processing_list(fence.worker_id))
+        .key(keys.active_chats(fence.identity))
+        .key(keys.dead_letters())
+        .key(keys.token_budget(fence.identity, now_ms / DAY_MS))
         .arg(fence.worker_id)
         .arg(fence.attempt)
         .arg(replay_ttl_s.max(1))
-        .arg(final_status.map(JobStatus::as_str).unwrap_or(""))
+        .arg(ending.map(|ending| ending.status.as_str()).unwrap_or(""))
         .arg(fence.raw_envelope)
-        .arg(now_ms);
+        .arg(now_ms)
+        .arg(fence.job_id.to_string())
+        .arg(ending.and_then(|ending| ending.dead_letter).map(DeadLetter::encode).unwrap_or_default())
+        .arg(ending.map(|ending| ending.tokens_used).unwrap_or(0));
     for event in events {
         invocation.arg(event.encode());
     }
     let length: i64 = invocation.invoke_async(connection).await?;
-    Ok(if length < 0 {
-        PublishOutcome::Fenced
-    } else {
-        PublishOutcome::Appended { replay_log_length: length as u64 }
+    Ok(match length {
+        -1 => PublishOutcome::Fenced,
+        -2 => PublishOutcome::CancelRequested,
+        length => PublishOutcome::Appended { replay_log_length: length.max(0) as u64 },
+    })
+}
+
+static RECOVER_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/recover_job.lua")));
+static CANCEL_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/cancel_job.lua")));
+
+/// What became of a job taken out of a processing list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    /// Back at the head of its lane.
+    Requeued,
+    /// Ended for good: dead-letter record, `failed`, and an error event for its client.
+    DeadLettered,
+    /// Its state had expired: nobody could see it any more, so it was dropped.
+    Dropped,
+    /// It was not in the processing list (someone else recovered or finished it); nothing changed.
+    Absent,
+}
+
+/// Takes `raw_envelope` out of `worker_id`'s processing list: requeues `requeued` (the envelope with its attempt
+/// raised) at the head of its lane, or, given a dead letter, ends the job with `client_message`.
+#[allow(clippy::too_many_arguments)]
+pub async fn recover_job(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    worker_id: &str,
+    raw_envelope: &str,
+    requeued: &JobEnvelope,
+    dead_letter: Option<&DeadLetter>,
+    client_message: &str,
+    replay_ttl_s: u64,
+    now_ms: u64,
+) -> RedisResult<RecoveryOutcome> {
+    let outcome: String = RECOVER_JOB
+        .key(keys.worker_processing_list(worker_id))
+        .key(keys.lane_queue(requeued.lane))
+        .key(keys.lane_served_tickets(requeued.lane))
+        .key(keys.job_state(&requeued.id))
+        .key(keys.job_replay_log(&requeued.id))
+        .key(keys.job_event_channel(&requeued.id))
+        .key(keys.dead_letters())
+        .key(keys.active_chats(&requeued.identity))
+        .arg(raw_envelope)
+        .arg(requeued.encode())
+        .arg(dead_letter.map(DeadLetter::encode).unwrap_or_default())
+        .arg(requeued.id.to_string())
+        .arg(now_ms)
+        .arg(replay_ttl_s.max(1))
+        .arg(client_message)
+        .invoke_async(connection)
+        .await?;
+    Ok(match outcome.as_str() {
+        "requeued" => RecoveryOutcome::Requeued,
+        "dead_lettered" => RecoveryOutcome::DeadLettered,
+        "dropped" => RecoveryOutcome::Dropped,
+        _ => RecoveryOutcome::Absent,
+    })
+}
+
+/// What a cancellation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued; it is cancelled and will never start.
+    Cancelled,
+    /// It runs on `worker_id`, which must be told to abort it.
+    Cancelling {
+        worker_id: String,
+    },
+    /// It had already ended with this status.
+    AlreadyFinal {
+        status: String,
+    },
+    Missing,
+}
+
+/// Cancels a job for its client. `identity` is the caller the job is charged to (from its state).
+pub async fn cancel_job(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    job_id: &JobId,
+    identity: &str,
+    client_message: &str,
+    replay_ttl_s: u64,
+    now_ms: u64,
+) -> RedisResult<CancelOutcome> {
+    let (outcome, detail): (String, String) = CANCEL_JOB
+        .key(keys.job_state(job_id))
+        .key(keys.job_replay_log(job_id))
+        .key(keys.job_event_channel(job_id))
+        .key(keys.active_chats(identity))
+        .arg(job_id.to_string())
+        .arg(now_ms)
+        .arg(replay_ttl_s.max(1))
+        .arg(client_message)
+        .invoke_async(connection)
+        .await?;
+    Ok(match outcome.as_str() {
+        "cancelled" => CancelOutcome::Cancelled,
+        "cancelling" => CancelOutcome::Cancelling { worker_id: detail },
+        "final" => CancelOutcome::AlreadyFinal { status: detail },
+        _ => CancelOutcome::Missing,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::job::{JobId, Lane};
 /// - `dam:job:{id}:events`: list of the job's stream events (JSON), the replay log; event `seq` = list index + 1.
 /// - `dam:job:{id}:channel`: pub/sub channel carrying the same events live.
 /// - `dam:dead-letters`: list of jobs that could not be completed.
+/// - `dam:dead-letters:replayed`: counter of dead letters put back on their lane by an operator.
 /// - `dam:control`: pub/sub channel announcing configuration changes.
 /// - `dam:queue:turn`: counter that spreads claims between lanes by their weights.
 /// - `dam:limits`: the live limits (JSON); absent means the configured ones.
@@ -29,6 +30,11 @@ use crate::job::{JobId, Lane};
 /// - `dam:dedupe:{identity}:{fingerprint}`: the job id a duplicate request joins, for a short window.
 /// - `dam:budget:{identity}:{day}`: tokens the caller used that UTC day.
 /// - `dam:stats:admission:{bucket}`: hash of admission decisions by reason, per 10-second bucket.
+/// - `dam:reaper:lease`: held (with a TTL) by the one worker currently recovering dead workers' jobs.
+/// - `dam:worker:{id}:cancel`: pub/sub channel telling a worker to abort a job it runs.
+/// - `dam:llm:starts`: sorted set of upstream request starts in the last second (the global request rate).
+/// - `dam:llm:tokens`: hash of upstream tokens per second over the last minute (the global token rate).
+/// - `dam:circuit:outcomes`: hash of upstream call outcomes per second (the circuit breaker's window).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisKeys {
     prefix: String,
@@ -90,6 +96,11 @@ impl RedisKeys {
         format!("{}dead-letters", self.prefix)
     }
 
+    /// Counted by the replay script itself, so the total is exact across dam restarts and instances.
+    pub fn dead_letter_replays(&self) -> String {
+        format!("{}dead-letters:replayed", self.prefix)
+    }
+
     pub fn control_channel(&self) -> String {
         format!("{}control", self.prefix)
     }
@@ -139,6 +150,26 @@ impl RedisKeys {
         format!("{}budget:{identity}:{day}", self.prefix)
     }
 
+    pub fn reaper_lease(&self) -> String {
+        format!("{}reaper:lease", self.prefix)
+    }
+
+    pub fn worker_cancel_channel(&self, worker_id: &str) -> String {
+        format!("{}worker:{worker_id}:cancel", self.prefix)
+    }
+
+    pub fn llm_request_starts(&self) -> String {
+        format!("{}llm:starts", self.prefix)
+    }
+
+    pub fn llm_token_use(&self) -> String {
+        format!("{}llm:tokens", self.prefix)
+    }
+
+    pub fn circuit_outcomes(&self) -> String {
+        format!("{}circuit:outcomes", self.prefix)
+    }
+
     /// `bucket` is the Unix time in seconds divided by [`ADMISSION_STATS_BUCKET_S`].
     pub fn admission_counts(&self, bucket: u64) -> String {
         format!("{}stats:admission:{bucket}", self.prefix)
@@ -160,6 +191,8 @@ pub mod circuit_field {
     pub const STATE: &str = "state";
     /// While open: when probes may start (ms since the epoch).
     pub const OPEN_UNTIL_MS: &str = "open_until_ms";
+    /// While half-open: probes under way.
+    pub const PROBES: &str = "probes";
 }
 
 /// Field names of the job state hash (`{prefix}job:{id}`), written by the Lua scripts and read by the services.
@@ -199,8 +232,14 @@ mod tests {
         assert_eq!(keys.job_replay_log(&job_id), "dam:job:0192f0c1-7b7e-7cc0-8b5e-3f7d2a9b1c00:events");
         assert_eq!(keys.job_event_channel(&job_id), "dam:job:0192f0c1-7b7e-7cc0-8b5e-3f7d2a9b1c00:channel");
         assert_eq!(keys.dead_letters(), "dam:dead-letters");
+        assert_eq!(keys.dead_letter_replays(), "dam:dead-letters:replayed");
         assert_eq!(keys.control_channel(), "dam:control");
         assert_eq!(keys.lane_turn(), "dam:queue:turn");
+        assert_eq!(keys.reaper_lease(), "dam:reaper:lease");
+        assert_eq!(keys.worker_cancel_channel("w1"), "dam:worker:w1:cancel");
+        assert_eq!(keys.llm_request_starts(), "dam:llm:starts");
+        assert_eq!(keys.llm_token_use(), "dam:llm:tokens");
+        assert_eq!(keys.circuit_outcomes(), "dam:circuit:outcomes");
         assert_eq!(keys.live_limits(), "dam:limits");
         assert_eq!(keys.intake_paused(), "dam:intake:paused");
         assert_eq!(keys.circuit_breaker(), "dam:circuit");

@@ -8,11 +8,13 @@ pub mod job;
 pub mod job_lifecycle;
 pub mod keys;
 pub mod limits;
+pub mod live_limits;
 pub mod redis_connections;
 pub mod settings;
 pub mod shutdown;
 pub mod stream_event;
 pub mod telemetry;
+pub mod upstream_capacity;
 
 pub use job::{ChatMessage, ChatRole, GenerationParameters, JobEnvelope, JobId, JobStatus, Lane};
 pub use keys::RedisKeys;

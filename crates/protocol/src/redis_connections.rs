@@ -82,7 +82,8 @@ impl RedisConnections {
         Ok(connection.clone())
     }
 
-    /// Runs `operation` on a shared connection under the command deadline.
+    /// Runs `operation` on a shared connection under the command deadline (plus the connect deadline when the
+    /// connection must be opened first), so an unreachable Redis costs a bounded wait.
     pub async fn run<T, F, Fut>(&self, operation: F) -> RedisResult<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -90,8 +91,9 @@ impl RedisConnections {
     {
         let started = tokio::time::Instant::now();
         let connection = self.connection().await?;
-        let remaining = self.command_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        bounded(remaining + self.connect_timeout, operation(connection)).await
+        let remaining =
+            self.command_timeout.saturating_sub(started.elapsed().saturating_sub(self.connect_timeout));
+        bounded(remaining.max(Duration::from_millis(1)), operation(connection)).await
     }
 }
 

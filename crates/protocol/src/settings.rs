@@ -106,6 +106,12 @@ pub struct GatewaySettings {
     pub queue_update_interval_ms: u64,
     /// On shutdown, how long open streams may keep running before they are cut.
     pub shutdown_drain_s: u64,
+    /// A client must send a request's whole header block within this time (slowloris guard).
+    pub header_read_timeout_ms: u64,
+    /// A client must send the whole request body within this time; slower gets 408.
+    pub body_read_timeout_ms: u64,
+    /// Largest request header block; larger gets 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -117,6 +123,9 @@ impl Default for GatewaySettings {
             sse_keep_alive_s: 15,
             queue_update_interval_ms: 1_000,
             shutdown_drain_s: 10,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_header_bytes: 16_384,
         }
     }
 }
@@ -141,6 +150,12 @@ pub struct WorkerSettings {
     pub idle_wait_ms: u64,
     /// On shutdown, how long running jobs may take to finish before they are put back.
     pub drain_timeout_s: u64,
+    /// How often a worker looks for dead workers whose jobs need recovering.
+    pub reaper_interval_ms: u64,
+    /// Recoveries from dead workers after which a job is a poison job and goes to the dead-letter list.
+    pub max_recoveries: u32,
+    /// A running job nobody listens to for this long is cancelled (its client went away).
+    pub abandon_grace_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -154,6 +169,9 @@ impl Default for WorkerSettings {
             heartbeat_ttl_ms: 5_000,
             idle_wait_ms: 2_000,
             drain_timeout_s: 30,
+            reaper_interval_ms: 2_000,
+            max_recoveries: 3,
+            abandon_grace_ms: 15_000,
         }
     }
 }
@@ -170,6 +188,26 @@ pub struct LlmSettings {
     pub connect_timeout_ms: u64,
     /// Longest time one upstream request may take from start to last token.
     pub request_timeout_s: u64,
+    /// Longest wait for the first token.
+    pub first_token_timeout_ms: u64,
+    /// Longest silence between two tokens.
+    pub token_gap_timeout_ms: u64,
+    /// Upstream attempts per job for failures that are safe to retry (connect errors, 429, 5xx, a timeout
+    /// before the first token).
+    pub max_attempts: u32,
+    /// First retry delay; it doubles each retry, with full jitter, capped by `retry_max_delay_ms`.
+    pub retry_base_delay_ms: u64,
+    pub retry_max_delay_ms: u64,
+    /// The circuit breaker's sliding window of upstream outcomes.
+    pub circuit_window_s: u64,
+    /// Fewest calls in the window before the circuit may open.
+    pub circuit_min_calls: u32,
+    /// Failed share of the calls in the window that opens the circuit.
+    pub circuit_failure_ratio: f64,
+    /// How long the circuit stays open before probes may test the upstream.
+    pub circuit_cool_down_ms: u64,
+    /// Probe requests at once while the circuit is half-open.
+    pub circuit_probes: u32,
 }
 
 impl Default for LlmSettings {
@@ -179,6 +217,16 @@ impl Default for LlmSettings {
             api_key: None,
             connect_timeout_ms: 2_000,
             request_timeout_s: 120,
+            first_token_timeout_ms: 30_000,
+            token_gap_timeout_ms: 30_000,
+            max_attempts: 3,
+            retry_base_delay_ms: 250,
+            retry_max_delay_ms: 10_000,
+            circuit_window_s: 30,
+            circuit_min_calls: 10,
+            circuit_failure_ratio: 0.5,
+            circuit_cool_down_ms: 15_000,
+            circuit_probes: 2,
         }
     }
 }
@@ -376,6 +424,18 @@ fn toml_files_in(config_directory: &Path) -> Result<Vec<PathBuf>, SettingsError>
     // Sorted so that `10-local.toml` deterministically overrides `00-defaults.toml`.
     files.sort();
     Ok(files)
+}
+
+impl Settings {
+    /// The longest a job can live before it ends: its longest wait in the queue plus its longest upstream run.
+    pub fn longest_job_life_s(&self) -> u64 {
+        self.chat.queue_deadline_s + self.llm.request_timeout_s
+    }
+
+    /// How long a job's state hash lives: its longest life, then the time its chat stays replayable.
+    pub fn job_state_ttl_s(&self) -> u64 {
+        self.longest_job_life_s() + self.chat.replay_ttl_s
+    }
 }
 
 /// Every setting's dotted name (`section.key`, `limits.tiers.premium.burst`), for documentation checks.

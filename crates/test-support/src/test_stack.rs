@@ -2,7 +2,9 @@
 //! gateways and workers, all sharing a key prefix unique to the test. Each service can be stopped gracefully or
 //! killed (its task aborted) to test failures.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use mock_llm::MockLlmHandle;
@@ -10,7 +12,6 @@ use protocol::Settings;
 use protocol::settings::MockLlmSettings;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::redis_server::{RedisServer, unique_key_prefix};
 use crate::sse_client::SseReader;
@@ -38,13 +39,15 @@ impl Default for StackOptions {
     }
 }
 
-/// A running service inside the test process.
+/// A service running inside the test process on its own thread and tokio runtime, like a process of its own:
+/// stopping it runs its graceful shutdown, killing it drops every task it spawned at once, as a crash would.
 #[derive(Debug)]
 pub struct ServiceHandle {
     /// The bound address, for HTTP services.
     pub address: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    kill: Option<oneshot::Sender<()>>,
+    finished: Option<oneshot::Receiver<()>>,
 }
 
 impl ServiceHandle {
@@ -57,19 +60,51 @@ impl ServiceHandle {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+        if let Some(finished) = self.finished.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), finished).await;
+        }
     }
 
-    /// Kills the service as a crash would: its tasks stop at once, nothing is cleaned up.
-    pub fn kill(&self) {
-        self.task.abort();
+    /// Kills the service as a crash would: every task it spawned stops at once, nothing is cleaned up.
+    pub async fn kill(mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(finished) = self.finished.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
+        }
     }
 }
 
-impl Drop for ServiceHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Runs `service` (given its shutdown signal) on a new thread with its own runtime.
+fn spawn_service_thread<F, Fut>(name: &str, address: Option<SocketAddr>, service: F) -> ServiceHandle
+where
+    F: FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let (shutdown, shutdown_requested) = oneshot::channel::<()>();
+    let (kill, kill_requested) = oneshot::channel::<()>();
+    let (finished_sender, finished) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async move {
+                let running = service(Box::pin(async move {
+                    let _ = shutdown_requested.await;
+                }));
+                // A dropped handle also ends the service, like a killed process.
+                tokio::select! {
+                    _ = running => {}
+                    _ = kill_requested => {}
+                }
+            });
+            runtime.shutdown_background();
+            let _ = finished_sender.send(());
+        })
+        .expect("spawn a service thread");
+    ServiceHandle { address, shutdown: Some(shutdown), kill: Some(kill), finished: Some(finished) }
 }
 
 /// Redis, mock-llm, gateways and workers for one test.
@@ -126,8 +161,57 @@ impl TestStack {
         self.workers.last().expect("just pushed")
     }
 
+    /// Starts one more worker with adjusted settings (for example its own id).
+    pub fn add_worker_with(&mut self, customize: impl FnOnce(&mut Settings)) -> &ServiceHandle {
+        let mut settings = self.settings.clone();
+        customize(&mut settings);
+        self.workers.push(spawn_worker(settings));
+        self.workers.last().expect("just pushed")
+    }
+
+    /// Changes mock-llm's default knobs at runtime (`PUT /config`), e.g. `{"failure_rate": 1.0}`.
+    pub async fn configure_mock_llm(&self, knobs: serde_json::Value) {
+        let response = self
+            .http
+            .put(format!("http://{}/config", self.mock_llm.address()))
+            .json(&knobs)
+            .send()
+            .await
+            .expect("mock-llm answers");
+        assert!(response.status().is_success(), "mock-llm took the knobs: {}", response.status());
+    }
+
+    /// Waits (bounded) until `condition` holds, checking every 20 ms; panics with `what` otherwise.
+    pub async fn wait_until<F, Fut>(&self, what: &str, limit: Duration, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let started = tokio::time::Instant::now();
+        while !condition().await {
+            assert!(started.elapsed() < limit, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn gateway_url(&self, index: usize) -> String {
         self.gateways[index].url()
+    }
+
+    /// `POST /api/chats` on gateway `index` claiming to come from `client_ip` (through a trusted proxy).
+    pub async fn post_chat_from(
+        &self,
+        index: usize,
+        client_ip: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/chats", self.gateway_url(index)))
+            .header("x-forwarded-for", client_ip)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/chats reaches the gateway")
     }
 
     /// A connection to this stack's Redis for arranging and inspecting state.
@@ -176,54 +260,56 @@ pub fn test_settings(redis: &RedisServer, mock_llm: &MockLlmHandle) -> Settings 
     settings.worker.heartbeat_interval_ms = 200;
     settings.worker.heartbeat_ttl_ms = 1_000;
     settings.worker.drain_timeout_s = 5;
+    // Tests share one client address; limits are generous unless a test is about them.
+    let generous = protocol::limits::TierLimits {
+        rate_per_second: 100_000.0,
+        burst: 100_000,
+        max_active_chats: 100_000,
+        daily_token_budget: 0,
+    };
+    settings.limits.tiers.anonymous = generous;
+    settings.limits.tiers.standard = generous;
+    settings.limits.tiers.premium = generous;
+    settings.limits.duplicate_window_s = 0;
     settings
+}
+
+/// A loopback listener on a free port, to hand to a service's own runtime.
+fn free_listener() -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    listener
 }
 
 /// Runs a gateway in this process on a free port.
 pub async fn spawn_gateway(settings: Settings) -> ServiceHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a gateway port");
+    let listener = free_listener();
     let address = listener.local_addr().expect("gateway address");
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        if let Err(error) = gateway::run(listener, settings, async move {
-            let _ = stopped.await;
-        })
-        .await
-        {
+    spawn_service_thread("gateway", Some(address), move |shutdown| async move {
+        let listener = TcpListener::from_std(listener).expect("gateway listener");
+        if let Err(error) = gateway::run(listener, settings, shutdown).await {
             panic!("gateway failed: {error}");
         }
-    });
-    ServiceHandle { address: Some(address), shutdown: Some(shutdown), task }
+    })
 }
 
 /// Runs a worker in this process.
 pub fn spawn_worker(settings: Settings) -> ServiceHandle {
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        if let Err(error) = llm_worker::run(settings, async move {
-            let _ = stopped.await;
-        })
-        .await
-        {
+    spawn_service_thread("llm-worker", None, move |shutdown| async move {
+        if let Err(error) = llm_worker::run(settings, shutdown).await {
             panic!("worker failed: {error}");
         }
-    });
-    ServiceHandle { address: None, shutdown: Some(shutdown), task }
+    })
 }
 
 /// Runs the dam admin service in this process on a free port.
 pub async fn spawn_dam(settings: Settings) -> ServiceHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a dam port");
+    let listener = free_listener();
     let address = listener.local_addr().expect("dam address");
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        if let Err(error) = dam::run(listener, settings, async move {
-            let _ = stopped.await;
-        })
-        .await
-        {
+    spawn_service_thread("dam", Some(address), move |shutdown| async move {
+        let listener = TcpListener::from_std(listener).expect("dam listener");
+        if let Err(error) = dam::run(listener, settings, shutdown).await {
             panic!("dam failed: {error}");
         }
-    });
-    ServiceHandle { address: Some(address), shutdown: Some(shutdown), task }
+    })
 }

@@ -41,5 +41,5 @@ async fn metrics_are_prometheus_text() {
     let metrics = stack.http.get(format!("{}/metrics", stack.gateway_url(0))).send().await.expect("get");
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.expect("text");
-    assert!(text.contains("dam_gateway_chats_admitted_total"), "{text}");
+    assert!(text.contains("dam_gateway_admission_decisions_total"), "{text}");
 }

@@ -1,5 +1,6 @@
 //! The gateway's integration tests: each starts a real redis-server, mock-llm, and the services in-process.
 
+mod admission;
 mod bad_input;
 mod browser_flow;
 mod health;

@@ -86,6 +86,6 @@ async fn an_upstream_failure_reaches_the_client_as_an_error_in_openai_shape() {
         .expect("post");
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "upstream_error");
+    assert_eq!(body["error"]["code"], "upstream_rejected");
     assert_eq!(body["error"]["type"], "server_error");
 }

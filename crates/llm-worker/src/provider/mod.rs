@@ -3,6 +3,8 @@
 
 pub mod openai;
 
+use std::time::Duration;
+
 use protocol::Usage;
 
 /// One item of an upstream answer stream.
@@ -19,13 +21,37 @@ pub enum ProviderEvent {
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    /// The provider answered with an error status.
+    /// The provider answered with an error status (and maybe said when to retry).
     #[error("upstream answered {status}: {message}")]
-    Status { status: u16, message: String },
+    Status { status: u16, message: String, retry_after: Option<Duration> },
     /// The connection failed or broke, or the provider sent something unreadable.
     #[error("upstream transport failed: {0}")]
     Transport(String),
     /// The provider took longer than allowed.
     #[error("upstream timed out: {0}")]
     Timeout(&'static str),
+}
+
+impl ProviderError {
+    /// Whether another attempt may succeed where this one failed: connection failures, 429, 5xx and timeouts.
+    /// Only meaningful before the first token: once text went out, a retry would repeat it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+            ProviderError::Transport(_) | ProviderError::Timeout(_) => true,
+        }
+    }
+
+    /// Whether the failure says the upstream is unhealthy (as opposed to a bad request of ours).
+    pub fn is_upstream_fault(&self) -> bool {
+        self.is_retryable()
+    }
+
+    /// The delay the provider asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }

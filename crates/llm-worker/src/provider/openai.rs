@@ -3,12 +3,15 @@
 //! outside OpenAI's list or omit fields, and none of that should fail an answer. Retries are the worker's
 //! decision, so async-openai's built-in retry layer is replaced by a plain transport.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::middleware::ReqwestService;
+use async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use protocol::settings::LlmSettings;
@@ -24,7 +27,8 @@ pub type ProviderStream = BoxStream<'static, Result<ProviderEvent, ProviderError
 /// A client for one OpenAI-compatible base URL.
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    client: Client<OpenAIConfig>,
+    config: OpenAIConfig,
+    http: reqwest::Client,
 }
 
 impl OpenAiProvider {
@@ -38,20 +42,24 @@ impl OpenAiProvider {
         if let Some(api_key) = &settings.api_key {
             config = config.with_api_key(api_key.expose_secret());
         }
-        let client = Client::with_config(config).with_http_service(ReqwestService::new(http));
-        Ok(Self { client })
+        Ok(Self { config, http })
     }
 
     /// Starts a streamed completion for `envelope`; the returned stream ends after the last event. Dropping it
     /// closes the upstream connection, which stops generation (and its cost).
     pub async fn stream_completion(&self, envelope: &JobEnvelope) -> Result<ProviderStream, ProviderError> {
         let request = completion_request(envelope);
-        let chunks = self
-            .client
+        // A client per call (cheap: it shares the connection pool) so the Retry-After of this call's answer is
+        // this call's alone.
+        let retry_after = RetryAfterSlot::default();
+        let service =
+            RetryAfterRecorder { inner: ReqwestService::new(self.http.clone()), slot: retry_after.clone() };
+        let client = Client::with_config(self.config.clone()).with_http_service(service);
+        let chunks = client
             .chat()
             .create_stream_byot::<serde_json::Value, LenientChunk>(request)
             .await
-            .map_err(provider_error)?;
+            .map_err(|error| with_retry_after(provider_error(error), &retry_after))?;
         let events = chunks
             .map_err(provider_error)
             .map_ok(|chunk| futures::stream::iter(chunk.into_events().into_iter().map(Ok)))
@@ -104,13 +112,70 @@ fn provider_error(error: OpenAIError) -> ProviderError {
         OpenAIError::ApiError(response) => ProviderError::Status {
             status: response.status_code.as_u16(),
             message: response.api_error.message,
+            retry_after: None,
         },
         OpenAIError::Reqwest(error) if error.is_timeout() => ProviderError::Timeout("request"),
         OpenAIError::Reqwest(error) => match error.status() {
-            Some(status) => ProviderError::Status { status: status.as_u16(), message: error.to_string() },
+            Some(status) => ProviderError::Status {
+                status: status.as_u16(),
+                message: error.to_string(),
+                retry_after: None,
+            },
             None => ProviderError::Transport(error.to_string()),
         },
         other => ProviderError::Transport(other.to_string()),
+    }
+}
+
+/// The `Retry-After` of one call's error answer.
+#[derive(Debug, Clone, Default)]
+struct RetryAfterSlot(Arc<Mutex<Option<Duration>>>);
+
+fn with_retry_after(error: ProviderError, slot: &RetryAfterSlot) -> ProviderError {
+    match error {
+        ProviderError::Status { status, message, .. } => {
+            let retry_after = *slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+            ProviderError::Status { status, message, retry_after }
+        }
+        other => other,
+    }
+}
+
+/// The transport, plus a note of the `Retry-After` header of error answers (async-openai's errors drop headers).
+#[derive(Clone)]
+struct RetryAfterRecorder {
+    inner: ReqwestService,
+    slot: RetryAfterSlot,
+}
+
+impl tower::Service<HttpRequestFactory> for RetryAfterRecorder {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
+        let answer = self.inner.call(request);
+        let slot = self.slot.clone();
+        Box::pin(async move {
+            let response = answer.await?;
+            if !response.status().is_success() {
+                let seconds = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.trim().parse::<f64>().ok())
+                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0);
+                *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = seconds.map(Duration::from_secs_f64);
+            }
+            Ok(response)
+        })
     }
 }
 

@@ -1,6 +1,10 @@
 //! The llm-worker against a real redis-server and mock-llm: jobs are put on the lanes directly, as a gateway
 //! would, and the replay log is read back.
 
+mod cancellation;
+mod recovery;
+mod upstream;
+
 use std::time::{Duration, Instant};
 
 use protocol::job::JOB_ENVELOPE_VERSION;
@@ -11,7 +15,7 @@ use protocol::{
 use redis::AsyncCommands;
 use test_support::{StackOptions, TestStack};
 
-fn chat_envelope(prompt: &str) -> JobEnvelope {
+pub fn chat_envelope(prompt: &str) -> JobEnvelope {
     JobEnvelope {
         version: JOB_ENVELOPE_VERSION,
         id: JobId::new_random(),
@@ -31,17 +35,19 @@ fn chat_envelope(prompt: &str) -> JobEnvelope {
         created_at_ms: unix_time_ms(),
         deadline_ms: unix_time_ms() + 60_000,
         attempt: 1,
+        recoveries: 0,
+        unattended: false,
         trace_context: Default::default(),
     }
 }
 
-async fn enqueue(stack: &TestStack, envelope: &JobEnvelope) {
+pub async fn enqueue(stack: &TestStack, envelope: &JobEnvelope) {
     let mut connection = stack.redis_connection().await;
     enqueue_job(&mut connection, &stack.keys(), envelope, 600).await.expect("enqueue").expect("new job");
 }
 
 /// Waits (bounded) until the job reaches a final status, and returns its replay log.
-async fn replay_log_when_final(stack: &TestStack, job_id: &JobId) -> Vec<StreamEvent> {
+pub async fn replay_log_when_final(stack: &TestStack, job_id: &JobId) -> Vec<StreamEvent> {
     let mut connection = stack.redis_connection().await;
     let started = Instant::now();
     loop {
@@ -58,7 +64,7 @@ async fn replay_log_when_final(stack: &TestStack, job_id: &JobId) -> Vec<StreamE
     }
 }
 
-fn token_text(events: &[StreamEvent]) -> String {
+pub fn token_text(events: &[StreamEvent]) -> String {
     events
         .iter()
         .filter_map(|event| match event {
@@ -181,7 +187,7 @@ async fn an_upstream_error_ends_the_job_with_an_error_event() {
     let events = replay_log_when_final(&stack, &job.id).await;
     match events.last() {
         Some(StreamEvent::Error { code, message, .. }) => {
-            assert_eq!(code, "upstream_error");
+            assert_eq!(code, "upstream_rejected");
             assert!(message.contains("400"), "{message}");
         }
         other => panic!("expected an error event, got {other:?}"),

@@ -1,0 +1,183 @@
+//! The LLM never overrun, its failures handled: global rate, retries, the circuit breaker, budgets.
+
+use std::time::Duration;
+
+use protocol::StreamEvent;
+use protocol::limits::TierLimits;
+use protocol::settings::MockLlmSettings;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use test_support::{StackOptions, TestStack};
+
+use crate::{chat_envelope, enqueue, replay_log_when_final};
+
+#[tokio::test]
+async fn workers_together_never_start_more_upstream_requests_per_second_than_allowed() {
+    let stack = TestStack::start_with(
+        StackOptions { gateways: 0, workers: 4, ..StackOptions::default() },
+        |settings| {
+            settings.limits.llm.max_requests_per_second = 5.0;
+        },
+    )
+    .await;
+    let jobs: Vec<_> = (0..15).map(|index| chat_envelope(&format!("paced {index}"))).collect();
+    for job in &jobs {
+        enqueue(&stack, job).await;
+    }
+    for job in &jobs {
+        let events = replay_log_when_final(&stack, &job.id).await;
+        assert!(
+            matches!(events.last(), Some(StreamEvent::Done { .. })),
+            "every job completed, none failed for capacity"
+        );
+    }
+    let stats = stack.mock_llm.stats().await;
+    assert_eq!(stats.requests, 15);
+    assert!(stats.max_starts_in_one_second <= 5, "{} starts in one second", stats.max_starts_in_one_second);
+}
+
+#[tokio::test]
+async fn safe_failures_are_retried_honouring_retry_after_and_a_job_that_still_fails_is_dead_lettered() {
+    let stack = TestStack::start_with(StackOptions { gateways: 0, ..StackOptions::default() }, |settings| {
+        settings.llm.max_attempts = 3;
+        settings.llm.retry_base_delay_ms = 10;
+    })
+    .await;
+    let throttled = chat_envelope("busy [[mock status=429 retry_after_s=0]]");
+    enqueue(&stack, &throttled).await;
+    let events = replay_log_when_final(&stack, &throttled.id).await;
+    assert!(
+        matches!(events.last(), Some(StreamEvent::Error { code, .. }) if code == "upstream_error"),
+        "{events:?}"
+    );
+    assert_eq!(stack.mock_llm.stats().await.requests, 3, "429 is retried up to the attempt limit");
+
+    let rejected = chat_envelope("bad [[mock status=400]]");
+    enqueue(&stack, &rejected).await;
+    let events = replay_log_when_final(&stack, &rejected.id).await;
+    assert!(matches!(events.last(), Some(StreamEvent::Error { code, .. }) if code == "upstream_rejected"));
+    assert_eq!(stack.mock_llm.stats().await.requests, 4, "a 400 is not retried");
+
+    let mut redis = stack.redis_connection().await;
+    let letters: Vec<String> = redis.lrange(stack.keys().dead_letters(), 0, -1).await.expect("lrange");
+    let letters: Vec<_> = letters
+        .iter()
+        .map(|letter| protocol::dead_letter::DeadLetter::decode(letter).expect("letter"))
+        .collect();
+    assert_eq!(letters.len(), 2);
+    assert_eq!((letters[0].reason.as_str(), letters[0].attempts), ("upstream_failed", 3));
+    assert!(letters[0].last_error.contains("429"), "{}", letters[0].last_error);
+    assert_eq!((letters[1].reason.as_str(), letters[1].attempts), ("upstream_rejected", 1));
+}
+
+#[tokio::test]
+async fn a_first_token_that_never_comes_times_out_and_is_retried() {
+    let stack = TestStack::start_with(StackOptions { gateways: 0, ..StackOptions::default() }, |settings| {
+        settings.llm.first_token_timeout_ms = 300;
+        settings.llm.max_attempts = 2;
+        settings.llm.retry_base_delay_ms = 10;
+    })
+    .await;
+    let hanging = chat_envelope("hang [[mock hang=true]]");
+    enqueue(&stack, &hanging).await;
+    let events = replay_log_when_final(&stack, &hanging.id).await;
+    match events.last() {
+        Some(StreamEvent::Error { message, .. }) => assert!(message.contains("first token"), "{message}"),
+        other => panic!("expected a timeout error, got {other:?}"),
+    }
+    let stats = stack.mock_llm.stats().await;
+    assert_eq!((stats.requests, stats.hung), (2, 2));
+    stack
+        .wait_until("both hung requests were abandoned", Duration::from_secs(5), || async {
+            stack.mock_llm.stats().await.cancelled_by_client == 2
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_failing_upstream_opens_the_circuit_so_gateways_refuse_at_once_until_it_recovers() {
+    let options = StackOptions {
+        gateways: 1,
+        workers: 1,
+        mock_llm: MockLlmSettings {
+            failure_rate: 1.0,
+            time_to_first_token_ms: 1,
+            inter_token_delay_ms: 1,
+            tokens_per_answer: 4,
+            ..MockLlmSettings::default()
+        },
+    };
+    let stack = TestStack::start_with(options, |settings| {
+        settings.llm.max_attempts = 1;
+        settings.llm.circuit_min_calls = 3;
+        settings.llm.circuit_failure_ratio = 0.5;
+        settings.llm.circuit_cool_down_ms = 1_000;
+    })
+    .await;
+    for index in 0..3 {
+        let created: Value = stack
+            .post_chat(0, &json!({ "message": format!("failing {index}") }))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let events = stack
+            .open_events(0, created["events_url"].as_str().expect("url"))
+            .await
+            .collect_all_within(Duration::from_secs(10))
+            .await;
+        assert_eq!(events.last().expect("an end").event, "error");
+    }
+    let refused = stack.post_chat(0, &json!({"message": "while open"})).await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+
+    stack.configure_mock_llm(json!({"failure_rate": 0.0})).await;
+    let mut served = None;
+    for _ in 0..100 {
+        let response = stack.post_chat(0, &json!({"message": "after recovery"})).await;
+        if response.status() == 202 {
+            served = Some(response.json::<Value>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.expect("gateways admit again once the cool-down is over");
+    let events = stack
+        .open_events(0, served["events_url"].as_str().expect("url"))
+        .await
+        .collect_all_within(Duration::from_secs(10))
+        .await;
+    assert_eq!(events.last().expect("an end").event, "done", "the probe succeeded");
+    let mut redis = stack.redis_connection().await;
+    let state: Option<String> = redis.hget(stack.keys().circuit_breaker(), "state").await.expect("hget");
+    assert_eq!(state, None, "the circuit closed by itself");
+}
+
+#[tokio::test]
+async fn tokens_used_are_charged_to_the_callers_daily_budget_and_a_spent_budget_is_refused() {
+    let stack = TestStack::start_with(StackOptions::default(), |settings| {
+        settings.limits.tiers.anonymous =
+            TierLimits { daily_token_budget: 10, ..settings.limits.tiers.anonymous };
+    })
+    .await;
+    let created: Value =
+        stack.post_chat(0, &json!({"message": "spend it"})).await.json().await.expect("json");
+    let events = stack
+        .open_events(0, created["events_url"].as_str().expect("url"))
+        .await
+        .collect_all_within(Duration::from_secs(10))
+        .await;
+    let done: Value = serde_json::from_str(&events.last().expect("done").data).expect("json");
+    let total = done["usage"]["total_tokens"].as_u64().expect("total");
+
+    let mut redis = stack.redis_connection().await;
+    let day = protocol::unix_time_ms() / 86_400_000;
+    let charged: u64 = redis.get(stack.keys().token_budget("ip:127.0.0.1", day)).await.expect("get");
+    assert_eq!(charged, total);
+    let refused = stack.post_chat(0, &json!({"message": "more"})).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "budget_exhausted");
+}

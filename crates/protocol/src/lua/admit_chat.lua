@@ -1,0 +1,110 @@
+-- admit_chat.lua: the gate. Decides, atomically and in one round trip, whether a chat may be queued, and if so
+-- queues it: so every limit holds exactly across any number of gateways. Checks, in order: block, paused
+-- intake, open circuit, the caller's rate (GCRA), a duplicate to join, the caller's active chats, the caller's
+-- daily token budget, the global queue bound. Every decision is counted in the current statistics bucket.
+--
+-- KEYS[1]   intake paused flag               KEYS[8]   admission statistics bucket (hash)
+-- KEYS[2]   circuit breaker (hash)           KEYS[9]   the new job's state (hash)
+-- KEYS[3]   the caller's block               KEYS[10]  the job's lane queue
+-- KEYS[4]   the caller's rate state (GCRA)   KEYS[11]  the lane's enqueued-ticket counter
+-- KEYS[5]   the caller's active jobs (zset)  KEYS[12]  the lane's served-ticket counter
+-- KEYS[6]   the duplicate key (or '')        KEYS[13]  worker doorbell (list)
+-- KEYS[7]   the caller's token budget today  KEYS[14…] every lane queue, for the global depth
+--
+-- ARGV[1]  now, ms since the epoch          ARGV[9]   most queued chats in all lanes
+-- ARGV[2]  job id                           ARGV[10]  duplicate window, ms (0: no duplicate check)
+-- ARGV[3]  envelope JSON                    ARGV[11]  daily token budget (0: none)
+-- ARGV[4]  identity                         ARGV[12]  job state TTL, s
+-- ARGV[5]  lane name                        ARGV[13]  most items the doorbell holds
+-- ARGV[6]  rate, chats per second           ARGV[14]  how long a job may count as active, ms
+-- ARGV[7]  burst                            ARGV[15]  measured drain rate, jobs per second (0: unknown)
+-- ARGV[8]  most active chats per caller     ARGV[16]  ms until the budget day ends
+--
+-- Returns {decision, job id, ticket, position, retry_after_ms, rate_remaining, rate_reset_ms} where decision is
+-- 'admitted', 'joined' (job id is the existing job's; ticket and position 0), or a rejection code: 'blocked',
+-- 'maintenance', 'upstream_unavailable', 'rate_limited', 'too_many_active_chats', 'budget_exhausted',
+-- 'queue_full'. A rejection changes nothing but the statistics (and, past the rate check, the rate state).
+
+local now = tonumber(ARGV[1])
+
+local function decide(decision, job_id, ticket, position, retry_after_ms, remaining, reset_ms)
+  redis.call('HINCRBY', KEYS[8], decision, 1)
+  redis.call('EXPIRE', KEYS[8], 120)
+  return {decision, job_id, ticket, position, math.ceil(retry_after_ms), remaining, math.ceil(reset_ms)}
+end
+
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return decide('blocked', '', 0, 0, math.max(redis.call('PTTL', KEYS[3]), 1000), -1, 0)
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return decide('maintenance', '', 0, 0, 30000, -1, 0)
+end
+local circuit = redis.call('HMGET', KEYS[2], 'state', 'open_until_ms')
+if circuit[1] == 'open' and tonumber(circuit[2] or '0') > now then
+  return decide('upstream_unavailable', '', 0, 0, tonumber(circuit[2]) - now, -1, 0)
+end
+
+-- GCRA: the bucket is full when the theoretical arrival time (tat) is in the past. Each chat moves tat one
+-- emission interval ahead; a chat is allowed while tat stays within burst intervals of now.
+local interval = 1000 / tonumber(ARGV[6])
+local burst = tonumber(ARGV[7])
+local tat = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), now)
+local new_tat = tat + interval
+local allowed_until = now + interval * burst
+if new_tat > allowed_until then
+  return decide('rate_limited', '', 0, 0, new_tat - allowed_until, 0, tat - now)
+end
+redis.call('SET', KEYS[4], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+local remaining = math.floor((allowed_until - new_tat) / interval)
+local reset_ms = new_tat - now
+
+if KEYS[6] ~= '' then
+  local existing = redis.call('GET', KEYS[6])
+  if existing then
+    return decide('joined', existing, 0, 0, 0, remaining, reset_ms)
+  end
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then
+  return decide('too_many_active_chats', '', 0, 0, 2000, remaining, reset_ms)
+end
+
+local budget = tonumber(ARGV[11])
+if budget > 0 and tonumber(redis.call('GET', KEYS[7]) or '0') >= budget then
+  return decide('budget_exhausted', '', 0, 0, tonumber(ARGV[16]), remaining, reset_ms)
+end
+
+local depth = 0
+for index = 14, #KEYS do
+  depth = depth + redis.call('LLEN', KEYS[index])
+end
+if depth >= tonumber(ARGV[9]) then
+  local drain = tonumber(ARGV[15])
+  local wait_ms = 10000
+  if drain > 0 then
+    wait_ms = (depth - tonumber(ARGV[9]) + 1) / drain * 1000
+  end
+  return decide('queue_full', '', 0, 0, math.max(wait_ms, 1000), remaining, reset_ms)
+end
+
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  return decide('duplicate_id', '', 0, 0, 0, remaining, reset_ms)
+end
+local ticket = redis.call('INCR', KEYS[11])
+redis.call('HSET', KEYS[9],
+  'status', 'queued', 'ticket', ticket, 'lane', ARGV[5], 'attempt', 0,
+  'identity', ARGV[4], 'created_at_ms', ARGV[1])
+redis.call('EXPIRE', KEYS[9], ARGV[12])
+redis.call('RPUSH', KEYS[10], ARGV[3])
+-- One doorbell item wakes one idle worker; the cap keeps the list small while every worker is busy.
+if redis.call('LLEN', KEYS[13]) < tonumber(ARGV[13]) then
+  redis.call('RPUSH', KEYS[13], '1')
+end
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), ARGV[2])
+redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[14]))
+if KEYS[6] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[10])
+end
+local served = tonumber(redis.call('GET', KEYS[12]) or '0')
+return decide('admitted', ARGV[2], ticket, ticket - served, 0, remaining, reset_ms)

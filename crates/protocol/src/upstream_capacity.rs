@@ -1,0 +1,147 @@
+//! The upstream LLM's shared capacity: the circuit breaker and the global request and token rates, kept in Redis
+//! so that they hold across every worker. A worker asks for a permit before each upstream request and settles
+//! it afterwards; each is one Lua script and one round trip.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Script};
+
+use crate::keys::RedisKeys;
+use crate::limits::LlmLimits;
+
+static ACQUIRE_UPSTREAM_PERMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/acquire_upstream_permit.lua")));
+static SETTLE_UPSTREAM_CALL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/settle_upstream_call.lua")));
+
+/// The window request starts are counted over: one second, plus 50 ms for the jitter between a permit and its
+/// request reaching the upstream (measured here on loopback as a few ms; a network adds more), so the starts
+/// the upstream sees in any one second stay within the limit.
+pub const START_WINDOW_MS: u64 = 1_050;
+
+/// How the circuit breaker judges the upstream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitPolicy {
+    /// The sliding window of outcomes, in seconds.
+    pub window_s: u64,
+    /// Fewest calls in the window before the circuit may open.
+    pub min_calls: u32,
+    /// Failed share (0..1) that opens the circuit.
+    pub failure_ratio: f64,
+    /// How long the circuit stays open before probing.
+    pub cool_down_ms: u64,
+    /// Probes at once while half-open.
+    pub probes: u32,
+    /// How long a probe may take before its place is freed.
+    pub probe_timeout_ms: u64,
+}
+
+/// Leave to call upstream once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamPermit {
+    pub id: String,
+    /// The second the tokens were reserved in (ms since the epoch / 1000).
+    pub reserved_second: u64,
+    pub reserved_tokens: u64,
+    /// A half-open probe: its outcome closes or reopens the circuit.
+    pub is_probe: bool,
+}
+
+/// The answer to a permit request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermitDecision {
+    Granted(UpstreamPermit),
+    /// The global request or token rate is used up; try again after this long.
+    Wait {
+        ms: u64,
+    },
+    /// The circuit is open (or its probes are taken); try again after this long.
+    CircuitOpen {
+        ms: u64,
+    },
+}
+
+/// Asks for leave to start one upstream request that may use up to `reserve_tokens` tokens.
+pub async fn acquire_upstream_permit(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    permit_id: &str,
+    limits: &LlmLimits,
+    circuit: &CircuitPolicy,
+    reserve_tokens: u64,
+    now_ms: u64,
+) -> RedisResult<PermitDecision> {
+    let starts_per_second = limits.max_requests_per_second.floor().max(1.0) as u64;
+    let (decision, first, second, reserved_second): (String, i64, Option<i64>, Option<u64>) =
+        ACQUIRE_UPSTREAM_PERMIT
+            .key(keys.circuit_breaker())
+            .key(keys.llm_request_starts())
+            .key(keys.llm_token_use())
+            .arg(START_WINDOW_MS)
+            .arg(permit_id)
+            .arg(starts_per_second)
+            .arg(limits.max_tokens_per_minute.max(1))
+            .arg(reserve_tokens)
+            .arg(circuit.probes.max(1))
+            .arg(circuit.probe_timeout_ms.max(1))
+            .invoke_async(connection)
+            .await?;
+    Ok(match decision.as_str() {
+        "granted" => PermitDecision::Granted(UpstreamPermit {
+            id: permit_id.to_owned(),
+            reserved_second: reserved_second.unwrap_or(now_ms / 1000),
+            reserved_tokens: second.unwrap_or(0).max(0) as u64,
+            is_probe: first == 1,
+        }),
+        "wait" => PermitDecision::Wait { ms: first.max(1) as u64 },
+        _ => PermitDecision::CircuitOpen { ms: first.max(1) as u64 },
+    })
+}
+
+/// What an upstream call says about the upstream's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    Failed,
+    /// A client error or a cancellation: says nothing about the upstream.
+    Neutral,
+}
+
+impl CallOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Neutral => "neutral",
+        }
+    }
+}
+
+/// Settles a permit: refunds unused tokens and records the outcome. Returns the circuit state afterwards.
+pub async fn settle_upstream_call(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    permit: &UpstreamPermit,
+    tokens_used: u64,
+    outcome: CallOutcome,
+    circuit: &CircuitPolicy,
+    now_ms: u64,
+) -> RedisResult<String> {
+    SETTLE_UPSTREAM_CALL
+        .key(keys.circuit_breaker())
+        .key(keys.circuit_outcomes())
+        .key(keys.llm_token_use())
+        .arg(now_ms)
+        .arg(permit.reserved_second)
+        .arg(permit.reserved_tokens)
+        .arg(tokens_used)
+        .arg(outcome.as_str())
+        .arg(u8::from(permit.is_probe))
+        .arg(circuit.window_s.max(1))
+        .arg(circuit.min_calls.max(1))
+        .arg(circuit.failure_ratio)
+        .arg(circuit.cool_down_ms.max(1))
+        .invoke_async(connection)
+        .await
+}
