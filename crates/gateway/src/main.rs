@@ -4,7 +4,18 @@ use protocol::Settings;
 use tokio::net::TcpListener;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match serve().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Display, not Debug: the operator reads this line.
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
     let address = format!("{}:{}", settings.gateway.host, settings.gateway.port);

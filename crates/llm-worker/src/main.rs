@@ -3,7 +3,18 @@
 use protocol::Settings;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match serve().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Display, not Debug: the operator reads this line.
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
     llm_worker::run(settings, protocol::shutdown::shutdown_signal()).await?;

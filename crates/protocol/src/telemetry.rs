@@ -16,7 +16,10 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: logs redirected to files stay plain text.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(on_terminal);
     let _ = if std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json") {
         builder.json().try_init()
     } else {

@@ -73,8 +73,11 @@ async fn async_openai_client_streams_the_expected_text_and_usage() {
     let mock = spawn_fast_mock().await;
     let client =
         Client::with_config(OpenAIConfig::new().with_api_base(mock.base_url()).with_api_key("sk-anything"));
+    // `stream(true)` by hand: with async-openai's `byot` feature on anywhere in the build (the worker needs it),
+    // `create_stream` no longer sets it.
     let request = CreateChatCompletionRequestArgs::default()
         .model("any-model-id")
+        .stream(true)
         .messages([
             ChatCompletionRequestSystemMessageArgs::default()
                 .content("Be brief.")

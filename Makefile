@@ -1,0 +1,49 @@
+# The one front door for developers and CI. `make help` lists the targets.
+# Knobs for `make run` are environment variables read by deploy/run-local.sh (PROFILE, SCALE_GATEWAY,
+# SCALE_WORKER, PUBLIC_PORT, ...; see the top of that script), e.g. `SCALE_GATEWAY=3 make run`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+PYTHON ?= python3
+# The four service binaries; deploy/run-local.sh builds exactly these, so `make build-release` then `make run`
+# compiles nothing twice.
+BINARIES := gateway llm-worker dam mock-llm
+
+.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; Ctrl-C stops it
+	@exec deploy/run-local.sh
+
+test: test-unit test-e2e ## cargo test --workspace, then the end-to-end test
+
+test-unit: ## cargo test --workspace (needs redis-server: make deps)
+	$(CARGO) test --workspace
+
+test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SDK (tests/e2e)
+	$(PYTHON) tests/e2e/run_e2e.py
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the workspace
+	$(CARGO) fmt --all
+
+build-release: ## Release build of the four service binaries (what `make run` runs)
+	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
+
+deps: ## Install missing system packages (redis-server, nginx, curl) and the e2e test's OpenAI SDK
+	deploy/install-system-packages.sh
+	@if ! $(PYTHON) -c 'import openai' 2>/dev/null; then \
+		echo "[deps] installing the OpenAI Python SDK for the end-to-end test"; \
+		$(PYTHON) -m pip install --quiet openai \
+			|| $(PYTHON) -m pip install --quiet --break-system-packages openai; \
+	fi
+
+clean-run: ## Stop leftovers of a killed `make run` and remove .run/
+	deploy/run-local.sh --clean

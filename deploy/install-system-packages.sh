@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a local Traffic Dam stack and its tests need (redis-server, nginx, curl), and only
+# the missing ones: a machine that has them is left untouched and no network is used. Called by `make deps`,
+# deploy/run-local.sh and .ci/run. Python packages for the end-to-end test are .ci/run's and `make deps`' business.
+set -euo pipefail
+
+log() { echo "[deps] $*" >&2; }
+
+# Debian puts nginx in /usr/sbin, which is not on a normal user's PATH.
+have_command() {
+    command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]
+}
+
+# command -> Debian package.
+declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [curl]=curl)
+missing=()
+for command_name in redis-server redis-cli nginx curl; do
+    if ! have_command "$command_name"; then
+        missing+=("${package_of[$command_name]}")
+    fi
+done
+if ((${#missing[@]} == 0)); then
+    log "redis-server, nginx and curl are installed"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    log "missing: ${missing[*]}; this script installs with apt-get (Debian/Ubuntu). Install them yourself, then retry."
+    exit 1
+fi
+as_root=()
+if [[ "$(id -u)" != 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        log "missing: ${missing[*]}; not root and no sudo. Run as root: apt-get install -y ${missing[*]}"
+        exit 1
+    fi
+    as_root=(sudo)
+fi
+
+log "installing: ${missing[*]}"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+for command_name in redis-server nginx curl; do
+    have_command "$command_name" || { log "$command_name is still missing after apt-get install"; exit 1; }
+done
+log "installed: ${missing[*]}"

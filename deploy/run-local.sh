@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317 # the stop functions run from traps, which shellcheck cannot follow
+# Runs the whole Traffic Dam stack on loopback for development (`make run`) and for the end-to-end test:
+# redis-server, mock-llm (unless a real LLM is configured), dam, N gateways, M workers and nginx in front of the
+# gateways. It stays in the foreground; Ctrl-C (SIGINT), SIGTERM or SIGHUP stops everything it started.
+#
+# Knobs (none starts with DAM_: every DAM_* variable is a service setting, and unknown settings are refused):
+#   PROFILE=release|debug     which cargo profile to build and run (default release)
+#   SCALE_GATEWAY=2           gateways, on ports GATEWAY_PORT_BASE, GATEWAY_PORT_BASE+1, ...
+#   SCALE_WORKER=4            llm-workers
+#   PUBLIC_PORT=8080          nginx, the only public entry (DAM_PUBLIC_PORT is accepted as an alias)
+#   GATEWAY_PORT_BASE=8081  REDIS_PORT=6390  MOCK_LLM_PORT=9090  ADMIN_PORT=9100 (dam)
+#   RUN_DIR=.run              logs, pids, nginx prefix and redis dir (absolute, or relative to the repo root)
+#   READY_TIMEOUT_S=90        longest wait for the whole stack to become ready
+#   STOP_TIMEOUT_S=15         longest wait per shutdown phase before SIGKILL
+#   SKIP_DEPS=1               do not check/install system packages;  SKIP_BUILD=1: do not run cargo build
+#   TRAFFIC_DAM_MODEL         with a real LLM: the model to serve (default openai/gpt-4o-mini)
+# A real LLM: DAM_LLM__BASE_URL=https://openrouter.ai/api/v1 DAM_LLM__API_KEY=sk-... make run
+#
+# `deploy/run-local.sh --clean` stops processes an earlier, killed run left behind and removes RUN_DIR.
+set -euo pipefail
+
+# A shell started with SIGINT ignored (`run-local.sh &` from another script, nohup) cannot trap it, so Ctrl-C and
+# kill -INT would do nothing: restart once with the default disposition.
+sigint_ignored_mask="$(awk '/^SigIgn:/ {print $2}' /proc/$$/status 2>/dev/null || echo 0)"
+if (((16#${sigint_ignored_mask:-0} & 2) != 0)) && [[ -z "${RUN_LOCAL_SIGNALS_RESET:-}" ]] \
+    && env --default-signal=INT true 2>/dev/null; then
+    export RUN_LOCAL_SIGNALS_RESET=1
+    exec env --default-signal=INT bash "${BASH_SOURCE[0]}" "$@"
+fi
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '[run-local] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Knobs
+PROFILE="${PROFILE:-release}"
+SCALE_GATEWAY="${SCALE_GATEWAY:-2}"
+SCALE_WORKER="${SCALE_WORKER:-4}"
+PUBLIC_PORT="${PUBLIC_PORT:-${DAM_PUBLIC_PORT:-8080}}"
+GATEWAY_PORT_BASE="${GATEWAY_PORT_BASE:-8081}"
+REDIS_PORT="${REDIS_PORT:-6390}"
+MOCK_LLM_PORT="${MOCK_LLM_PORT:-9090}"
+ADMIN_PORT="${ADMIN_PORT:-9100}"
+READY_TIMEOUT_S="${READY_TIMEOUT_S:-90}"
+STOP_TIMEOUT_S="${STOP_TIMEOUT_S:-15}"
+SKIP_DEPS="${SKIP_DEPS:-0}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+RUN_DIR="${RUN_DIR:-.run}"
+[[ "$RUN_DIR" == /* ]] || RUN_DIR="$ROOT/$RUN_DIR"
+# These two would reach the services as unknown settings (and be refused), so they are read here and removed.
+if [[ -n "${DAM_LLM__MODEL_NAME:-}" ]]; then
+    log "DAM_LLM__MODEL_NAME is not a setting: taking it as TRAFFIC_DAM_MODEL"
+fi
+TRAFFIC_DAM_MODEL="${TRAFFIC_DAM_MODEL:-${DAM_LLM__MODEL_NAME:-openai/gpt-4o-mini}}"
+unset DAM_PUBLIC_PORT DAM_LLM__MODEL_NAME
+
+LOG_DIR="$RUN_DIR/logs"
+PID_DIR="$RUN_DIR/pids"
+SCRIPT_PID_FILE="$RUN_DIR/run-local.pid"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes: liveness, stopping, leftovers
+
+# Alive and not a zombie (an exited child the shell has not reaped yet counts as gone).
+is_alive() {
+    local pid="$1" stat
+    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+    # The state letter follows the command name, which is in parentheses and may itself hold spaces.
+    stat="${stat##*) }"
+    [[ -n "$stat" && "${stat%% *}" != Z ]]
+}
+
+# Whether pid is a process of this run directory (guards against a recycled pid).
+belongs_to_run_dir() {
+    local pid="$1"
+    [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR/"
+}
+
+# SIGTERM to each pid, wait up to STOP_TIMEOUT_S for all of them, then SIGKILL the rest. Returns 1 if any needed it.
+stop_pids() {
+    local phase="$1"; shift
+    local pids=() pid
+    for pid in "$@"; do is_alive "$pid" && pids+=("$pid"); done
+    ((${#pids[@]} > 0)) || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT_S)) remaining=("${pids[@]}")
+    while ((${#remaining[@]} > 0 && SECONDS < deadline)); do
+        sleep 0.1
+        local still=()
+        for pid in "${remaining[@]}"; do is_alive "$pid" && still+=("$pid"); done
+        remaining=("${still[@]+"${still[@]}"}")
+    done
+    ((${#remaining[@]} == 0)) && return 0
+    log "$phase: still running after ${STOP_TIMEOUT_S}s, sending SIGKILL to ${remaining[*]}"
+    kill -KILL "${remaining[@]}" 2>/dev/null || true
+    local kill_deadline=$((SECONDS + 5))
+    for pid in "${remaining[@]}"; do
+        while is_alive "$pid" && ((SECONDS < kill_deadline)); do sleep 0.1; done
+    done
+    return 1
+}
+
+# --clean: stop what an earlier run left behind (only processes whose command line names RUN_DIR), remove RUN_DIR.
+clean_run_dir() {
+    if [[ -f "$SCRIPT_PID_FILE" ]] && is_alive "$(<"$SCRIPT_PID_FILE")" \
+        && grep -qa run-local "/proc/$(<"$SCRIPT_PID_FILE")/cmdline" 2>/dev/null; then
+        die "a stack is running from $RUN_DIR (run-local.sh pid $(<"$SCRIPT_PID_FILE")); stop it with Ctrl-C or kill -TERM $(<"$SCRIPT_PID_FILE") first"
+    fi
+    local leftovers=() pid_file pid child
+    for pid_file in "$PID_DIR"/*.pid; do
+        [[ -f "$pid_file" ]] || continue
+        pid="$(<"$pid_file")"
+        if is_alive "$pid" && belongs_to_run_dir "$pid"; then
+            # nginx workers do not carry the run directory in their title: take them with their master.
+            for child in $(pgrep -P "$pid" 2>/dev/null || true); do leftovers+=("$child"); done
+            leftovers+=("$pid")
+        fi
+    done
+    if ((${#leftovers[@]} > 0)); then
+        log "stopping leftovers of an earlier run: ${leftovers[*]}"
+        stop_pids "leftovers" "${leftovers[@]}" || true
+    fi
+    rm -rf -- "$RUN_DIR"
+    log "removed $RUN_DIR"
+}
+
+if [[ "${1:-}" == "--clean" ]]; then
+    clean_run_dir
+    exit 0
+elif (($# > 0)); then
+    die "unknown argument '$1' (the only argument is --clean; everything else is set by environment variables)"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks before anything starts
+
+is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
+for knob in SCALE_GATEWAY SCALE_WORKER PUBLIC_PORT GATEWAY_PORT_BASE REDIS_PORT MOCK_LLM_PORT ADMIN_PORT \
+    READY_TIMEOUT_S STOP_TIMEOUT_S; do
+    is_number "${!knob}" || die "$knob must be a whole number, got '${!knob}'"
+done
+((SCALE_GATEWAY >= 1 && SCALE_GATEWAY <= 32)) || die "SCALE_GATEWAY must be 1..32"
+((SCALE_WORKER >= 1 && SCALE_WORKER <= 64)) || die "SCALE_WORKER must be 1..64"
+case "$PROFILE" in
+    release | debug) ;;
+    *) die "PROFILE must be release or debug, got '$PROFILE'" ;;
+esac
+
+# A real provider replaces mock-llm, and the served model defaults to one it knows.
+if [[ -n "${DAM_LLM__BASE_URL:-}" ]]; then
+    USE_MOCK_LLM=0
+    export DAM_CHAT__DEFAULT_MODEL="${DAM_CHAT__DEFAULT_MODEL:-$TRAFFIC_DAM_MODEL}"
+    export DAM_CHAT__ALLOWED_MODELS="${DAM_CHAT__ALLOWED_MODELS:-$TRAFFIC_DAM_MODEL}"
+else
+    USE_MOCK_LLM=1
+    export DAM_LLM__BASE_URL="http://127.0.0.1:$MOCK_LLM_PORT/v1"
+    export DAM_MOCK_LLM__HOST=127.0.0.1 DAM_MOCK_LLM__PORT="$MOCK_LLM_PORT"
+fi
+SERVED_MODEL="${DAM_CHAT__DEFAULT_MODEL:-mock-1}"
+
+# Every service on loopback, on the ports chosen here, against the Redis started here.
+export DAM_REDIS__URL="redis://127.0.0.1:$REDIS_PORT"
+export DAM_GATEWAY__HOST=127.0.0.1 DAM_DAM__HOST=127.0.0.1 DAM_DAM__PORT="$ADMIN_PORT"
+# Nobody hears a job that finishes after nginx and the gateways are gone, and Redis (persistence off) goes next:
+# a long drain would only delay Ctrl-C, so local workers hand running jobs back after 5 s (setting it wins).
+export DAM_WORKER__DRAIN_TIMEOUT_S="${DAM_WORKER__DRAIN_TIMEOUT_S:-5}"
+# Logs go to files: no terminal colour codes in them unless asked for (NO_COLOR= keeps them).
+export NO_COLOR="${NO_COLOR-1}"
+
+GATEWAY_PORTS=()
+for ((index = 0; index < SCALE_GATEWAY; index++)); do GATEWAY_PORTS+=($((GATEWAY_PORT_BASE + index))); done
+
+# name:port of every listener this run opens; a port taken by anyone (or named twice) stops the run here.
+listeners=("nginx:$PUBLIC_PORT" "redis:$REDIS_PORT" "dam:$ADMIN_PORT")
+((USE_MOCK_LLM)) && listeners+=("mock-llm:$MOCK_LLM_PORT")
+for ((index = 0; index < SCALE_GATEWAY; index++)); do listeners+=("gateway-$((index + 1)):${GATEWAY_PORTS[index]}"); done
+
+port_in_use() {
+    local port="$1"
+    if command -v ss >/dev/null 2>&1; then
+        [[ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]] && return 0
+    fi
+    timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null
+}
+
+declare -A port_owner=()
+for listener in "${listeners[@]}"; do
+    name="${listener%%:*}" port="${listener##*:}"
+    ((port >= 1 && port <= 65535)) || die "$name: port $port is out of range"
+    [[ -z "${port_owner[$port]:-}" ]] || die "port $port is set for both ${port_owner[$port]} and $name; change one of the *_PORT knobs"
+    port_owner[$port]="$name"
+done
+
+mkdir -p "$RUN_DIR"
+if [[ -f "$SCRIPT_PID_FILE" ]]; then
+    previous_pid="$(<"$SCRIPT_PID_FILE")"
+    if is_alive "$previous_pid" && grep -qa run-local "/proc/$previous_pid/cmdline" 2>/dev/null; then
+        die "a stack is already running from $RUN_DIR (run-local.sh pid $previous_pid); stop it with Ctrl-C, or use another RUN_DIR and ports"
+    fi
+fi
+for pid_file in "$PID_DIR"/*.pid; do
+    [[ -f "$pid_file" ]] || continue
+    pid="$(<"$pid_file")"
+    if is_alive "$pid" && belongs_to_run_dir "$pid"; then
+        die "$(basename "$pid_file" .pid) (pid $pid) of an earlier run in $RUN_DIR is still running; run 'make clean-run' (or '$0 --clean') to stop it"
+    fi
+done
+for listener in "${listeners[@]}"; do
+    name="${listener%%:*}" port="${listener##*:}"
+    if port_in_use "$port"; then
+        die "port $port (for $name) is already in use on this machine; stop whatever holds it (ss -ltnp 'sport = :$port') or pick another port with the knobs at the top of $0"
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------------------------
+# System packages and binaries
+
+if [[ "$SKIP_DEPS" != 1 ]]; then
+    "$ROOT/deploy/install-system-packages.sh"
+fi
+NGINX_BIN="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
+[[ -x "$NGINX_BIN" ]] || die "nginx is not installed (run 'make deps')"
+command -v redis-server >/dev/null 2>&1 || die "redis-server is not installed (run 'make deps')"
+command -v curl >/dev/null 2>&1 || die "curl is not installed (run 'make deps')"
+
+BINARIES=(gateway llm-worker dam mock-llm)
+if [[ "$SKIP_BUILD" != 1 ]]; then
+    cargo_arguments=(build)
+    [[ "$PROFILE" == release ]] && cargo_arguments+=(--release)
+    for binary in "${BINARIES[@]}"; do cargo_arguments+=(-p "$binary"); done
+    log "building: cargo ${cargo_arguments[*]}"
+    cargo "${cargo_arguments[@]}" || die "cargo build failed (see above)"
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+BIN_DIR="$TARGET_DIR/$PROFILE"
+for binary in "${BINARIES[@]}"; do
+    [[ -x "$BIN_DIR/$binary" ]] || die "$BIN_DIR/$binary is missing; build it (PROFILE=$PROFILE) or drop SKIP_BUILD"
+done
+
+# ---------------------------------------------------------------------------------------------------------------
+# Starting and watching
+
+mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/bin" "$RUN_DIR/redis" "$RUN_DIR/nginx/temp"
+rm -f "$PID_DIR"/*.pid
+echo "$$" >"$SCRIPT_PID_FILE"
+
+# Started processes in start order (parallel arrays).
+STARTED_NAMES=()
+STARTED_PIDS=()
+declare -A PID_OF=()
+declare -A NAME_OF_PID=()
+
+# Starts one process in its own session (so a terminal's Ctrl-C reaches only this script, which then stops the
+# stack in order), with its output in $LOG_DIR/<name>.log. Binaries run through a symlink in $RUN_DIR/bin, so
+# each process's command line names the run directory (`pgrep -f $RUN_DIR` finds them all). Only the workers call
+# the LLM, so only they get to see DAM_LLM__API_KEY.
+start_process() {
+    local name="$1"; shift
+    local log_file="$LOG_DIR/$name.log" hide_key=(-u DAM_LLM__API_KEY)
+    [[ "$name" == worker-* ]] && hide_key=()
+    : >"$log_file"
+    setsid env "${hide_key[@]}" "$@" </dev/null >>"$log_file" 2>&1 &
+    local pid=$!
+    STARTED_NAMES+=("$name")
+    STARTED_PIDS+=("$pid")
+    PID_OF[$name]="$pid"
+    NAME_OF_PID[$pid]="$name"
+    echo "$pid" >"$PID_DIR/$name.pid"
+}
+
+# Starts one of the cargo binaries under its instance name: start_service NAME BINARY [SETTING=value...] [-- ARG...],
+# the settings for that instance only.
+start_service() {
+    local name="$1" binary="$2"; shift 2
+    local settings=()
+    while (($# > 0)) && [[ "$1" != "--" ]]; do settings+=("$1"); shift; done
+    (($# > 0)) && shift
+    ln -sfn "$BIN_DIR/$binary" "$RUN_DIR/bin/$name"
+    start_process "$name" "${settings[@]}" "$RUN_DIR/bin/$name" "$@"
+}
+
+show_log_tail() {
+    local name="$1"
+    log "last lines of $LOG_DIR/$name.log:"
+    tail -n 25 "$LOG_DIR/$name.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+}
+
+nginx_worker_pids() {
+    local master="${PID_OF[nginx]:-}"
+    if [[ -n "$master" ]]; then pgrep -P "$master" 2>/dev/null || true; fi
+}
+
+# Stops everything started, in the order that loses no work: nginx and gateways (no new chats), then workers and
+# dam (running jobs finish or go back to the queue while Redis and the LLM are still up), then mock-llm and Redis.
+STOPPING=0
+stop_everything() {
+    ((STOPPING)) && return 0
+    STOPPING=1
+    trap '' INT TERM HUP
+    ((${#STARTED_PIDS[@]} > 0)) || { rm -f "$SCRIPT_PID_FILE"; return 0; }
+    log "stopping the stack"
+    local clean=1 phase_pids name pid nginx_workers stop_started="${EPOCHREALTIME/,/.}"
+    nginx_workers="$(nginx_worker_pids)"
+    for phase in "nginx gateway-" "worker- dam" "mock-llm redis"; do
+        phase_pids=()
+        for ((index = 0; index < ${#STARTED_NAMES[@]}; index++)); do
+            name="${STARTED_NAMES[index]}"
+            for prefix in $phase; do
+                [[ "$name" == "$prefix"* ]] && phase_pids+=("${STARTED_PIDS[index]}")
+            done
+        done
+        ((${#phase_pids[@]} > 0)) || continue
+        stop_pids "$phase" "${phase_pids[@]}" || clean=0
+    done
+    # nginx workers exit with their master; make sure of it.
+    for pid in $nginx_workers; do
+        if is_alive "$pid"; then stop_pids "nginx workers" "$pid" || clean=0; fi
+    done
+    local left=()
+    for pid in "${STARTED_PIDS[@]}" $nginx_workers; do is_alive "$pid" && left+=("$pid"); done
+    if ((${#left[@]} > 0)); then
+        log "error: processes still alive after SIGKILL: ${left[*]}"
+        return 1
+    fi
+    rm -f "$PID_DIR"/*.pid "$SCRIPT_PID_FILE"
+    local took
+    took="$(awk -v start="$stop_started" -v end="${EPOCHREALTIME/,/.}" 'BEGIN {printf "%.1f", end - start}')"
+    if ((clean)); then
+        log "stopped: every process exited (${took}s)"
+    else
+        log "stopped: every process exited, some only to SIGKILL (${took}s)"
+    fi
+}
+
+on_signal() {
+    log "received SIG$1"
+    stop_everything || exit 1
+    exit 0
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+trap 'on_signal HUP' HUP
+trap 'stop_everything' EXIT
+
+# Waits until every check named in $@ ("name|kind|target") passes, within what is left of READY_TIMEOUT_S.
+# kind: http (curl answers 2xx) or redis (PING answers PONG) or alive (the process lives for a moment).
+READY_DEADLINE=0
+wait_until_ready() {
+    local pending=("$@") check name kind target still
+    while ((${#pending[@]} > 0)); do
+        still=()
+        for check in "${pending[@]}"; do
+            IFS='|' read -r name kind target <<<"$check"
+            if ! is_alive "${PID_OF[$name]}"; then
+                show_log_tail "$name"
+                die "$name exited during startup (log: $LOG_DIR/$name.log)"
+            fi
+            case "$kind" in
+                http) curl -fsS -o /dev/null --max-time 2 "$target" 2>/dev/null || still+=("$check") ;;
+                redis) [[ "$(redis-cli -h 127.0.0.1 -p "$target" ping 2>/dev/null)" == PONG ]] || still+=("$check") ;;
+                alive) ;;
+            esac
+        done
+        pending=("${still[@]+"${still[@]}"}")
+        ((${#pending[@]} == 0)) && break
+        if ((SECONDS >= READY_DEADLINE)); then
+            for check in "${pending[@]}"; do
+                IFS='|' read -r name kind target <<<"$check"
+                log "$name is not ready: $kind check of $target fails"
+                show_log_tail "$name"
+            done
+            die "the stack was not ready within ${READY_TIMEOUT_S}s"
+        fi
+        sleep 0.2
+    done
+}
+
+READY_DEADLINE=$((SECONDS + READY_TIMEOUT_S))
+log "starting in $RUN_DIR (profile $PROFILE, $SCALE_GATEWAY gateways, $SCALE_WORKER workers)"
+
+start_process redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$RUN_DIR/redis" --daemonize no --set-proc-title no --logfile ""
+wait_until_ready "redis|redis|$REDIS_PORT"
+
+ready_checks=()
+if ((USE_MOCK_LLM)); then
+    start_service mock-llm mock-llm
+    ready_checks+=("mock-llm|http|http://127.0.0.1:$MOCK_LLM_PORT/healthz")
+else
+    api_key_state="not set"
+    [[ -n "${DAM_LLM__API_KEY:-}" ]] && api_key_state="set"
+    log "real LLM at $DAM_LLM__BASE_URL (api key $api_key_state), model $SERVED_MODEL; mock-llm is not started"
+fi
+start_service dam dam -- serve
+ready_checks+=("dam|http|http://127.0.0.1:$ADMIN_PORT/readyz")
+for ((index = 0; index < SCALE_GATEWAY; index++)); do
+    name="gateway-$((index + 1))"
+    start_service "$name" gateway "DAM_GATEWAY__PORT=${GATEWAY_PORTS[index]}"
+    ready_checks+=("$name|http|http://127.0.0.1:${GATEWAY_PORTS[index]}/readyz")
+done
+for ((index = 1; index <= SCALE_WORKER; index++)); do
+    start_service "worker-$index" llm-worker
+    ready_checks+=("worker-$index|alive|")
+done
+wait_until_ready "${ready_checks[@]}"
+
+"$ROOT/deploy/nginx/render-nginx-conf.sh" --prefix "$RUN_DIR/nginx" --log-dir "$LOG_DIR" \
+    --public-port "$PUBLIC_PORT" --gateway-ports "${GATEWAY_PORTS[*]}" \
+    --gateway-max-body-bytes "${DAM_GATEWAY__MAX_BODY_BYTES:-262144}" >"$RUN_DIR/nginx/nginx.conf"
+"$NGINX_BIN" -t -q -p "$RUN_DIR/nginx/" -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx-error.log" \
+    || die "nginx refused $RUN_DIR/nginx/nginx.conf (see above)"
+start_process nginx "$NGINX_BIN" -p "$RUN_DIR/nginx/" -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx-error.log"
+# Through nginx to a gateway's readiness: the whole public path answers.
+wait_until_ready "nginx|http|http://127.0.0.1:$PUBLIC_PORT/readyz"
+# Workers have no port: the ones still alive now got past settings and Redis.
+wait_until_ready "${ready_checks[@]}"
+
+public_url="http://127.0.0.1:$PUBLIC_PORT"
+cat <<EOF
+
+  Traffic Dam is up: open $public_url/
+
+  Browser flow (queue a chat, then stream its events):
+    curl -N "$public_url\$(curl -sS $public_url/api/chats -H 'content-type: application/json' \\
+      -d '{"message":"Hello"}' | sed -E 's/.*"events_url":"([^"]+)".*/\\1/')"
+
+  OpenAI-compatible API:
+    curl -N $public_url/v1/chat/completions -H 'content-type: application/json' \\
+      -d '{"model":"$SERVED_MODEL","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
+
+  OpenAI Python SDK (pip install openai):
+    from openai import OpenAI
+    client = OpenAI(base_url="$public_url/v1", api_key="unused")
+    for chunk in client.chat.completions.create(model="$SERVED_MODEL", stream=True,
+                                                messages=[{"role": "user", "content": "Hello"}]):
+        print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
+
+  nginx $public_url -> gateways ${GATEWAY_PORTS[*]} (127.0.0.1); $SCALE_WORKER workers; redis 127.0.0.1:$REDIS_PORT
+  dam admin (loopback only, not behind nginx): http://127.0.0.1:$ADMIN_PORT/readyz
+    and its CLI: $BIN_DIR/dam --url http://127.0.0.1:$ADMIN_PORT status
+EOF
+((USE_MOCK_LLM)) && echo "  mock LLM: http://127.0.0.1:$MOCK_LLM_PORT/v1 (stats: http://127.0.0.1:$MOCK_LLM_PORT/stats)"
+cat <<EOF
+  logs: $LOG_DIR/   pids: $PID_DIR/
+  Ctrl-C stops everything.
+
+EOF
+
+# Serve until a signal arrives (the traps stop the stack and exit). A process that ends on its own is reported and
+# the rest keep serving, so one gateway can be stopped to watch nginx fail over; when none is left, so is this.
+waiting_pids=("${STARTED_PIDS[@]}")
+for ((round = 0; round < ${#STARTED_PIDS[@]}; round++)); do
+    exited_pid=""
+    status=0
+    wait -n -p exited_pid "${waiting_pids[@]}" || status=$?
+    [[ -n "$exited_pid" ]] || break
+    name="${NAME_OF_PID[$exited_pid]:-pid $exited_pid}"
+    log "$name exited on its own with status $status; the rest keep running"
+    show_log_tail "$name"
+    rm -f "$PID_DIR/$name.pid"
+    still_waiting=()
+    for pid in "${waiting_pids[@]}"; do [[ "$pid" == "$exited_pid" ]] || still_waiting+=("$pid"); done
+    ((${#still_waiting[@]} > 0)) || break
+    waiting_pids=("${still_waiting[@]}")
+done
+log "every process has exited"
+exit 1

@@ -1,0 +1,642 @@
+#!/usr/bin/env python3
+"""End-to-end test of the real topology: deploy/run-local.sh starts redis-server, mock-llm, dam, 2 gateways,
+2 workers and nginx as separate processes (debug build, free loopback ports, a run directory of its own), and
+every check talks to nginx the way a user would: curl -N for the browser and OpenAI streams, the official OpenAI
+Python SDK, and signals for shutdown. Run it with `make test-e2e`; it needs curl, redis-server, nginx and
+`pip install openai`. Unit and in-process tests live in the crates, not here.
+
+Every wait is bounded; the last line is `N passed, N failed`, and the exit status is non-zero on any failure.
+Set E2E_KEEP_RUN_DIR=1 to keep the run directory (logs, pids, nginx.conf) after a passing run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_SCRIPT = ROOT / "deploy" / "run-local.sh"
+
+# Building the debug binaries from a cold cache takes minutes on 2 cores; a warm start takes seconds.
+START_TIMEOUT_S = float(os.environ.get("E2E_START_TIMEOUT_S", "900"))
+# The run script stops the stack in three phases of at most 15 s each; an idle stack stops in about a second.
+STOP_TIMEOUT_S = 60.0
+# One mock answer streams in about a second (150 ms to the first token, 48 tokens 15 ms apart).
+STREAM_TIMEOUT_S = 60
+GATEWAY_COUNT = 2
+WORKER_COUNT = 2
+PROMPT = "End-to-end test: describe the river at dawn."
+MODEL = "mock-1"
+# The gateway joins a repeated identical request from the same client to the first one's chat for a few seconds,
+# and behind nginx every check here is the same client. So each request tells the mock a slightly different time to
+# first token: the mock strips `[[mock ...]]` directives before it picks the words, so the answer stays the same
+# while every request is a chat of its own.
+_prompt_variants = iter(range(1, 1000))
+
+
+def unique_prompt() -> str:
+    return f"{PROMPT} [[mock ttft_ms={150 + next(_prompt_variants)}]]"
+
+
+# Behind nginx every request of this test comes from 127.0.0.1, one anonymous caller with a small burst allowance.
+# Each check plays a user of its own instead, as real traffic would: nginx appends the peer to X-Forwarded-For and
+# the gateway trusts loopback proxies, so the address sent here names the caller. (TEST-NET-1 addresses: only
+# header values, never contacted.)
+_client_numbers = iter(range(1, 250))
+
+
+def client_address() -> str:
+    return f"192.0.2.{next(_client_numbers)}"
+
+
+# Tokens that arrive this far apart were streamed, not flushed as one blob at the end.
+MIN_STREAM_SPREAD_S = 0.2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+@dataclass
+class Report:
+    passed: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def check(self, name: str, function) -> object:
+        """Runs one named check; an AssertionError or any exception counts as its failure."""
+        started = time.monotonic()
+        try:
+            result = function()
+        except AssertionError as error:
+            self._fail(name, str(error) or "assertion failed", started)
+            return None
+        except Exception as error:  # noqa: BLE001 - any crash of a check is that check's failure
+            self._fail(name, f"{type(error).__name__}: {error}\n{traceback.format_exc()}", started)
+            return None
+        self.passed += 1
+        print(f"PASS {name} ({time.monotonic() - started:.2f}s)", flush=True)
+        return result
+
+    def _fail(self, name: str, message: str, started: float) -> None:
+        self.failed += 1
+        self.failures.append(name)
+        print(f"FAIL {name} ({time.monotonic() - started:.2f}s): {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The stack under test
+
+
+@dataclass
+class Ports:
+    public: int
+    gateways: list[int]
+    redis: int
+    mock_llm: int
+    admin: int
+
+
+def port_is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens and the port can be bound (no lingering connection holds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return not port_is_listening(port)
+
+
+def pick_ports() -> Ports:
+    """A block of free consecutive loopback ports below the ephemeral range, away from `make run`'s defaults."""
+    needed = 4 + GATEWAY_COUNT
+    for _attempt in range(100):
+        base = random.randrange(20000, 30000 - needed)
+        block = list(range(base, base + needed))
+        if all(port_is_free(port) for port in block):
+            return Ports(
+                public=block[0],
+                gateways=block[1 : 1 + GATEWAY_COUNT],
+                redis=block[1 + GATEWAY_COUNT],
+                mock_llm=block[2 + GATEWAY_COUNT],
+                admin=block[3 + GATEWAY_COUNT],
+            )
+    raise RuntimeError("no block of free loopback ports found in 20000-30000")
+
+
+def reset_signals_for_child() -> None:
+    # A shell ignores forever the signals that were ignored when it started, so a test started with SIGINT
+    # ignored (nohup, `cmd &` in a script) would otherwise make the run script deaf to the SIGINT check.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
+class Stack:
+    def __init__(self, run_dir: Path, ports: Ports):
+        self.run_dir = run_dir
+        self.ports = ports
+        self.output_path = run_dir.parent / f"{run_dir.name}.run-local.log"
+        self.process: subprocess.Popen | None = None
+        self.known_pids: dict[str, int] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.public}"
+
+    def start(self) -> None:
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("DAM_")}
+        # Settings the developer exported for their own `make run` must not leak into the test; the test uses
+        # the mock LLM, whatever provider is configured in the shell.
+        dropped = sorted(name for name in os.environ if name.startswith("DAM_") and name != "DAM_CONFIG_DIR")
+        if dropped:
+            print(f"note: ignoring these settings from the environment: {', '.join(dropped)}", flush=True)
+        if "DAM_CONFIG_DIR" in os.environ:
+            environment["DAM_CONFIG_DIR"] = os.environ["DAM_CONFIG_DIR"]
+        environment.update(
+            PROFILE="debug",
+            RUN_DIR=str(self.run_dir),
+            SCALE_GATEWAY=str(GATEWAY_COUNT),
+            SCALE_WORKER=str(WORKER_COUNT),
+            PUBLIC_PORT=str(self.ports.public),
+            GATEWAY_PORT_BASE=str(self.ports.gateways[0]),
+            REDIS_PORT=str(self.ports.redis),
+            MOCK_LLM_PORT=str(self.ports.mock_llm),
+            ADMIN_PORT=str(self.ports.admin),
+            READY_TIMEOUT_S="120",
+            NO_COLOR="1",
+        )
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        output = open(self.output_path, "wb")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            ["bash", str(RUN_SCRIPT)],
+            cwd=ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=reset_signals_for_child,
+        )
+        output.close()
+
+    def output(self) -> str:
+        try:
+            return self.output_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_until_up(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if "Traffic Dam is up" in self.output():
+                self.known_pids = self.read_pid_files()
+                master = self.known_pids.get("nginx")
+                for worker_pid in child_pids(master) if master else []:
+                    self.known_pids[f"nginx-worker-{worker_pid}"] = worker_pid
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"run-local.sh exited with {self.process.returncode} before the stack was up:\n"
+                    + tail(self.output(), 40)
+                )
+            time.sleep(0.5)
+        raise AssertionError(f"the stack was not up within {START_TIMEOUT_S:.0f}s:\n" + tail(self.output(), 40))
+
+    def read_pid_files(self) -> dict[str, int]:
+        pids = {}
+        for pid_file in sorted((self.run_dir / "pids").glob("*.pid")):
+            pids[pid_file.stem] = int(pid_file.read_text().strip())
+        return pids
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.run_dir / "logs" / f"{name}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def emergency_stop(self) -> None:
+        """Used only when a check failed before the shutdown check: never leave processes behind."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for name, pid in self.known_pids.items():
+            if pid_alive(pid):
+                print(f"note: killing leftover {name} (pid {pid})", flush=True)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def child_pids(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10)
+    return [int(line) for line in found.stdout.split()]
+
+
+def pgrep_full(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-a", "-f", pattern], capture_output=True, text=True, timeout=10)
+    return [line for line in found.stdout.splitlines() if line.strip()]
+
+
+def tail(text: str, lines: int) -> str:
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# HTTP helpers: curl for streams (as the brief to users says), urllib for plain requests
+
+
+@dataclass
+class TimedLine:
+    at: float
+    text: str
+
+
+def curl_stream(arguments: list[str]) -> tuple[list[TimedLine], int]:
+    """Runs `curl -sS -N ...`, timestamping each output line as it arrives. Bounded by curl's --max-time."""
+    command = ["curl", "-sS", "-N", "--max-time", str(STREAM_TIMEOUT_S), *arguments]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = []
+    for raw in process.stdout:
+        lines.append(TimedLine(time.monotonic(), raw.decode("utf-8", "replace").rstrip("\r\n")))
+    stderr = process.stderr.read().decode("utf-8", "replace")
+    code = process.wait(timeout=10)
+    assert code == 0, f"curl exited with {code}: {stderr.strip()}"
+    return lines, code
+
+
+@dataclass
+class SseEvent:
+    at: float
+    id: str | None
+    event: str
+    data: str
+
+
+def parse_sse(lines: list[TimedLine]) -> list[SseEvent]:
+    events, fields, started = [], {}, None
+    for line in lines:
+        if line.text == "":
+            if "data" in fields:
+                events.append(SseEvent(started, fields.get("id"), fields.get("event", "message"), fields["data"]))
+            fields, started = {}, None
+            continue
+        if line.text.startswith(":"):
+            continue  # keep-alive or queue comment
+        name, _, value = line.text.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        started = started if started is not None else line.at
+        fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
+    if "data" in fields:
+        events.append(SseEvent(started, fields.get("id"), fields.get("event", "message"), fields["data"]))
+    return events
+
+
+def http_request(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    """(status, headers, body bytes); HTTP errors are answers, not exceptions."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def assert_streamed(arrivals: list[float], what: str) -> None:
+    assert len(arrivals) >= 3, f"{what}: only {len(arrivals)} pieces arrived; expected several"
+    spread = arrivals[-1] - arrivals[0]
+    distinct = len({round(at, 2) for at in arrivals})
+    assert spread >= MIN_STREAM_SPREAD_S and distinct >= 3, (
+        f"{what}: {len(arrivals)} pieces arrived within {spread * 1000:.0f} ms at {distinct} distinct times; "
+        "they were buffered, not streamed"
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The checks
+
+
+def check_browser_flow(stack: Stack) -> str:
+    body = json.dumps({"message": unique_prompt()})
+    client = ["-H", f"x-forwarded-for: {client_address()}"]
+    created = subprocess.run(
+        ["curl", "-sS", "--max-time", "15", "-w", "\n%{http_code}", "-H", "content-type: application/json",
+         *client, "-d", body, f"{stack.base_url}/api/chats"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert created.returncode == 0, f"POST /api/chats: curl failed: {created.stderr}"
+    response_body, _, status = created.stdout.rpartition("\n")
+    assert status == "202", f"POST /api/chats answered {status}: {response_body}"
+    chat = json.loads(response_body)
+    events_url = chat["events_url"]
+    assert events_url.startswith("/api/chats/"), f"unexpected events_url {events_url!r}"
+
+    lines, _ = curl_stream(["-H", "accept: text/event-stream", *client, f"{stack.base_url}{events_url}"])
+    events = parse_sse(lines)
+    kinds = [event.event for event in events]
+    assert kinds and kinds[-1] == "done", f"the stream must end with `done`; got {kinds}"
+    assert "error" not in kinds, f"the stream carried an error: {[e.data for e in events if e.event == 'error']}"
+    answer_events = [event for event in events if event.event in ("token", "done", "reset")]
+    ids = [int(event.id) for event in answer_events]
+    assert all(later > earlier for earlier, later in zip(ids, ids[1:])), f"SSE ids do not increase: {ids}"
+
+    text = ""
+    for event in answer_events:
+        payload = json.loads(event.data)
+        if event.event == "reset":
+            text = ""
+        elif event.event == "token":
+            text += payload["text"]
+    tokens = [event for event in events if event.event == "token"]
+    assert len(tokens) >= 3, f"expected several token events, got {len(tokens)}: one blob is not a stream"
+    assert_streamed([event.at for event in tokens] + [events[-1].at], "browser token events")
+    usage = json.loads(events[-1].data)["usage"]
+    assert text.strip(), "the answer is empty"
+    assert usage["completion_tokens"] == len(text.split()), (
+        f"done.usage.completion_tokens={usage['completion_tokens']} but the text has {len(text.split())} words"
+    )
+    print(f"     {len(tokens)} token events, ids {ids[0]}..{ids[-1]}, answer: {text[:60]!r}...", flush=True)
+    return text
+
+
+def check_openai_stream_with_curl(stack: Stack, browser_text: str | None) -> None:
+    body = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": unique_prompt()}]})
+    lines, _ = curl_stream(["-H", "content-type: application/json", "-H", f"x-forwarded-for: {client_address()}",
+                            "-d", body, f"{stack.base_url}/v1/chat/completions"])
+    data_lines = [line for line in lines if line.text.startswith("data:")]
+    assert data_lines, f"no data lines in the stream: {[line.text for line in lines][:10]}"
+    last = data_lines[-1].text
+    assert last == "data: [DONE]", f"the stream must end with data: [DONE]; got {last!r}"
+    text, content_arrivals = "", []
+    for line in data_lines[:-1]:
+        chunk = json.loads(line.text[len("data:"):].strip())
+        assert chunk.get("object") == "chat.completion.chunk", f"not a chunk: {chunk}"
+        for choice in chunk.get("choices", []):
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                text += content
+                content_arrivals.append(line.at)
+    assert_streamed(content_arrivals + [data_lines[-1].at], "chat.completion.chunk lines")
+    if browser_text is not None:
+        assert text == browser_text, f"curl stream text differs from the browser flow:\n{text!r}\n{browser_text!r}"
+    print(f"     {len(data_lines) - 1} chunks, {len(content_arrivals)} with content", flush=True)
+
+
+def openai_client(stack: Stack):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", timeout=STREAM_TIMEOUT_S, max_retries=0,
+                  default_headers={"x-forwarded-for": client_address()})
+
+
+def check_sdk_stream_and_whole(stack: Stack, browser_text: str | None) -> None:
+    client = openai_client(stack)
+    models = [model.id for model in client.models.list()]
+    assert MODEL in models, f"GET /v1/models lists {models}, not {MODEL}"
+
+    pieces = []
+    stream = client.chat.completions.create(
+        model=MODEL, stream=True, messages=[{"role": "user", "content": unique_prompt()}]
+    )
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.delta and choice.delta.content:
+                pieces.append(choice.delta.content)
+    streamed_text = "".join(pieces)
+    assert len(pieces) >= 3, f"the SDK saw {len(pieces)} content chunks; expected several"
+    if browser_text is not None:
+        assert streamed_text == browser_text, (
+            f"SDK stream text differs from the browser flow:\n{streamed_text!r}\n{browser_text!r}"
+        )
+
+    whole = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": unique_prompt()}])
+    assert whole.object == "chat.completion", f"object is {whole.object!r}"
+    whole_text = whole.choices[0].message.content
+    assert whole_text == streamed_text, f"non-streamed text differs from streamed:\n{whole_text!r}\n{streamed_text!r}"
+    assert whole.choices[0].finish_reason, "finish_reason is missing"
+    usage = whole.usage
+    assert usage is not None, "a non-streamed completion must carry usage"
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0, f"usage is empty: {usage}"
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, f"usage does not add up: {usage}"
+    print(f"     SDK: {len(pieces)} chunks streamed; whole answer usage {usage.model_dump()}", flush=True)
+
+
+def check_sdk_sees_clean_errors(stack: Stack) -> None:
+    import openai
+
+    client = openai_client(stack)
+    try:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": PROMPT}])
+    except openai.BadRequestError as error:
+        assert error.status_code == 400, f"status {error.status_code}"
+        assert error.code == "model_not_found", f"error code {error.code!r}, body {error.body!r}"
+    else:
+        raise AssertionError("an unknown model was accepted")
+    try:
+        client.chat.completions.create(model=MODEL, messages=[])
+    except openai.BadRequestError as error:
+        assert error.code, f"a 400 without a machine-readable code: {error.body!r}"
+    else:
+        raise AssertionError("a chat without messages was accepted")
+
+
+def check_only_gateways_are_exposed(stack: Stack) -> None:
+    status, headers, body = http_request("GET", f"{stack.base_url}/healthz")
+    assert status == 200, f"GET /healthz through nginx answered {status}"
+
+    status, headers, body = http_request("GET", f"{stack.base_url}/admin/status")
+    assert status == 404, f"GET /admin/status through nginx answered {status}: {body[:200]!r}"
+    assert json.loads(body)["error"]["code"] == "route_not_found", f"not the gateway's 404: {body[:200]!r}"
+    assert headers.get("x-dam-reason") == "route_not_found", "the 404 did not come from a gateway"
+
+    status, _, body = http_request("GET", f"{stack.base_url}/metrics")
+    assert status == 404, f"GET /metrics through nginx answered {status}; gateway metrics must not be public"
+    status, _, body = http_request("GET", f"http://127.0.0.1:{stack.ports.gateways[0]}/metrics")
+    assert status == 200, f"a gateway's own /metrics answered {status}"
+
+    # The admin service runs, on its own port only.
+    status, _, _ = http_request("GET", f"http://127.0.0.1:{stack.ports.admin}/readyz")
+    assert status == 200, f"dam's own /readyz answered {status}"
+    config = (stack.run_dir / "nginx" / "nginx.conf").read_text()
+    upstreams = sorted(set(int(port) for port in re.findall(r"server 127\.0\.0\.1:(\d+)", config)))
+    assert upstreams == sorted(stack.ports.gateways), f"nginx upstreams {upstreams} are not exactly the gateways"
+
+
+def check_clients_behind_nginx_stay_apart(stack: Stack) -> None:
+    """nginx appends the peer to X-Forwarded-For and the gateway trusts loopback proxies, so two clients sending the
+    same chat through nginx are two callers: each gets a chat of its own."""
+    body = json.dumps({"message": unique_prompt()}).encode()
+    chat_ids = []
+    for client in (client_address(), client_address()):
+        status, _, answer = http_request("POST", f"{stack.base_url}/api/chats", body,
+                                         {"content-type": "application/json", "x-forwarded-for": client})
+        assert status == 202, f"POST /api/chats for {client} answered {status}: {answer[:200]!r}"
+        chat_ids.append(json.loads(answer)["id"])
+    assert chat_ids[0] != chat_ids[1], f"two clients behind nginx were merged into one chat {chat_ids[0]}"
+
+
+def check_body_limits(stack: Stack) -> None:
+    # Just over the gateway's 256 KiB: nginx lets it through and the gateway answers in JSON.
+    over_gateway = json.dumps({"message": "x" * (300 * 1024)}).encode()
+    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats", over_gateway,
+                                         {"content-type": "application/json"})
+    assert status == 413, f"a 300 KiB body answered {status}"
+    assert json.loads(body)["error"]["code"] == "body_too_large", f"not a JSON 413: {body[:200]!r}"
+    # Far over: nginx stops it, in the same JSON shape.
+    far_over = json.dumps({"message": "x" * (1024 * 1024)}).encode()
+    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats", far_over,
+                                         {"content-type": "application/json"})
+    assert status == 413, f"a 1 MiB body answered {status}"
+    assert json.loads(body)["error"]["code"] == "body_too_large", f"not a JSON 413: {body[:200]!r}"
+
+
+def check_load_reaches_every_gateway(stack: Stack) -> None:
+    for _ in range(6):
+        status, _, _ = http_request("GET", f"{stack.base_url}/readyz")
+        assert status == 200, f"GET /readyz answered {status}"
+    access_log = (stack.run_dir / "logs" / "nginx-access.log").read_text()
+    used = set(int(port) for port in re.findall(r"upstream=127\.0\.0\.1:(\d+)", access_log))
+    assert used >= set(stack.ports.gateways), (
+        f"requests reached gateways {sorted(used)}, not all of {stack.ports.gateways}"
+    )
+
+
+def check_failover_when_a_gateway_stops(stack: Stack) -> None:
+    victim = stack.known_pids["gateway-1"]
+    os.kill(victim, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while pid_alive(victim) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(victim), "gateway-1 did not stop within 20 s of SIGTERM"
+    for attempt in range(6):
+        status, _, body = http_request("GET", f"{stack.base_url}/readyz")
+        assert status == 200, f"request {attempt + 1} after gateway-1 stopped answered {status}: {body[:200]!r}"
+    client = client_address()
+    chat = json.dumps({"message": unique_prompt()}).encode()
+    status, _, body = http_request("POST", f"{stack.base_url}/api/chats", chat,
+                                   {"content-type": "application/json", "x-forwarded-for": client})
+    assert status == 202, f"a chat after gateway-1 stopped answered {status}: {body[:200]!r}"
+    events_url = f"{stack.base_url}{json.loads(body)['events_url']}"
+    lines, _ = curl_stream(["-H", f"x-forwarded-for: {client}", events_url])
+    kinds = [event.event for event in parse_sse(lines)]
+    assert kinds and kinds[-1] == "done", f"the chat after failover did not finish: {kinds}"
+
+
+def check_sigint_stops_everything(stack: Stack) -> None:
+    pids = dict(stack.known_pids)
+    assert pids, "no pids were recorded while the stack ran"
+    started = time.monotonic()
+    stack.process.send_signal(signal.SIGINT)
+    try:
+        code = stack.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"run-local.sh did not exit within {STOP_TIMEOUT_S:.0f}s of SIGINT") from None
+    elapsed = time.monotonic() - started
+    left = {name: pid for name, pid in pids.items() if pid_alive(pid)}
+    assert not left, f"still running after the script exited: {left}"
+    by_path = pgrep_full(f"{stack.run_dir}/")
+    assert not by_path, f"processes naming the run directory remain: {by_path}"
+    listening = [port for port in (stack.ports.public, *stack.ports.gateways, stack.ports.redis,
+                                   stack.ports.mock_llm, stack.ports.admin) if port_is_listening(port)]
+    assert not listening, f"ports still accept connections: {listening}"
+    assert code == 0, f"run-local.sh exited with {code} after SIGINT:\n{tail(stack.output(), 20)}"
+    assert "every process exited" in stack.output(), "the script did not report a clean stop"
+    print(f"     stopped {len(pids)} processes in {elapsed:.1f}s", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        print("the end-to-end test needs the OpenAI Python SDK: pip install openai", file=sys.stderr)
+        print("0 passed, 1 failed")
+        return 1
+    for tool in ("curl", "pgrep"):
+        if shutil.which(tool) is None:
+            print(f"the end-to-end test needs {tool} (make deps)", file=sys.stderr)
+            print("0 passed, 1 failed")
+            return 1
+
+    report = Report()
+    run_dir = ROOT / ".run" / f"e2e-{os.getpid()}-{int(time.time())}"
+    stack = Stack(run_dir, pick_ports())
+    print(f"e2e: run dir {run_dir}; nginx on {stack.base_url}, gateways {stack.ports.gateways}", flush=True)
+    started = time.monotonic()
+    stack.start()
+    try:
+        report.check("stack starts through deploy/run-local.sh and answers through nginx", stack.wait_until_up)
+        if report.failed:
+            return finish(report, stack, started)
+        browser_text = report.check("a: browser flow streams token events then done, with increasing ids",
+                                    lambda: check_browser_flow(stack))
+        report.check("b: /v1/chat/completions streams chunks ending with [DONE] (curl -N)",
+                     lambda: check_openai_stream_with_curl(stack, browser_text))
+        report.check("c: OpenAI SDK streams and answers whole with the browser flow's text and usage",
+                     lambda: check_sdk_stream_and_whole(stack, browser_text))
+        report.check("d: OpenAI SDK sees BadRequestError model_not_found for an unknown model",
+                     lambda: check_sdk_sees_clean_errors(stack))
+        report.check("e: nginx exposes only the gateways (no admin routes, no metrics)",
+                     lambda: check_only_gateways_are_exposed(stack))
+        report.check("j: two clients behind nginx are told apart (X-Forwarded-For)",
+                     lambda: check_clients_behind_nginx_stay_apart(stack))
+        report.check("g: oversized bodies get a JSON 413 from the gateway, or from nginx when far over",
+                     lambda: check_body_limits(stack))
+        report.check("h: nginx spreads requests over every gateway",
+                     lambda: check_load_reaches_every_gateway(stack))
+        report.check("i: nginx fails over when a gateway stops", lambda: check_failover_when_a_gateway_stops(stack))
+        report.check("f: SIGINT to run-local.sh stops every process it started, within the bound",
+                     lambda: check_sigint_stops_everything(stack))
+    finally:
+        stack.emergency_stop()
+    return finish(report, stack, started)
+
+
+def finish(report: Report, stack: Stack, started: float) -> int:
+    stack.emergency_stop()
+    if report.failed:
+        print(f"\nrun-local.sh output ({stack.output_path}):\n{tail(stack.output(), 30)}", flush=True)
+        print(f"logs kept in {stack.run_dir / 'logs'}", flush=True)
+    elif os.environ.get("E2E_KEEP_RUN_DIR") != "1":
+        shutil.rmtree(stack.run_dir, ignore_errors=True)
+        stack.output_path.unlink(missing_ok=True)
+    print(f"e2e took {time.monotonic() - started:.1f}s", flush=True)
+    print(f"{report.passed} passed, {report.failed} failed", flush=True)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
