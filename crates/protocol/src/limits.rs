@@ -38,9 +38,9 @@ impl Default for Limits {
     }
 }
 
-/// Limits per caller tier.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Limits per caller tier. A partial tier (say, only `tiers.premium.burst` in a config file or variable) keeps
+/// that tier's defaults for the fields it does not name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TierTable {
     /// Callers without a known API key, identified by client IP.
     pub anonymous: TierLimits,
@@ -70,6 +70,47 @@ impl Default for TierTable {
                 daily_token_budget: 0,
             },
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for TierTable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PartialTable {
+            #[serde(default)]
+            anonymous: PartialTier,
+            #[serde(default)]
+            standard: PartialTier,
+            #[serde(default)]
+            premium: PartialTier,
+        }
+
+        #[derive(Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PartialTier {
+            rate_per_second: Option<f64>,
+            burst: Option<u32>,
+            max_active_chats: Option<u32>,
+            daily_token_budget: Option<u64>,
+        }
+
+        fn over(defaults: TierLimits, given: PartialTier) -> TierLimits {
+            TierLimits {
+                rate_per_second: given.rate_per_second.unwrap_or(defaults.rate_per_second),
+                burst: given.burst.unwrap_or(defaults.burst),
+                max_active_chats: given.max_active_chats.unwrap_or(defaults.max_active_chats),
+                daily_token_budget: given.daily_token_budget.unwrap_or(defaults.daily_token_budget),
+            }
+        }
+
+        let given = PartialTable::deserialize(deserializer)?;
+        let defaults = TierTable::default();
+        Ok(TierTable {
+            anonymous: over(defaults.anonymous, given.anonymous),
+            standard: over(defaults.standard, given.standard),
+            premium: over(defaults.premium, given.premium),
+        })
     }
 }
 

@@ -208,6 +208,9 @@ pub struct LlmSettings {
     pub circuit_cool_down_ms: u64,
     /// Probe requests at once while the circuit is half-open.
     pub circuit_probes: u32,
+    /// Request starts are counted over one second plus this margin, for the delay between a worker's permit and
+    /// its request reaching the provider, so the provider never sees more than the limit in any one second.
+    pub start_window_margin_ms: u64,
 }
 
 impl Default for LlmSettings {
@@ -227,6 +230,7 @@ impl Default for LlmSettings {
             circuit_failure_ratio: 0.5,
             circuit_cool_down_ms: 15_000,
             circuit_probes: 2,
+            start_window_margin_ms: 100,
         }
     }
 }
@@ -491,6 +495,24 @@ mod tests {
         assert_eq!(settings.gateway.port, 4321);
         assert_eq!(settings.chat.allowed_models, vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(settings.llm.api_key.as_ref().map(SecretString::expose_secret), Some("sk-secret"));
+    }
+
+    #[test]
+    fn one_nested_limit_can_be_set_alone_and_the_rest_keep_their_defaults() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let variables = environment(&[
+            ("DAM_LIMITS__TIERS__ANONYMOUS__RATE_PER_SECOND", "100"),
+            ("DAM_LIMITS__LLM__MAX_REQUESTS_PER_SECOND", "7"),
+        ]);
+        let settings = Settings::load_from(directory.path(), &variables).expect("settings load");
+        let defaults = Limits::default();
+        assert_eq!(settings.limits.tiers.anonymous.rate_per_second, 100.0);
+        assert_eq!(settings.limits.tiers.anonymous.burst, defaults.tiers.anonymous.burst);
+        assert_eq!(settings.limits.tiers.premium, defaults.tiers.premium);
+        assert_eq!(settings.limits.llm.max_requests_per_second, 7.0);
+        assert_eq!(settings.limits.llm.max_tokens_per_minute, defaults.llm.max_tokens_per_minute);
+        let typo = environment(&[("DAM_LIMITS__TIERS__ANONYMOUS__BRUST", "3")]);
+        assert!(Settings::load_from(directory.path(), &typo).is_err(), "typos in a tier are refused");
     }
 
     #[test]
