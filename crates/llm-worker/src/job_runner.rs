@@ -13,7 +13,8 @@ use protocol::job_lifecycle::{
     JobEnding, JobFence, JobStart, PublishOutcome, publish_stream_events, start_job,
 };
 use protocol::upstream_capacity::{
-    CallOutcome, CircuitPolicy, PermitDecision, UpstreamPermit, acquire_upstream_permit, settle_upstream_call,
+    CallOutcome, PermitDecision, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
+    settle_upstream_call,
 };
 use protocol::{
     JobEnvelope, JobStatus, RedisConnections, RedisKeys, Settings, StreamEvent, Usage, unix_time_ms,
@@ -46,18 +47,22 @@ pub struct JobContext {
     /// The limits in force, kept current from Redis.
     pub limits: tokio::sync::watch::Receiver<Arc<protocol::limits::Limits>>,
     pub cancels: CancelRegistry,
+    /// Jobs of this worker ask for upstream permits one at a time, in arrival order: without this queue every
+    /// waiting job would ask Redis again each time a place frees, a storm that grows with the backlog.
+    pub permit_queue: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl JobContext {
-    fn circuit_policy(&self) -> CircuitPolicy {
+    fn upstream_policy(&self) -> UpstreamPolicy {
         let llm = &self.settings.llm;
-        CircuitPolicy {
+        UpstreamPolicy {
             window_s: llm.circuit_window_s,
             min_calls: llm.circuit_min_calls,
             failure_ratio: llm.circuit_failure_ratio,
             cool_down_ms: llm.circuit_cool_down_ms,
             probes: llm.circuit_probes,
             probe_timeout_ms: llm.first_token_timeout_ms + 1_000,
+            start_margin_ms: llm.start_window_margin_ms,
         }
     }
 }
@@ -222,7 +227,14 @@ impl RunningJob<'_> {
     /// Waits until the shared upstream capacity lets this job call. `None` when the job's deadline passed first.
     async fn wait_for_permit(&mut self) -> Result<Option<UpstreamPermit>, WorkerError> {
         let reserve = self.estimated_usage(u64::from(self.envelope.parameters.max_tokens)).total_tokens;
-        let circuit = self.context.circuit_policy();
+        let circuit = self.context.upstream_policy();
+        let deadline_in = Duration::from_millis(self.envelope.deadline_ms.saturating_sub(unix_time_ms()));
+        let _turn = tokio::select! {
+            _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
+            _ = self.cancel.cancelled() => return Err(WorkerError::CancelRequested),
+            _ = tokio::time::sleep(deadline_in) => return Ok(None),
+            turn = self.context.permit_queue.lock() => turn,
+        };
         loop {
             if unix_time_ms() > self.envelope.deadline_ms {
                 return Ok(None);
@@ -234,16 +246,8 @@ impl RunningJob<'_> {
                 .context
                 .redis
                 .run(|mut connection| async move {
-                    acquire_upstream_permit(
-                        &mut connection,
-                        &keys,
-                        &permit_id,
-                        &limits,
-                        &circuit,
-                        reserve,
-                        unix_time_ms(),
-                    )
-                    .await
+                    acquire_upstream_permit(&mut connection, &keys, &permit_id, &limits, &circuit, reserve)
+                        .await
                 })
                 .await;
             let pause = match decision {
@@ -275,7 +279,7 @@ impl RunningJob<'_> {
 
     async fn settle(&self, permit: &UpstreamPermit, tokens_used: u64, outcome: CallOutcome) {
         let keys = self.context.keys.clone();
-        let circuit = self.context.circuit_policy();
+        let circuit = self.context.upstream_policy();
         let settled = self
             .context
             .redis

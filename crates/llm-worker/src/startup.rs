@@ -98,6 +98,7 @@ pub async fn run(
         provider,
         limits,
         cancels,
+        permit_queue: Default::default(),
     };
     consume_jobs_until_stopped(context, stop_intake).await;
 

@@ -15,14 +15,9 @@ static ACQUIRE_UPSTREAM_PERMIT: LazyLock<Script> =
 static SETTLE_UPSTREAM_CALL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/settle_upstream_call.lua")));
 
-/// The window request starts are counted over: one second, plus 50 ms for the jitter between a permit and its
-/// request reaching the upstream (measured here on loopback as a few ms; a network adds more), so the starts
-/// the upstream sees in any one second stay within the limit.
-pub const START_WINDOW_MS: u64 = 1_050;
-
-/// How the circuit breaker judges the upstream.
+/// How the upstream is protected: the circuit breaker's judgement, and the margin of the request-rate window.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CircuitPolicy {
+pub struct UpstreamPolicy {
     /// The sliding window of outcomes, in seconds.
     pub window_s: u64,
     /// Fewest calls in the window before the circuit may open.
@@ -35,6 +30,9 @@ pub struct CircuitPolicy {
     pub probes: u32,
     /// How long a probe may take before its place is freed.
     pub probe_timeout_ms: u64,
+    /// Request starts are counted over one second plus this margin, for the delay between a permit and its
+    /// request reaching the upstream, so the upstream never sees more than the limit in any one second.
+    pub start_margin_ms: u64,
 }
 
 /// Leave to call upstream once.
@@ -68,30 +66,28 @@ pub async fn acquire_upstream_permit(
     keys: &RedisKeys,
     permit_id: &str,
     limits: &LlmLimits,
-    circuit: &CircuitPolicy,
+    policy: &UpstreamPolicy,
     reserve_tokens: u64,
-    now_ms: u64,
 ) -> RedisResult<PermitDecision> {
     let starts_per_second = limits.max_requests_per_second.floor().max(1.0) as u64;
-    let (decision, first, second, reserved_second): (String, i64, Option<i64>, Option<u64>) =
-        ACQUIRE_UPSTREAM_PERMIT
-            .key(keys.circuit_breaker())
-            .key(keys.llm_request_starts())
-            .key(keys.llm_token_use())
-            .arg(START_WINDOW_MS)
-            .arg(permit_id)
-            .arg(starts_per_second)
-            .arg(limits.max_tokens_per_minute.max(1))
-            .arg(reserve_tokens)
-            .arg(circuit.probes.max(1))
-            .arg(circuit.probe_timeout_ms.max(1))
-            .invoke_async(connection)
-            .await?;
+    let (decision, first, second, reserved_second): (String, i64, i64, u64) = ACQUIRE_UPSTREAM_PERMIT
+        .key(keys.circuit_breaker())
+        .key(keys.llm_request_starts())
+        .key(keys.llm_token_use())
+        .arg(1_000 + policy.start_margin_ms)
+        .arg(permit_id)
+        .arg(starts_per_second)
+        .arg(limits.max_tokens_per_minute.max(1))
+        .arg(reserve_tokens)
+        .arg(policy.probes.max(1))
+        .arg(policy.probe_timeout_ms.max(1))
+        .invoke_async(connection)
+        .await?;
     Ok(match decision.as_str() {
         "granted" => PermitDecision::Granted(UpstreamPermit {
             id: permit_id.to_owned(),
-            reserved_second: reserved_second.unwrap_or(now_ms / 1000),
-            reserved_tokens: second.unwrap_or(0).max(0) as u64,
+            reserved_second,
+            reserved_tokens: second.max(0) as u64,
             is_probe: first == 1,
         }),
         "wait" => PermitDecision::Wait { ms: first.max(1) as u64 },
@@ -125,7 +121,7 @@ pub async fn settle_upstream_call(
     permit: &UpstreamPermit,
     tokens_used: u64,
     outcome: CallOutcome,
-    circuit: &CircuitPolicy,
+    circuit: &UpstreamPolicy,
     now_ms: u64,
 ) -> RedisResult<String> {
     SETTLE_UPSTREAM_CALL

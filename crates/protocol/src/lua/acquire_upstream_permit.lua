@@ -14,7 +14,8 @@
 -- ARGV[5]  tokens to reserve
 -- ARGV[6]  most probes at once while half-open
 -- ARGV[7]  how long a probe may take, ms (a probe that never settles frees its place after this)
--- Returns  {'granted', is_probe (0/1), reserved tokens, the second reserved in}, or {'wait', ms to wait}, or {'circuit_open', ms to wait}.
+-- Returns  {'granted', is_probe (0/1), reserved tokens, the second reserved in}, {'wait', ms to wait, 0, 0} or
+--          {'circuit_open', ms to wait, 0, 0}: always four items.
 
 -- Redis's clock, not the worker's: every worker is measured against the same time.
 local time = redis.call('TIME')
@@ -25,7 +26,7 @@ local state = circuit[1] or 'closed'
 if state == 'open' then
   local open_until = tonumber(circuit[2] or '0')
   if now < open_until then
-    return {'circuit_open', open_until - now}
+    return {'circuit_open', open_until - now, 0, 0}
   end
   -- The cool-down is over: let probes find out whether the upstream recovered.
   state = 'half_open'
@@ -39,7 +40,7 @@ if state == 'half_open' then
     redis.call('HSET', KEYS[1], 'probes', 0)
   end
   if tonumber(circuit[3] or '0') >= tonumber(ARGV[6]) then
-    return {'circuit_open', 250}
+    return {'circuit_open', 250, 0, 0}
   end
   is_probe = 1
 end
@@ -47,7 +48,7 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {'wait', math.max(tonumber(oldest[2]) + window - now, 1)}
+  return {'wait', math.max(tonumber(oldest[2]) + window - now, 1), 0, 0}
 end
 
 local second = math.floor(now / 1000)
@@ -66,7 +67,7 @@ end
 local budget = tonumber(ARGV[4])
 local reserve = math.min(tonumber(ARGV[5]), budget)
 if used + reserve > budget then
-  return {'wait', math.max((oldest_second + 60) * 1000 - now, 1)}
+  return {'wait', math.max((oldest_second + 60) * 1000 - now, 1), 0, 0}
 end
 
 redis.call('ZADD', KEYS[2], now, ARGV[2])

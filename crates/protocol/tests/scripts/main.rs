@@ -3,6 +3,7 @@
 mod admission;
 mod dead_letter_replay;
 mod job_lifecycle;
+mod upstream_capacity;
 
 use protocol::job::JOB_ENVELOPE_VERSION;
 use protocol::{ChatMessage, ChatRole, GenerationParameters, JobEnvelope, JobId, Lane};
