@@ -14,8 +14,27 @@ use crate::access_directory::AccessDirectory;
 use crate::queue_watch::QueueSnapshot;
 use crate::stream_router::StreamRouter;
 
+/// Cheap to clone (one reference count), as axum clones it into every request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The process-wide state behind [`AppState`].
+#[derive(Debug)]
+pub struct SharedState {
     pub settings: Arc<Settings>,
     pub keys: RedisKeys,
     pub redis: RedisConnections,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_directory::AccessDirectory;
-use crate::app_state::{AppState, OpenStreams};
+use crate::app_state::{AppState, OpenStreams, SharedState};
 use crate::error::GatewayError;
 use crate::http_server::{ConnectionLimits, serve_with_limits};
 use crate::queue_watch::start_queue_watch;
@@ -40,7 +40,7 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
         Duration::from_millis(settings.gateway.queue_update_interval_ms),
         background.clone(),
     );
-    Ok(AppState {
+    Ok(AppState::new(SharedState {
         settings: Arc::new(settings),
         keys,
         redis,
@@ -51,7 +51,7 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
         open_streams: OpenStreams::default(),
         limits,
         access_directory,
-    })
+    }))
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes and every stream has ended or been cut.
