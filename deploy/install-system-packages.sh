@@ -11,16 +11,17 @@ have_command() {
     command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]
 }
 
-# command -> Debian package.
+# command -> Debian package. Arguments name more commands to ensure (each from the package of its name), e.g. wrk.
 declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [curl]=curl)
+wanted=(redis-server redis-cli nginx curl "$@")
 missing=()
-for command_name in redis-server redis-cli nginx curl; do
+for command_name in "${wanted[@]}"; do
     if ! have_command "$command_name"; then
-        missing+=("${package_of[$command_name]}")
+        missing+=("${package_of[$command_name]:-$command_name}")
     fi
 done
 if ((${#missing[@]} == 0)); then
-    log "redis-server, nginx and curl are installed"
+    log "installed already: ${wanted[*]}"
     exit 0
 fi
 

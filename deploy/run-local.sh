@@ -144,7 +144,7 @@ for knob in SCALE_GATEWAY SCALE_WORKER PUBLIC_PORT GATEWAY_PORT_BASE REDIS_PORT 
     is_number "${!knob}" || die "$knob must be a whole number, got '${!knob}'"
 done
 ((SCALE_GATEWAY >= 1 && SCALE_GATEWAY <= 32)) || die "SCALE_GATEWAY must be 1..32"
-((SCALE_WORKER >= 1 && SCALE_WORKER <= 64)) || die "SCALE_WORKER must be 1..64"
+((SCALE_WORKER >= 0 && SCALE_WORKER <= 64)) || die "SCALE_WORKER must be 0..64"
 case "$PROFILE" in
     release | debug) ;;
     *) die "PROFILE must be release or debug, got '$PROFILE'" ;;

@@ -1,0 +1,221 @@
+"""Starting and stopping the local topology of deploy/run-local.sh from Python, for the end-to-end test
+(tests/e2e) and the benchmarks (loadtest/): free ports, the run script as a child process, its pid files, and an
+emergency stop that never leaves a process behind."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_SCRIPT = ROOT / "deploy" / "run-local.sh"
+# The run script stops the stack in three phases of at most 15 s each; an idle stack stops in about a second.
+STOP_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Ports:
+    public: int
+    gateways: list[int]
+    redis: int
+    mock_llm: int
+    admin: int
+
+
+def port_is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens and the port can be bound (no lingering connection holds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return not port_is_listening(port)
+
+
+def pick_ports(gateway_count: int) -> Ports:
+    """A block of free consecutive loopback ports below the ephemeral range, away from `make run`'s defaults."""
+    needed = 4 + gateway_count
+    for _attempt in range(100):
+        base = random.randrange(20000, 30000 - needed)
+        block = list(range(base, base + needed))
+        if all(port_is_free(port) for port in block):
+            return Ports(
+                public=block[0],
+                gateways=block[1 : 1 + gateway_count],
+                redis=block[1 + gateway_count],
+                mock_llm=block[2 + gateway_count],
+                admin=block[3 + gateway_count],
+            )
+    raise RuntimeError("no block of free loopback ports found in 20000-30000")
+
+
+def reset_signals_for_child() -> None:
+    # A shell ignores forever the signals that were ignored when it started, so a test started with SIGINT
+    # ignored (nohup, `cmd &` in a script) would otherwise make the run script deaf to the SIGINT check.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
+class Stack:
+    """One run of deploy/run-local.sh: `profile` build, `workers` workers, one gateway per port in `ports`, and
+    `settings` (DAM_* variables) on top of the defaults; the developer's own DAM_* variables are dropped."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        ports: Ports,
+        profile: str = "debug",
+        workers: int = 2,
+        settings: dict[str, str] | None = None,
+        start_timeout_s: float = 900.0,
+    ):
+        self.run_dir = run_dir
+        self.ports = ports
+        self.profile = profile
+        self.workers = workers
+        self.settings = settings or {}
+        self.start_timeout_s = start_timeout_s
+        self.output_path = run_dir.parent / f"{run_dir.name}.run-local.log"
+        self.process: subprocess.Popen | None = None
+        self.known_pids: dict[str, int] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.public}"
+
+    def start(self) -> None:
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("DAM_")}
+        # Settings the developer exported for their own `make run` must not leak into the test; the test uses
+        # the mock LLM, whatever provider is configured in the shell.
+        dropped = sorted(name for name in os.environ if name.startswith("DAM_") and name != "DAM_CONFIG_DIR")
+        if dropped:
+            print(f"note: ignoring these settings from the environment: {', '.join(dropped)}", flush=True)
+        if "DAM_CONFIG_DIR" in os.environ:
+            environment["DAM_CONFIG_DIR"] = os.environ["DAM_CONFIG_DIR"]
+        environment.update(self.settings)
+        environment.update(
+            PROFILE=self.profile,
+            RUN_DIR=str(self.run_dir),
+            SCALE_GATEWAY=str(len(self.ports.gateways)),
+            SCALE_WORKER=str(self.workers),
+            PUBLIC_PORT=str(self.ports.public),
+            GATEWAY_PORT_BASE=str(self.ports.gateways[0]),
+            REDIS_PORT=str(self.ports.redis),
+            MOCK_LLM_PORT=str(self.ports.mock_llm),
+            ADMIN_PORT=str(self.ports.admin),
+            READY_TIMEOUT_S="120",
+            NO_COLOR="1",
+        )
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        output = open(self.output_path, "wb")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            ["bash", str(RUN_SCRIPT)],
+            cwd=ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=reset_signals_for_child,
+        )
+        output.close()
+
+    def output(self) -> str:
+        try:
+            return self.output_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_until_up(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if "Traffic Dam is up" in self.output():
+                self.known_pids = self.read_pid_files()
+                master = self.known_pids.get("nginx")
+                for worker_pid in child_pids(master) if master else []:
+                    self.known_pids[f"nginx-worker-{worker_pid}"] = worker_pid
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"run-local.sh exited with {self.process.returncode} before the stack was up:\n"
+                    + tail(self.output(), 40)
+                )
+            time.sleep(0.5)
+        raise AssertionError(f"the stack was not up within {self.start_timeout_s:.0f}s:\n" + tail(self.output(), 40))
+
+    def read_pid_files(self) -> dict[str, int]:
+        pids = {}
+        for pid_file in sorted((self.run_dir / "pids").glob("*.pid")):
+            pids[pid_file.stem] = int(pid_file.read_text().strip())
+        return pids
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.run_dir / "logs" / f"{name}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGINT to the run script, as Ctrl-C would; anything still alive after the bound is killed."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        self.emergency_stop()
+
+    def pid(self, name: str) -> int:
+        """The pid of one service of the stack (`gateway-1`, `redis`, `mock-llm`, ...), from its pid file."""
+        return int((self.run_dir / "pids" / f"{name}.pid").read_text().strip())
+
+    def emergency_stop(self) -> None:
+        """Used only when a check failed before the shutdown check: never leave processes behind."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for name, pid in self.known_pids.items():
+            if pid_alive(pid):
+                print(f"note: killing leftover {name} (pid {pid})", flush=True)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def child_pids(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10)
+    return [int(line) for line in found.stdout.split()]
+
+
+def pgrep_full(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-a", "-f", pattern], capture_output=True, text=True, timeout=10)
+    return [line for line in found.stdout.splitlines() if line.strip()]
+
+
+def tail(text: str, lines: int) -> str:
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
