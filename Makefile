@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-tools
+.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,3 +61,6 @@ bench-llm-rate: bench-tools ## A burst of 2,000 chats drained by 4 workers under
 
 bench-streams: ## Memory and admission latency of one gateway holding many open event streams (loadtest/results)
 	$(PYTHON) loadtest/bench.py streams
+
+bench-cancel: ## How soon DELETE /api/chats/{id} closes a running chat's upstream stream (loadtest/results)
+	$(PYTHON) loadtest/bench.py cancel

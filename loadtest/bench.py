@@ -7,6 +7,7 @@ figures to loadtest/results/<bench>.json and .md, and stops everything it starte
                       one gateway pinned to one core
   bench-llm-rate      (bench.py llm-rate) a burst of 2,000 chats drained by 4 workers under a global 100 requests/s
   bench.py streams    memory and admission latency of one gateway holding many open event streams
+  bench.py cancel     how soon a cancelled chat's upstream stream is closed
 """
 
 from __future__ import annotations
@@ -328,6 +329,50 @@ def bench_llm_rate() -> None:
     write_results("bench-llm-rate", figures, markdown)
 
 
+def bench_cancel() -> None:
+    """How long after `DELETE /api/chats/{id}` the upstream stream of a running chat is closed, as mock-llm sees
+    it (its `cancelled_by_client` count rises), over 20 chats."""
+    settings = {
+        "DAM_MOCK_LLM__TOKENS_PER_ANSWER": "400",
+        "DAM_MOCK_LLM__INTER_TOKEN_DELAY_MS": "20",
+        "DAM_LIMITS__TIERS__ANONYMOUS__RATE_PER_SECOND": "1000",
+        "DAM_LIMITS__TIERS__ANONYMOUS__BURST": "1000",
+    }
+    stack = start_stack("cancel", gateways=1, workers=1, settings=settings)
+    delays_ms = []
+    try:
+        gateway = f"http://127.0.0.1:{stack.ports.gateways[0]}"
+        for index in range(20):
+            request = urllib.request.Request(f"{gateway}/api/chats", data=json.dumps(
+                {"message": f"cancel me {index}"}).encode(), headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                created = json.loads(response.read())
+            events = urllib.request.urlopen(f"{gateway}{created['events_url']}", timeout=30)
+            while b"event: token" not in events.readline():
+                pass
+            cancelled_before = mock_stats(stack)["cancelled_by_client"]
+            started = time.perf_counter()
+            delete = urllib.request.Request(f"{gateway}/api/chats/{created['id']}", method="DELETE")
+            urllib.request.urlopen(delete, timeout=10).read()
+            while mock_stats(stack)["cancelled_by_client"] == cancelled_before:
+                if time.perf_counter() - started > 10:
+                    raise RuntimeError("the upstream stream was not closed within 10 s")
+                time.sleep(0.002)
+            delays_ms.append((time.perf_counter() - started) * 1000)
+            events.close()
+    finally:
+        stack.stop()
+    delays_ms.sort()
+    figures = {"delays_ms": delays_ms, "median_ms": delays_ms[len(delays_ms) // 2], "max_ms": delays_ms[-1]}
+    markdown = f"""# bench-cancel ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})
+
+From `DELETE /api/chats/{{id}}` sent to mock-llm counting the running answer's stream as closed by its client,
+{len(delays_ms)} chats (each measured by polling mock-llm's /stats every 2 ms):
+median {figures['median_ms']:.1f} ms, max {figures['max_ms']:.1f} ms.
+"""
+    write_results("bench-cancel", figures, markdown)
+
+
 def bench_streams() -> None:
     counts = [int(count) for count in os.environ.get("BENCH_STREAM_COUNTS", "1000,4000,8000").split(",")]
     settings = {
@@ -440,11 +485,11 @@ def raise_open_file_limit() -> None:
 
 
 def main() -> int:
-    benches = {"gate": bench_gate, "llm-rate": bench_llm_rate, "streams": bench_streams}
+    benches = {"gate": bench_gate, "llm-rate": bench_llm_rate, "streams": bench_streams, "cancel": bench_cancel}
     if len(sys.argv) != 2 or sys.argv[1] not in benches:
         print(f"usage: {sys.argv[0]} {'|'.join(benches)}", file=sys.stderr)
         return 2
-    if shutil.which("k6") is None and sys.argv[1] != "streams":
+    if shutil.which("k6") is None and sys.argv[1] in ("gate", "llm-rate"):
         print("k6 is missing: make bench-tools", file=sys.stderr)
         return 2
     if shutil.which("wrk") is None and sys.argv[1] == "gate":

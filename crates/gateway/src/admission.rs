@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use protocol::job::JOB_ENVELOPE_VERSION;
 use protocol::job_lifecycle::{AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat};
 use protocol::{JobEnvelope, JobId, Lane, unix_time_ms};
 use sha2::{Digest, Sha256};
@@ -59,21 +58,15 @@ pub async fn admit_chat_request(
         duplicate_check(&chat, idempotency_key, limits.duplicate_window_s, settings.chat.replay_ttl_s);
     let now_ms = unix_time_ms();
     let lane = caller.tier.lane();
-    let envelope = JobEnvelope {
-        version: JOB_ENVELOPE_VERSION,
-        id: JobId::new_random(),
-        identity: caller.identity.as_str().to_owned(),
+    let envelope = JobEnvelope::new_chat(
+        caller.identity.as_str().to_owned(),
         lane,
-        messages: chat.messages,
-        model: chat.model,
-        parameters: chat.parameters,
-        created_at_ms: now_ms,
-        deadline_ms: now_ms + settings.chat.queue_deadline_s * 1000,
-        attempt: 1,
-        recoveries: 0,
-        unattended: false,
-        trace_context: Default::default(),
-    };
+        chat.messages,
+        chat.model,
+        chat.parameters,
+        now_ms,
+        now_ms + settings.chat.queue_deadline_s * 1000,
+    );
     let longest_life_s = settings.longest_job_life_s();
     let drain_per_second = state.queue_watch.borrow().total_drain_per_second();
     let request = AdmissionRequest {

@@ -6,14 +6,7 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match serve().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            // Display, not Debug: the operator reads this line.
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    protocol::shutdown::exit_code(serve().await)
 }
 
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {

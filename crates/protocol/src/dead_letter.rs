@@ -112,32 +112,21 @@ pub async fn replay_dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{ChatMessage, ChatRole, GenerationParameters, JOB_ENVELOPE_VERSION, Lane};
+    use crate::job::{ChatMessage, ChatRole, GenerationParameters, Lane};
 
     fn dead_envelope() -> JobEnvelope {
-        JobEnvelope {
-            version: JOB_ENVELOPE_VERSION,
-            id: JobId::new_random(),
-            identity: "ip:127.0.0.1".to_owned(),
-            lane: Lane::Premium,
-            messages: vec![ChatMessage { role: ChatRole::User, content: "hi".to_owned() }],
-            model: "mock-1".to_owned(),
-            parameters: GenerationParameters {
-                max_tokens: 8,
-                temperature: None,
-                top_p: None,
-                stop: Vec::new(),
-                presence_penalty: None,
-                frequency_penalty: None,
-                seed: None,
-            },
-            created_at_ms: 1_000,
-            deadline_ms: 2_000,
-            attempt: 3,
-            recoveries: 2,
-            unattended: false,
-            trace_context: Default::default(),
-        }
+        let mut envelope = JobEnvelope::new_chat(
+            "ip:127.0.0.1".to_owned(),
+            Lane::Premium,
+            vec![ChatMessage { role: ChatRole::User, content: "hi".to_owned() }],
+            "mock-1".to_owned(),
+            GenerationParameters::with_max_tokens(8),
+            1_000,
+            2_000,
+        );
+        envelope.attempt = 3;
+        envelope.recoveries = 2;
+        envelope
     }
 
     fn letter_for(envelope: &JobEnvelope) -> DeadLetter {

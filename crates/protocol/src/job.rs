@@ -113,6 +113,21 @@ pub struct GenerationParameters {
     pub seed: Option<i64>,
 }
 
+impl GenerationParameters {
+    /// Only `max_tokens` set; everything else is left to the provider.
+    pub fn with_max_tokens(max_tokens: u32) -> Self {
+        Self {
+            max_tokens,
+            temperature: None,
+            top_p: None,
+            stop: Vec::new(),
+            presence_penalty: None,
+            frequency_penalty: None,
+            seed: None,
+        }
+    }
+}
+
 /// A chat job as it travels through a lane.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobEnvelope {
@@ -153,6 +168,33 @@ pub enum EnvelopeError {
 }
 
 impl JobEnvelope {
+    /// A chat's first envelope: a fresh id, the first attempt, no recoveries, nobody's trace yet.
+    pub fn new_chat(
+        identity: String,
+        lane: Lane,
+        messages: Vec<ChatMessage>,
+        model: String,
+        parameters: GenerationParameters,
+        created_at_ms: u64,
+        deadline_ms: u64,
+    ) -> Self {
+        Self {
+            version: JOB_ENVELOPE_VERSION,
+            id: JobId::new_random(),
+            identity,
+            lane,
+            messages,
+            model,
+            parameters,
+            created_at_ms,
+            deadline_ms,
+            attempt: 1,
+            recoveries: 0,
+            unattended: false,
+            trace_context: BTreeMap::new(),
+        }
+    }
+
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("a job envelope always serializes")
     }

@@ -1,4 +1,5 @@
-//! The shutdown signal every service binary waits for: SIGINT (Ctrl-C) or SIGTERM (orchestrators, `make run`).
+//! How every service binary ends: the shutdown signal it waits for (SIGINT, i.e. Ctrl-C, or SIGTERM from
+//! orchestrators and `make run`), and its exit status with a readable last word when it failed.
 
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
@@ -15,5 +16,16 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+/// The process's exit status; a failure is printed in Display form, the line an operator reads.
+pub fn exit_code(outcome: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

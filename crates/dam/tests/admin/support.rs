@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use protocol::job::JOB_ENVELOPE_VERSION;
 use protocol::settings::SecretString;
-use protocol::{ChatMessage, ChatRole, GenerationParameters, JobEnvelope, JobId, Lane, unix_time_ms};
+use protocol::{JobEnvelope, Lane};
 use reqwest::Method;
 use serde_json::Value;
 use test_support::{ServiceHandle, StackOptions, TestStack, spawn_dam};
@@ -120,28 +119,8 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
 
 /// A chat envelope as a gateway would have queued it, `age_ms` ago.
 pub fn chat_envelope(prompt: &str, lane: Lane, age_ms: u64) -> JobEnvelope {
-    let created_at_ms = unix_time_ms() - age_ms;
-    JobEnvelope {
-        version: JOB_ENVELOPE_VERSION,
-        id: JobId::new_random(),
-        identity: "ip:127.0.0.1".to_owned(),
-        lane,
-        messages: vec![ChatMessage { role: ChatRole::User, content: prompt.to_owned() }],
-        model: "mock-1".to_owned(),
-        parameters: GenerationParameters {
-            max_tokens: 512,
-            temperature: None,
-            top_p: None,
-            stop: Vec::new(),
-            presence_penalty: None,
-            frequency_penalty: None,
-            seed: None,
-        },
-        created_at_ms,
-        deadline_ms: created_at_ms + 120_000,
-        attempt: 1,
-        recoveries: 0,
-        unattended: false,
-        trace_context: Default::default(),
-    }
+    let mut envelope = test_support::sample_envelope(prompt, lane);
+    envelope.created_at_ms -= age_ms;
+    envelope.deadline_ms -= age_ms;
+    envelope
 }

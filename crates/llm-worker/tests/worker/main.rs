@@ -7,38 +7,13 @@ mod upstream;
 
 use std::time::{Duration, Instant};
 
-use protocol::job::JOB_ENVELOPE_VERSION;
 use protocol::job_lifecycle::enqueue_job;
-use protocol::{
-    ChatMessage, ChatRole, GenerationParameters, JobEnvelope, JobId, Lane, StreamEvent, unix_time_ms,
-};
+use protocol::{JobEnvelope, JobId, Lane, StreamEvent, unix_time_ms};
 use redis::AsyncCommands;
 use test_support::{StackOptions, TestStack};
 
 pub fn chat_envelope(prompt: &str) -> JobEnvelope {
-    JobEnvelope {
-        version: JOB_ENVELOPE_VERSION,
-        id: JobId::new_random(),
-        identity: "ip:127.0.0.1".to_owned(),
-        lane: Lane::Standard,
-        messages: vec![ChatMessage { role: ChatRole::User, content: prompt.to_owned() }],
-        model: "mock-1".to_owned(),
-        parameters: GenerationParameters {
-            max_tokens: 512,
-            temperature: None,
-            top_p: None,
-            stop: Vec::new(),
-            presence_penalty: None,
-            frequency_penalty: None,
-            seed: None,
-        },
-        created_at_ms: unix_time_ms(),
-        deadline_ms: unix_time_ms() + 60_000,
-        attempt: 1,
-        recoveries: 0,
-        unattended: false,
-        trace_context: Default::default(),
-    }
+    test_support::sample_envelope(prompt, Lane::Standard)
 }
 
 pub async fn enqueue(stack: &TestStack, envelope: &JobEnvelope) {
