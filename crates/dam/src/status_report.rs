@@ -28,6 +28,9 @@ pub struct StatusReport {
     pub jobs_running: u64,
     pub workers: WorkerFleet,
     pub admissions_last_minute: AdmissionCounts,
+    /// How jobs ended over the last minute: `done`, `failed`, `expired`, `cancelled`, and `requeued` for jobs
+    /// put back on their lane after their worker died or stopped.
+    pub job_outcomes_last_minute: BTreeMap<String, u64>,
     pub dead_letters: DeadLetterCounts,
     pub limits: LimitsInForce,
 }
@@ -111,6 +114,9 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
     for age in 0..ADMISSION_WINDOW_BUCKETS {
         overview.cmd("HGETALL").arg(keys.admission_counts(newest_bucket.saturating_sub(age)));
     }
+    for age in 0..ADMISSION_WINDOW_BUCKETS {
+        overview.cmd("HGETALL").arg(keys.job_outcome_counts(newest_bucket.saturating_sub(age)));
+    }
     let replies: Vec<Value> =
         state.redis.run(|mut connection| async move { overview.query_async(&mut connection).await }).await?;
     let mut replies = Replies(replies.into_iter());
@@ -138,6 +144,12 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
     for _ in 0..ADMISSION_WINDOW_BUCKETS {
         buckets.push(replies.next::<HashMap<String, String>>()?);
     }
+    let mut job_outcomes_last_minute = BTreeMap::new();
+    for _ in 0..ADMISSION_WINDOW_BUCKETS {
+        for (outcome, count) in replies.next::<HashMap<String, String>>()? {
+            *job_outcomes_last_minute.entry(outcome).or_insert(0) += count.parse::<u64>().unwrap_or(0);
+        }
+    }
 
     let workers = read_workers(state, worker_ids).await?;
     let jobs_running =
@@ -153,6 +165,7 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
         jobs_running,
         workers,
         admissions_last_minute: sum_admission_buckets(&buckets),
+        job_outcomes_last_minute,
         dead_letters: DeadLetterCounts {
             size: dead_letter_size,
             replayed_total: replayed_total.and_then(|text| text.parse().ok()).unwrap_or(0),

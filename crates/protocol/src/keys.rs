@@ -30,6 +30,7 @@ use crate::job::{JobId, Lane};
 /// - `dam:dedupe:{identity}:{fingerprint}`: the job id a duplicate request joins, for a short window.
 /// - `dam:budget:{identity}:{day}`: tokens the caller used that UTC day.
 /// - `dam:stats:admission:{bucket}`: hash of admission decisions by reason, per 10-second bucket.
+/// - `dam:stats:outcomes:{bucket}`: hash of how jobs ended (done, failed, expired, cancelled; requeued), likewise.
 /// - `dam:reaper:lease`: held (with a TTL) by the one worker currently recovering dead workers' jobs.
 /// - `dam:worker:{id}:cancel`: pub/sub channel telling a worker to abort a job it runs.
 /// - `dam:llm:starts`: sorted set of upstream request starts in the last second (the global request rate).
@@ -170,6 +171,11 @@ impl RedisKeys {
         format!("{}circuit:outcomes", self.prefix)
     }
 
+    /// `bucket` as for [`Self::admission_counts`].
+    pub fn job_outcome_counts(&self, bucket: u64) -> String {
+        format!("{}stats:outcomes:{bucket}", self.prefix)
+    }
+
     /// `bucket` is the Unix time in seconds divided by [`ADMISSION_STATS_BUCKET_S`].
     pub fn admission_counts(&self, bucket: u64) -> String {
         format!("{}stats:admission:{bucket}", self.prefix)
@@ -251,6 +257,7 @@ mod tests {
         assert_eq!(keys.duplicate_chat("ip:::1", "f00d"), "dam:dedupe:ip:::1:f00d");
         assert_eq!(keys.token_budget("ip:10.0.0.1", 20_000), "dam:budget:ip:10.0.0.1:20000");
         assert_eq!(keys.admission_counts(176_000_000), "dam:stats:admission:176000000");
+        assert_eq!(keys.job_outcome_counts(176_000_000), "dam:stats:outcomes:176000000");
     }
 
     #[test]

@@ -121,7 +121,8 @@ impl Default for GatewaySettings {
             port: 8080,
             max_body_bytes: 256 * 1024,
             sse_keep_alive_s: 15,
-            queue_update_interval_ms: 1_000,
+            // Under a second, so a waiting client hears its position at least once a second despite timer jitter.
+            queue_update_interval_ms: 750,
             shutdown_drain_s: 10,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,

@@ -93,6 +93,16 @@ pub fn status_text(report: &StatusReport) -> String {
     let header = format!("ADMISSIONS, LAST {} s", admissions.window_s);
     sections.push(render_table(&[header.as_str(), "COUNT"], &decisions));
 
+    let outcomes: Vec<Vec<String>> = report
+        .job_outcomes_last_minute
+        .iter()
+        .map(|(outcome, count)| vec![outcome.clone(), count.to_string()])
+        .collect();
+    if !outcomes.is_empty() {
+        let header = format!("JOB OUTCOMES, LAST {} s", admissions.window_s);
+        sections.push(render_table(&[header.as_str(), "COUNT"], &outcomes));
+    }
+
     let limits = serde_json::to_value(&report.limits.limits).unwrap_or_default();
     let limit_rows: Vec<Vec<String>> =
         dotted_rows(&limits).into_iter().map(|(path, value)| vec![path, value]).collect();

@@ -49,6 +49,12 @@ async fn arrange_a_busy_system(app: &AdminTestApp) -> (protocol::JobEnvelope, u6
         .expect("hset");
     // Older than a minute: not counted.
     let _: () = redis.hset(keys.admission_counts(bucket - 7), "admitted", 100).await.expect("hset");
+    let _: () = redis
+        .hset_multiple(keys.job_outcome_counts(bucket), &[("done", 6), ("expired", 1)])
+        .await
+        .expect("hset");
+    let _: () = redis.hset(keys.job_outcome_counts(bucket - 1), "done", 2).await.expect("hset");
+    let _: () = redis.hset(keys.job_outcome_counts(bucket - 9), "failed", 50).await.expect("hset");
     let letter = DeadLetter {
         job_id: None,
         reason: "undecodable_envelope".to_owned(),
@@ -98,6 +104,7 @@ async fn status_shows_lanes_workers_circuit_intake_limits_admissions_and_dead_le
     assert_eq!((admissions["admitted"].as_u64(), admissions["joined"].as_u64()), (Some(8), Some(1)));
     assert_eq!(admissions["rejected"], json!({"queue_full": 4, "rate_limited": 2}));
     assert_eq!(admissions["rejected_total"], 6);
+    assert_eq!(report["job_outcomes_last_minute"], json!({"done": 8, "expired": 1}));
     assert_eq!(report["dead_letters"], json!({"size": 1, "replayed_total": 3}));
 }
 

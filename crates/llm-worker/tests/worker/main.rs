@@ -130,6 +130,17 @@ async fn a_job_past_its_deadline_ends_expired_without_reaching_the_llm() {
         other => panic!("expected one expired error, got {other:?}"),
     }
     assert_eq!(stack.mock_llm.stats().await.requests, 0);
+
+    // And it is counted where operators look.
+    let mut connection = stack.redis_connection().await;
+    let bucket = unix_time_ms() / 1000 / protocol::keys::ADMISSION_STATS_BUCKET_S;
+    let mut expired = 0;
+    for recent in [bucket, bucket - 1] {
+        let counted: Option<u64> =
+            connection.hget(stack.keys().job_outcome_counts(recent), "expired").await.expect("hget");
+        expired += counted.unwrap_or(0);
+    }
+    assert_eq!(expired, 1);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 -- KEYS[2]  job replay log
 -- KEYS[3]  job event channel
 -- KEYS[4]  the caller's active jobs (sorted set)
+-- KEYS[5]  job outcome statistics bucket (hash)
 -- ARGV[1]  job id
 -- ARGV[2]  now, ms since the epoch
 -- ARGV[3]  replay TTL, s
@@ -33,4 +34,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at_ms', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
+redis.call('EXPIRE', KEYS[5], 120)
 return {'cancelled', ''}

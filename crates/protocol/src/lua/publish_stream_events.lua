@@ -8,7 +8,7 @@
 -- KEYS[1]  job state (hash)                    KEYS[5]  the caller's active jobs (sorted set)
 -- KEYS[2]  job replay log (list)               KEYS[6]  the dead-letter list
 -- KEYS[3]  job event channel                   KEYS[7]  the caller's token budget for today
--- KEYS[4]  the worker's processing list
+-- KEYS[4]  the worker's processing list      KEYS[8]  job outcome statistics bucket (hash)
 -- ARGV[1]  worker id                           ARGV[6]  now, ms since the epoch
 -- ARGV[2]  attempt                             ARGV[7]  job id
 -- ARGV[3]  replay TTL, s                       ARGV[8]  dead-letter record (JSON), or ''
@@ -42,6 +42,8 @@ if final then
   if ARGV[8] ~= '' then
     redis.call('RPUSH', KEYS[6], ARGV[8])
   end
+  redis.call('HINCRBY', KEYS[8], ARGV[4], 1)
+  redis.call('EXPIRE', KEYS[8], 120)
   local used = tonumber(ARGV[9])
   if used > 0 then
     redis.call('INCRBY', KEYS[7], used)

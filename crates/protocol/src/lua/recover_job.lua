@@ -7,6 +7,7 @@
 -- KEYS[2]  the job's lane queue           KEYS[6]  the job's event channel
 -- KEYS[3]  the lane's served-ticket counter KEYS[7]  the dead-letter list
 -- KEYS[4]  the job state (hash)           KEYS[8]  the caller's active jobs (sorted set)
+--                                         KEYS[9]  job outcome statistics bucket (hash)
 -- ARGV[1]  the envelope exactly as it sits in the processing list
 -- ARGV[2]  the envelope to put back (attempt raised), when requeueing
 -- ARGV[3]  the dead-letter record (JSON), or '' to requeue
@@ -31,6 +32,8 @@ if ARGV[3] == '' then
   redis.call('DECR', KEYS[3])
   redis.call('HSET', KEYS[4], 'status', 'queued')
   redis.call('HDEL', KEYS[4], 'worker')
+  redis.call('HINCRBY', KEYS[9], 'requeued', 1)
+  redis.call('EXPIRE', KEYS[9], 120)
   return 'requeued'
 end
 redis.call('RPUSH', KEYS[7], ARGV[3])
@@ -43,4 +46,6 @@ redis.call('HSET', KEYS[4], 'status', 'failed', 'finished_at_ms', ARGV[5])
 redis.call('HDEL', KEYS[4], 'worker')
 redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('ZREM', KEYS[8], ARGV[4])
+redis.call('HINCRBY', KEYS[9], 'failed', 1)
+redis.call('EXPIRE', KEYS[9], 120)
 return 'dead_lettered'
