@@ -19,7 +19,7 @@ help: ## List the targets
 run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; Ctrl-C stops it
 	@exec deploy/run-local.sh
 
-test: test-unit test-e2e ## cargo test --workspace, then the end-to-end test
+test: deps test-unit test-e2e ## Install what the tests need if missing, cargo test --workspace, then the end-to-end test
 
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
