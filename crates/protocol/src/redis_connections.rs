@@ -89,11 +89,9 @@ impl RedisConnections {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let started = tokio::time::Instant::now();
-        let connection = self.connection().await?;
-        let remaining =
-            self.command_timeout.saturating_sub(started.elapsed().saturating_sub(self.connect_timeout));
-        bounded(remaining.max(Duration::from_millis(1)), operation(connection)).await
+        // Bounded as a whole: callers queued behind one slow connection attempt wait no longer than it.
+        let connection = bounded(self.connect_timeout, self.connection()).await?;
+        bounded(self.command_timeout, operation(connection)).await
     }
 }
 
