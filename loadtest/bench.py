@@ -51,15 +51,10 @@ def get_json(url: str) -> dict:
         return json.loads(response.read())
 
 
-def redis_command(stack: Stack, *arguments: str) -> str:
-    result = subprocess.run(
-        ["redis-cli", "-p", str(stack.ports.redis), *arguments], capture_output=True, text=True, timeout=10
-    )
-    return result.stdout.strip()
-
-
 def queue_depth(stack: Stack) -> int:
-    return sum(int(redis_command(stack, "LLEN", f"dam:queue:{lane}") or 0) for lane in ("premium", "standard"))
+    """Chats waiting in every lane, as the dam reports them (it listens on loopback without a token here)."""
+    status = get_json(f"http://127.0.0.1:{stack.ports.admin}/admin/status")
+    return sum(lane["depth"] for lane in status["lanes"])
 
 
 def mock_stats(stack: Stack) -> dict:

@@ -1,6 +1,7 @@
 //! Cancellation of running jobs: a gateway that cancels a running job publishes its id on this worker's cancel
 //! channel; one pub/sub connection per worker process listens and fires the job's cancellation token, so the
-//! upstream stream is dropped (and generation stops) at once. Tokens are registered while jobs run.
+//! upstream stream is dropped (and generation stops) at once. Tokens are registered while jobs run, with the
+//! job's event channel so that one process-wide check can also cancel jobs nobody listens to any more.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,10 +14,22 @@ use tokio_util::sync::CancellationToken;
 /// Pause before reconnecting a lost pub/sub connection.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
+/// What the client of a cancelled job is told.
+pub const CANCELLED_BY_CLIENT: &str = "the chat was cancelled by its client";
+pub const ABANDONED: &str = "nobody was listening for the answer any more";
+
 /// The running jobs' cancellation tokens.
 #[derive(Debug, Clone, Default)]
 pub struct CancelRegistry {
-    tokens: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
+    jobs: Arc<Mutex<HashMap<JobId, RegisteredJob>>>,
+}
+
+#[derive(Debug)]
+struct RegisteredJob {
+    token: CancellationToken,
+    reason: Arc<Mutex<&'static str>>,
+    /// The job's event channel when it must have a listener (every job but an operator's replay).
+    listened_channel: Option<String>,
 }
 
 /// Keeps a job registered while it runs.
@@ -25,31 +38,52 @@ pub struct CancelRegistration {
     registry: CancelRegistry,
     job_id: JobId,
     pub token: CancellationToken,
+    reason: Arc<Mutex<&'static str>>,
+}
+
+impl CancelRegistration {
+    /// Why the job was cancelled, once its token fired.
+    pub fn reason(&self) -> &'static str {
+        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Drop for CancelRegistration {
     fn drop(&mut self) {
-        self.registry.tokens.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.job_id);
+        self.registry.jobs.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.job_id);
     }
 }
 
 impl CancelRegistry {
-    pub fn register(&self, job_id: JobId) -> CancelRegistration {
+    pub fn register(&self, job_id: JobId, listened_channel: Option<String>) -> CancelRegistration {
         let token = CancellationToken::new();
-        self.tokens.lock().unwrap_or_else(PoisonError::into_inner).insert(job_id, token.clone());
-        CancelRegistration { registry: self.clone(), job_id, token }
+        let reason = Arc::new(Mutex::new(CANCELLED_BY_CLIENT));
+        let job = RegisteredJob { token: token.clone(), reason: reason.clone(), listened_channel };
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).insert(job_id, job);
+        CancelRegistration { registry: self.clone(), job_id, token, reason }
     }
 
     /// Fires the job's token; returns whether the job runs here.
-    pub fn cancel(&self, job_id: &JobId) -> bool {
-        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        match tokens.get(job_id) {
-            Some(token) => {
-                token.cancel();
+    pub fn cancel(&self, job_id: &JobId, reason: &'static str) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        match jobs.get(job_id) {
+            Some(job) => {
+                if !job.token.is_cancelled() {
+                    *job.reason.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+                    job.token.cancel();
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// The running jobs that must have a listener, with their event channels.
+    pub fn listened_channels(&self) -> Vec<(JobId, String)> {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.iter()
+            .filter_map(|(id, job)| job.listened_channel.clone().map(|channel| (*id, channel)))
+            .collect()
     }
 }
 
@@ -86,7 +120,7 @@ pub async fn listen_for_cancellations(
             let Some(message) = message else { break };
             let Ok(job_id) = message.get_payload::<String>() else { continue };
             if let Ok(job_id) = job_id.parse::<JobId>() {
-                let found = registry.cancel(&job_id);
+                let found = registry.cancel(&job_id, CANCELLED_BY_CLIENT);
                 tracing::info!(%job_id, found, "cancellation received");
             }
         }

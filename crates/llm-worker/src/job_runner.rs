@@ -23,7 +23,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cancel_listener::CancelRegistry;
+use crate::cancel_listener::{ABANDONED, CancelRegistration, CancelRegistry};
 use crate::error::WorkerError;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
@@ -31,8 +31,6 @@ use crate::token_batcher::TokenBatcher;
 
 /// Attempts at one stream write before the attempt gives up and leaves the job for recovery.
 const STREAM_WRITE_ATTEMPTS: u32 = 3;
-/// How often a running job checks that someone still listens.
-const LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest single pause while waiting for upstream capacity, so shutdown and deadlines are noticed.
 const LONGEST_CAPACITY_PAUSE: Duration = Duration::from_millis(1_000);
 
@@ -120,12 +118,15 @@ pub async fn run_claimed_job(
             return Ok(JobOutcome::Skipped);
         }
     };
-    let registration = context.cancels.register(envelope.id);
+    // An unattended job (an operator's replay) is never cancelled for want of listeners.
+    let listened_channel = (!envelope.unattended).then(|| context.keys.job_event_channel(&envelope.id));
+    let registration = context.cancels.register(envelope.id, listened_channel);
     let mut job = RunningJob {
         context,
         envelope,
         stop,
         cancel: registration.token.clone(),
+        registration: &registration,
         writer: StreamWriter {
             context,
             fence: JobFence {
@@ -138,13 +139,10 @@ pub async fn run_claimed_job(
             next_seq: replay_log_length + 1,
         },
         pending: Vec::new(),
-        listeners: ListenerWatch::new(context, envelope),
     };
     let outcome = job.run(replay_log_length).await;
     match outcome {
-        Err(WorkerError::CancelRequested) => {
-            job.end_cancelled("the chat was cancelled by its client", 0).await
-        }
+        Err(WorkerError::CancelRequested) => job.end_cancelled(registration.reason(), 0).await,
         other => other,
     }
 }
@@ -155,9 +153,9 @@ struct RunningJob<'a> {
     envelope: &'a JobEnvelope,
     stop: &'a CancellationToken,
     cancel: CancellationToken,
+    registration: &'a CancelRegistration,
     writer: StreamWriter<'a>,
     pending: Vec<StreamEvent>,
-    listeners: ListenerWatch,
 }
 
 impl RunningJob<'_> {
@@ -165,8 +163,8 @@ impl RunningJob<'_> {
         if unix_time_ms() > self.envelope.deadline_ms {
             return self.end_expired().await;
         }
-        if self.listeners.abandoned_before_start(self.envelope).await {
-            return self.end_cancelled("nobody was listening for the answer any more", 0).await;
+        if self.abandoned_before_start().await {
+            return self.end_cancelled(ABANDONED, 0).await;
         }
         // Events of an earlier attempt are already in the log: tell clients to discard them.
         if replay_log_length > 0 {
@@ -213,7 +211,7 @@ impl RunningJob<'_> {
                     tracing::info!(job_id = %self.envelope.id, %error, upstream_attempt, "upstream failed; retrying");
                     metrics::counter!("dam_worker_upstream_retries_total").increment(1);
                     if !self.back_off(upstream_attempt, error.retry_after()).await? {
-                        return self.end_cancelled("the chat was cancelled by its client", 0).await;
+                        return self.end_cancelled(self.registration.reason(), 0).await;
                     }
                 }
                 AnswerOutcome::Failed { error, pieces, .. } => {
@@ -333,7 +331,9 @@ impl RunningJob<'_> {
         let call_started = Instant::now();
         let opened = tokio::select! {
             _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
-            _ = self.cancel.cancelled() => return Ok(AnswerOutcome::Cancelled { reason: CANCELLED_BY_CLIENT, pieces: 0 }),
+            _ = self.cancel.cancelled() => {
+                return Ok(AnswerOutcome::Cancelled { reason: self.registration.reason(), pieces: 0 });
+            }
             opened = tokio::time::timeout(first_token_timeout, self.context.provider.stream_completion(self.envelope)) => opened,
         };
         let mut upstream = match opened {
@@ -349,8 +349,6 @@ impl RunningJob<'_> {
             worker_settings.batch_max_tokens,
             Duration::from_millis(worker_settings.batch_max_delay_ms),
         );
-        let mut listener_checks = tokio::time::interval(LISTENER_CHECK_INTERVAL);
-        listener_checks.reset();
         let mut last_event_at = call_started;
         let mut text_started = false;
         let mut pieces = 0u64;
@@ -362,11 +360,8 @@ impl RunningJob<'_> {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
-                _ = self.cancel.cancelled() => return Ok(AnswerOutcome::Cancelled { reason: CANCELLED_BY_CLIENT, pieces }),
-                _ = listener_checks.tick() => {
-                    if self.listeners.abandoned().await {
-                        return Ok(AnswerOutcome::Cancelled { reason: ABANDONED, pieces });
-                    }
+                _ = self.cancel.cancelled() => {
+                    return Ok(AnswerOutcome::Cancelled { reason: self.registration.reason(), pieces });
                 }
                 _ = sleep_until_or_forever(batcher.flush_deadline()) => {
                     if let Some(text) = batcher.take() {
@@ -474,6 +469,25 @@ impl RunningJob<'_> {
         Ok(JobOutcome::Failed)
     }
 
+    /// A job queued longer than the grace period whose client is not listening is not worth starting (while it
+    /// runs, the worker's abandonment check watches it).
+    async fn abandoned_before_start(&self) -> bool {
+        let grace = Duration::from_millis(self.context.settings.worker.abandon_grace_ms);
+        let waited = Duration::from_millis(unix_time_ms().saturating_sub(self.envelope.created_at_ms));
+        if self.envelope.unattended || waited <= grace {
+            return false;
+        }
+        let channel = self.context.keys.job_event_channel(&self.envelope.id);
+        let counted: redis::RedisResult<(String, u64)> = self
+            .context
+            .redis
+            .run(|mut connection| async move {
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut connection).await
+            })
+            .await;
+        matches!(counted, Ok((_, 0)))
+    }
+
     /// Usage when the provider reported none: each streamed piece counts as one token, the prompt as 4 characters
     /// a token (the usual rule of thumb for English text).
     fn estimated_usage(&self, completion_pieces: u64) -> Usage {
@@ -484,63 +498,6 @@ impl RunningJob<'_> {
             prompt_tokens,
             completion_tokens: completion_pieces,
             total_tokens: prompt_tokens + completion_pieces,
-        }
-    }
-}
-
-const CANCELLED_BY_CLIENT: &str = "the chat was cancelled by its client";
-const ABANDONED: &str = "nobody was listening for the answer any more";
-
-/// Notices a job nobody listens to: no subscriber on its channel for longer than the grace period.
-struct ListenerWatch {
-    redis: RedisConnections,
-    channel: String,
-    grace: Duration,
-    last_heard: Instant,
-}
-
-impl ListenerWatch {
-    fn new(context: &JobContext, envelope: &JobEnvelope) -> Self {
-        Self {
-            redis: context.redis.clone(),
-            channel: context.keys.job_event_channel(&envelope.id),
-            // An unattended job (an operator's replay) is never cancelled for want of listeners.
-            grace: if envelope.unattended {
-                Duration::MAX
-            } else {
-                Duration::from_millis(context.settings.worker.abandon_grace_ms)
-            },
-            last_heard: Instant::now(),
-        }
-    }
-
-    async fn listener_count(&self) -> Option<u64> {
-        let channel = self.channel.clone();
-        let counts: redis::RedisResult<(String, u64)> = self
-            .redis
-            .run(|mut connection| async move {
-                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut connection).await
-            })
-            .await;
-        counts.ok().map(|(_, count)| count)
-    }
-
-    /// At start: a job queued longer than the grace period whose client is not listening is not worth starting.
-    async fn abandoned_before_start(&mut self, envelope: &JobEnvelope) -> bool {
-        let waited = Duration::from_millis(unix_time_ms().saturating_sub(envelope.created_at_ms));
-        waited > self.grace && self.listener_count().await == Some(0)
-    }
-
-    /// While running: true once nobody has listened for the grace period.
-    async fn abandoned(&mut self) -> bool {
-        match self.listener_count().await {
-            Some(0) => self.last_heard.elapsed() > self.grace,
-            Some(_) => {
-                self.last_heard = Instant::now();
-                false
-            }
-            // Redis did not answer: no evidence either way.
-            None => false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The llm-worker: takes jobs off the Redis lanes into its own processing list, streams each answer from the
 //! upstream LLM, and writes it in batches to the job's replay log and channel. It never talks to a gateway.
 
+pub mod abandonment;
 pub mod cancel_listener;
 pub mod error;
 pub mod heartbeat;

@@ -9,6 +9,7 @@ use protocol::live_limits::watch_live_limits;
 use protocol::{RedisConnections, RedisKeys, Settings};
 use tokio_util::sync::CancellationToken;
 
+use crate::abandonment::cancel_abandoned_jobs_until_stopped;
 use crate::cancel_listener::{CancelRegistry, listen_for_cancellations};
 use crate::error::WorkerError;
 use crate::heartbeat::{beat_once, deregister_if_idle, keep_heartbeat_until_stopped};
@@ -76,6 +77,12 @@ pub async fn run(
             background.clone(),
         ));
     let cancels = CancelRegistry::default();
+    tokio::spawn(cancel_abandoned_jobs_until_stopped(
+        redis.clone(),
+        cancels.clone(),
+        Duration::from_millis(settings.worker.abandon_grace_ms),
+        background.clone(),
+    ));
     tokio::spawn(listen_for_cancellations(
         redis.client().clone(),
         keys.worker_cancel_channel(&worker_id),

@@ -245,10 +245,6 @@ impl JobStatus {
             JobStatus::Expired => "expired",
         }
     }
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
 }
 
 impl FromStr for JobStatus {

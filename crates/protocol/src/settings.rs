@@ -231,7 +231,7 @@ impl Default for LlmSettings {
             circuit_failure_ratio: 0.5,
             circuit_cool_down_ms: 15_000,
             circuit_probes: 2,
-            start_window_margin_ms: 100,
+            start_window_margin_ms: 200,
         }
     }
 }
