@@ -1,4 +1,4 @@
-//! The gateway binary: telemetry, settings, bind, serve until SIGINT or SIGTERM.
+//! The gateway binary: telemetry, settings, a runtime of the configured size, bind, serve until SIGINT or SIGTERM.
 
 use protocol::Settings;
 
@@ -8,18 +8,20 @@ use protocol::Settings;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    protocol::shutdown::exit_code(serve().await)
+fn main() -> std::process::ExitCode {
+    protocol::shutdown::exit_code(serve())
 }
 
-async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+fn serve() -> Result<(), Box<dyn std::error::Error>> {
     protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
-    let address = format!("{}:{}", settings.gateway.host, settings.gateway.port);
-    let listener = TcpListener::bind(&address).await?;
-    tracing::info!(address = %listener.local_addr()?, "gateway listening");
-    gateway::run(listener, settings, protocol::shutdown::shutdown_signal()).await?;
-    tracing::info!("gateway stopped");
-    Ok(())
+    let runtime = protocol::service_runtime::build_service_runtime(settings.gateway.runtime_threads)?;
+    runtime.block_on(async {
+        let address = format!("{}:{}", settings.gateway.host, settings.gateway.port);
+        let listener = TcpListener::bind(&address).await?;
+        tracing::info!(address = %listener.local_addr()?, "gateway listening");
+        gateway::run(listener, settings, protocol::shutdown::shutdown_signal()).await?;
+        tracing::info!("gateway stopped");
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
 }

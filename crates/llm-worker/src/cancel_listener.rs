@@ -2,13 +2,16 @@
 //! channel; one pub/sub connection per worker process listens and fires the job's cancellation token, so the
 //! upstream stream is dropped (and generation stops) at once. Tokens are registered while jobs run, with the
 //! job's event channel so that one process-wide check can also cancel jobs nobody listens to any more.
+//! A cancellation published while the connection was down is not lost: each time the listener (re)subscribes,
+//! it reads the `cancel_requested` flag of every job it runs, in one pipeline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use protocol::JobId;
+use protocol::keys::job_state_field;
+use protocol::{JobId, RedisConnections, RedisKeys};
 use tokio_util::sync::CancellationToken;
 
 /// Pause before reconnecting a lost pub/sub connection.
@@ -78,6 +81,11 @@ impl CancelRegistry {
         }
     }
 
+    /// Every registered job.
+    pub fn registered_jobs(&self) -> Vec<JobId> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+
     /// The running jobs that must have a listener, with their event channels.
     pub fn listened_channels(&self) -> Vec<(JobId, String)> {
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -89,11 +97,13 @@ impl CancelRegistry {
 
 /// Listens on `channel` until `shutdown`, cancelling the jobs named there. Reconnects when the connection drops.
 pub async fn listen_for_cancellations(
-    client: redis::Client,
+    redis: RedisConnections,
+    keys: RedisKeys,
     channel: String,
     registry: CancelRegistry,
     shutdown: CancellationToken,
 ) {
+    let client = redis.client().clone();
     loop {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -111,6 +121,7 @@ pub async fn listen_for_cancellations(
         if pubsub.subscribe(&channel).await.is_err() {
             continue;
         }
+        cancel_jobs_flagged_while_unheard(&redis, &keys, &registry).await;
         let mut messages = pubsub.on_message();
         loop {
             let message = tokio::select! {
@@ -125,5 +136,34 @@ pub async fn listen_for_cancellations(
             }
         }
         tracing::warn!("cancel channel connection lost; reconnecting");
+    }
+}
+
+/// Cancels the registered jobs whose `cancel_requested` flag is set: cancellations published while this worker
+/// was not subscribed (its first subscription, a reconnection) would otherwise go unheard.
+async fn cancel_jobs_flagged_while_unheard(
+    redis: &RedisConnections,
+    keys: &RedisKeys,
+    registry: &CancelRegistry,
+) {
+    let jobs = registry.registered_jobs();
+    if jobs.is_empty() {
+        return;
+    }
+    let mut flags = redis::pipe();
+    for job_id in &jobs {
+        flags.cmd("HGET").arg(keys.job_state(job_id)).arg(job_state_field::CANCEL_REQUESTED);
+    }
+    let read: redis::RedisResult<Vec<Option<String>>> =
+        redis.run(|mut connection| async move { flags.query_async(&mut connection).await }).await;
+    match read {
+        Ok(flags) => {
+            for (job_id, flag) in jobs.iter().zip(flags) {
+                if flag.as_deref() == Some("1") && registry.cancel(job_id, CANCELLED_BY_CLIENT) {
+                    tracing::info!(%job_id, "cancellation found after (re)subscribing");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not read the cancel flags of running jobs"),
     }
 }

@@ -1,21 +1,18 @@
 //! Runs one claimed job from start to end: takes ownership (the fence), refuses it if it expired or was
-//! abandoned, waits for upstream capacity (global rate, token budget, circuit breaker), streams the answer in
-//! batches to the replay log and channel, retries what is safe to retry, and ends the job with `done`, or with
-//! an `error` the client sees (and a dead-letter record when it failed for good). Every write is fenced, so an
-//! attempt that lost its job stops instead of mixing its text into another's.
+//! abandoned, waits for an upstream permit, streams the answer to the replay log and channel (the first token at
+//! once, then group commit: see `group_commit`), retries what is safe to retry, and ends the job with `done`, or
+//! with an `error` the client sees (and a dead-letter record when it failed for good). Permits live in
+//! `upstream_permits`, the fenced writes in `stream_writer`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use protocol::dead_letter::DeadLetter;
-use protocol::job_lifecycle::{
-    JobEnding, JobFence, JobStart, PublishOutcome, publish_stream_events, start_job,
-};
-use protocol::upstream_capacity::{
-    CallOutcome, PermitDecision, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
-    settle_upstream_call,
-};
+use protocol::job_lifecycle::{JobEnding, JobFence, JobStart, start_job};
+use protocol::upstream_capacity::CallOutcome;
 use protocol::{
     JobEnvelope, JobStatus, RedisConnections, RedisKeys, Settings, StreamEvent, Usage, unix_time_ms,
 };
@@ -23,16 +20,13 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cancel_listener::{ABANDONED, CancelRegistration, CancelRegistry};
+use crate::cancel_listener::{ABANDONED, CANCELLED_BY_CLIENT, CancelRegistration, CancelRegistry};
 use crate::error::WorkerError;
+use crate::group_commit::GroupCommit;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
-use crate::token_batcher::TokenBatcher;
-
-/// Attempts at one stream write before the attempt gives up and leaves the job for recovery.
-const STREAM_WRITE_ATTEMPTS: u32 = 3;
-/// Longest single pause while waiting for upstream capacity, so shutdown and deadlines are noticed.
-const LONGEST_CAPACITY_PAUSE: Duration = Duration::from_millis(1_000);
+use crate::stream_writer::StreamWriter;
+use crate::upstream_permits::{PermitWait, settle_upstream_permit, wait_for_upstream_permit};
 
 /// What every job of this worker shares.
 #[derive(Debug, Clone)]
@@ -41,6 +35,7 @@ pub struct JobContext {
     pub keys: RedisKeys,
     pub settings: Arc<Settings>,
     pub worker_id: Arc<str>,
+    /// One client for the whole process: its connection pool is shared by every job.
     pub provider: OpenAiProvider,
     /// The limits in force, kept current from Redis.
     pub limits: tokio::sync::watch::Receiver<Arc<protocol::limits::Limits>>,
@@ -48,21 +43,6 @@ pub struct JobContext {
     /// Jobs of this worker ask for upstream permits one at a time, in arrival order: without this queue every
     /// waiting job would ask Redis again each time a place frees, a storm that grows with the backlog.
     pub permit_queue: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl JobContext {
-    fn upstream_policy(&self) -> UpstreamPolicy {
-        let llm = &self.settings.llm;
-        UpstreamPolicy {
-            window_s: llm.circuit_window_s,
-            min_calls: llm.circuit_min_calls,
-            failure_ratio: llm.circuit_failure_ratio,
-            cool_down_ms: llm.circuit_cool_down_ms,
-            probes: llm.circuit_probes,
-            probe_timeout_ms: llm.first_token_timeout_ms + 1_000,
-            start_margin_ms: llm.start_window_margin_ms,
-        }
-    }
 }
 
 /// How a job attempt ended, for logs and metrics.
@@ -95,6 +75,10 @@ enum AnswerOutcome {
     Cancelled { reason: &'static str, pieces: u64 },
 }
 
+/// A stream write under way while the job goes on reading its upstream. Not `Sync`: the job's async methods
+/// take `&mut self`, so the job stays `Send` while one is pending.
+type WriteInFlight<'a> = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send + 'a>>;
+
 /// Runs `envelope` (claimed as `raw_envelope`) to its end, or until `stop` is cancelled (then the job stays in
 /// the processing list, to be put back).
 pub async fn run_claimed_job(
@@ -103,51 +87,54 @@ pub async fn run_claimed_job(
     raw_envelope: &str,
     stop: &CancellationToken,
 ) -> Result<JobOutcome, WorkerError> {
-    let (job_id, worker_id, attempt) = (envelope.id, context.worker_id.clone(), envelope.attempt);
-    let keys = context.keys.clone();
+    // Registered before the start, so a cancellation sent once the job runs here always finds it. An unattended
+    // job (an operator's replay) is never cancelled for want of listeners.
+    let listened_channel = (!envelope.unattended).then(|| context.keys.job_event_channel(&envelope.id));
+    let registration = context.cancels.register(envelope.id, listened_channel);
+    let (job_id, worker_id, keys) = (envelope.id, &context.worker_id, &context.keys);
+    let new_log_ttl_s = context.settings.job_state_ttl_s();
     let start = context
         .redis
         .run(|mut connection| async move {
-            start_job(&mut connection, &keys, &job_id, &worker_id, attempt, unix_time_ms()).await
+            start_job(&mut connection, keys, &job_id, worker_id, unix_time_ms(), new_log_ttl_s).await
         })
         .await?;
-    let replay_log_length = match start {
-        JobStart::Started { replay_log_length } => replay_log_length,
+    let (replay_log_length, attempt, cancel_requested) = match start {
+        JobStart::Started { replay_log_length, attempt, cancel_requested } => {
+            (replay_log_length, attempt, cancel_requested)
+        }
         JobStart::AlreadyFinal { .. } | JobStart::Missing => {
             remove_from_processing(context, raw_envelope).await?;
             return Ok(JobOutcome::Skipped);
         }
     };
-    // An unattended job (an operator's replay) is never cancelled for want of listeners.
-    let listened_channel = (!envelope.unattended).then(|| context.keys.job_event_channel(&envelope.id));
-    let registration = context.cancels.register(envelope.id, listened_channel);
+    let fence = JobFence {
+        job_id: &envelope.id,
+        identity: &envelope.identity,
+        worker_id: &context.worker_id,
+        attempt,
+        raw_envelope,
+    };
     let mut job = RunningJob {
         context,
         envelope,
         stop,
         cancel: registration.token.clone(),
         registration: &registration,
-        writer: StreamWriter {
-            context,
-            fence: JobFence {
-                job_id: &envelope.id,
-                identity: &envelope.identity,
-                worker_id: &context.worker_id,
-                attempt,
-                raw_envelope,
-            },
-            next_seq: replay_log_length + 1,
-        },
-        pending: Vec::new(),
+        writer: StreamWriter::new(context, fence, replay_log_length),
+        write_in_flight: None,
     };
-    let outcome = job.run(replay_log_length).await;
-    match outcome {
+    // Cancelled while an earlier attempt ran (that worker then died): this attempt only ends it.
+    if cancel_requested {
+        return job.end_cancelled(CANCELLED_BY_CLIENT, 0).await;
+    }
+    match job.run().await {
         Err(WorkerError::CancelRequested) => job.end_cancelled(registration.reason(), 0).await,
         other => other,
     }
 }
 
-/// One job in progress: its stream writer, the events not yet written, and what can interrupt it.
+/// One job in progress: its stream writer, the write under way, and what can interrupt it.
 struct RunningJob<'a> {
     context: &'a JobContext,
     envelope: &'a JobEnvelope,
@@ -155,25 +142,25 @@ struct RunningJob<'a> {
     cancel: CancellationToken,
     registration: &'a CancelRegistration,
     writer: StreamWriter<'a>,
-    pending: Vec<StreamEvent>,
+    /// At most one write at a time, so events land in seq order.
+    write_in_flight: Option<WriteInFlight<'a>>,
 }
 
 impl RunningJob<'_> {
-    async fn run(&mut self, replay_log_length: u64) -> Result<JobOutcome, WorkerError> {
+    async fn run(&mut self) -> Result<JobOutcome, WorkerError> {
         if unix_time_ms() > self.envelope.deadline_ms {
             return self.end_expired().await;
         }
         if self.abandoned_before_start().await {
             return self.end_cancelled(ABANDONED, 0).await;
         }
-        // Events of an earlier attempt are already in the log: tell clients to discard them.
-        if replay_log_length > 0 {
-            let reset = self.writer.reset();
-            self.pending.push(reset);
-        }
         let max_attempts = self.context.settings.llm.max_attempts.max(1);
+        let reserve = self.estimated_usage(u64::from(self.envelope.parameters.max_tokens)).total_tokens;
         for upstream_attempt in 1..=max_attempts {
-            let Some(permit) = self.wait_for_permit().await? else {
+            let interrupt = PermitWait { stop: self.stop, cancel: &self.cancel };
+            let Some(permit) =
+                wait_for_upstream_permit(self.context, self.envelope, reserve, interrupt).await?
+            else {
                 return self.end_expired().await;
             };
             let answer = self.stream_one_answer().await;
@@ -188,17 +175,16 @@ impl RunningJob<'_> {
                 }
                 Err(_) => (permit.reserved_tokens, CallOutcome::Neutral),
             };
-            self.settle(&permit, tokens_used, call_outcome).await;
+            settle_upstream_permit(self.context, &permit, tokens_used, call_outcome).await;
             match answer? {
                 AnswerOutcome::Completed { usage, finish_reason } => {
                     let done = self.writer.done(usage, finish_reason);
-                    self.pending.push(done);
                     let ending = JobEnding {
                         status: JobStatus::Done,
                         tokens_used: usage.total_tokens,
                         dead_letter: None,
                     };
-                    self.write_final(ending).await?;
+                    self.finish(done, ending).await?;
                     metrics::counter!("dam_worker_tokens_total").increment(usage.total_tokens);
                     return Ok(JobOutcome::Completed);
                 }
@@ -222,91 +208,10 @@ impl RunningJob<'_> {
         unreachable!("the last attempt always ends the job")
     }
 
-    /// Waits until the shared upstream capacity lets this job call. `None` when the job's deadline passed first.
-    async fn wait_for_permit(&mut self) -> Result<Option<UpstreamPermit>, WorkerError> {
-        let reserve = self.estimated_usage(u64::from(self.envelope.parameters.max_tokens)).total_tokens;
-        let circuit = self.context.upstream_policy();
-        let deadline_in = Duration::from_millis(self.envelope.deadline_ms.saturating_sub(unix_time_ms()));
-        let _turn = tokio::select! {
-            _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
-            _ = self.cancel.cancelled() => return Err(WorkerError::CancelRequested),
-            _ = tokio::time::sleep(deadline_in) => return Ok(None),
-            turn = self.context.permit_queue.lock() => turn,
-        };
-        loop {
-            if unix_time_ms() > self.envelope.deadline_ms {
-                return Ok(None);
-            }
-            let limits = self.context.limits.borrow().llm;
-            let keys = self.context.keys.clone();
-            let permit_id = format!("{}:{}", self.envelope.id, uuid::Uuid::new_v4().simple());
-            let decision = self
-                .context
-                .redis
-                .run(|mut connection| async move {
-                    acquire_upstream_permit(&mut connection, &keys, &permit_id, &limits, &circuit, reserve)
-                        .await
-                })
-                .await;
-            let pause = match decision {
-                Ok(PermitDecision::Granted(permit)) => return Ok(Some(permit)),
-                Ok(PermitDecision::Wait { ms }) => {
-                    metrics::counter!("dam_worker_capacity_waits_total", "reason" => "rate").increment(1);
-                    Duration::from_millis(ms)
-                }
-                Ok(PermitDecision::CircuitOpen { ms }) => {
-                    metrics::counter!("dam_worker_capacity_waits_total", "reason" => "circuit_open")
-                        .increment(1);
-                    Duration::from_millis(ms)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not ask for upstream capacity");
-                    Duration::from_millis(500)
-                }
-            };
-            // A little jitter keeps waiting workers from asking again all at the same instant.
-            let pause =
-                pause.min(LONGEST_CAPACITY_PAUSE) + Duration::from_millis(rand::rng().random_range(0..20));
-            tokio::select! {
-                _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
-                _ = self.cancel.cancelled() => return Err(WorkerError::CancelRequested),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-
-    async fn settle(&self, permit: &UpstreamPermit, tokens_used: u64, outcome: CallOutcome) {
-        let keys = self.context.keys.clone();
-        let circuit = self.context.upstream_policy();
-        let settled = self
-            .context
-            .redis
-            .run(|mut connection| async move {
-                settle_upstream_call(
-                    &mut connection,
-                    &keys,
-                    permit,
-                    tokens_used,
-                    outcome,
-                    &circuit,
-                    unix_time_ms(),
-                )
-                .await
-            })
-            .await;
-        match settled {
-            Ok(state) if state == "open" && outcome == CallOutcome::Failed => {
-                tracing::warn!("the upstream circuit breaker is open");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "could not settle an upstream call"),
-        }
-    }
-
     /// Sleeps before a retry: exponential backoff with full jitter, at least what the upstream asked for.
     /// Returns false when the job was cancelled meanwhile.
     async fn back_off(
-        &self,
+        &mut self,
         upstream_attempt: u32,
         retry_after: Option<Duration>,
     ) -> Result<bool, WorkerError> {
@@ -323,7 +228,9 @@ impl RunningJob<'_> {
         }
     }
 
-    /// Calls upstream once and relays the answer in batches.
+    /// Calls upstream once and relays the answer: each piece of text is written as soon as no write of this
+    /// job is in flight; pieces arriving meanwhile join the next write. The text no write took yet is left in
+    /// `commit` for the ending.
     async fn stream_one_answer(&mut self) -> Result<AnswerOutcome, WorkerError> {
         let llm = &self.context.settings.llm;
         let first_token_timeout = Duration::from_millis(llm.first_token_timeout_ms);
@@ -344,97 +251,105 @@ impl RunningJob<'_> {
                 return Ok(AnswerOutcome::Failed { error, text_started: false, pieces: 0 });
             }
         };
-        let worker_settings = &self.context.settings.worker;
-        let mut batcher = TokenBatcher::new(
-            worker_settings.batch_max_tokens,
-            Duration::from_millis(worker_settings.batch_max_delay_ms),
-        );
+        let mut commit = GroupCommit::new(self.context.settings.worker.batch_max_tokens);
         let mut last_event_at = call_started;
         let mut text_started = false;
         let mut pieces = 0u64;
         let mut finish_reason = None;
         let mut reported_usage = None;
-        loop {
+        let answer = loop {
             let silence_limit =
                 if text_started { last_event_at + gap_timeout } else { call_started + first_token_timeout };
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
                 _ = self.cancel.cancelled() => {
-                    return Ok(AnswerOutcome::Cancelled { reason: self.registration.reason(), pieces });
+                    break AnswerOutcome::Cancelled { reason: self.registration.reason(), pieces };
                 }
-                _ = sleep_until_or_forever(batcher.flush_deadline()) => {
-                    if let Some(text) = batcher.take() {
-                        let token = self.writer.token(text);
-                        self.pending.push(token);
+                written = async { self.write_in_flight.as_mut().expect("polled only while a write is in flight").await },
+                    if self.write_in_flight.is_some() =>
+                {
+                    self.write_in_flight = None;
+                    written?;
+                    if let Some(batch) = commit.write_returned() {
+                        self.start_write(batch);
                     }
-                    self.write_pending().await?;
                 }
                 _ = tokio::time::sleep_until(silence_limit) => {
                     let error = ProviderError::Timeout(if text_started { "the answer stalled" } else { "no first token in time" });
-                    self.flush_batch(&mut batcher);
-                    return Ok(AnswerOutcome::Failed { error, text_started, pieces });
+                    break AnswerOutcome::Failed { error, text_started, pieces };
                 }
-                next = upstream.next() => {
+                next = upstream.next(), if commit.accepts_more() => {
                     last_event_at = Instant::now();
                     match next {
                         Some(Ok(ProviderEvent::Text(text))) => {
                             text_started = true;
                             pieces += 1;
-                            if batcher.push(&text, last_event_at) {
-                                self.flush_batch(&mut batcher);
-                                self.write_pending().await?;
+                            if let Some(batch) = commit.push(&text) {
+                                self.start_write(batch);
                             }
                         }
                         Some(Ok(ProviderEvent::Finished { finish_reason: reason })) => finish_reason = Some(reason),
                         Some(Ok(ProviderEvent::Usage(usage))) => reported_usage = Some(usage),
-                        Some(Err(error)) => {
-                            self.flush_batch(&mut batcher);
-                            return Ok(AnswerOutcome::Failed { error, text_started, pieces });
+                        Some(Err(error)) => break AnswerOutcome::Failed { error, text_started, pieces },
+                        None => {
+                            let usage = reported_usage.unwrap_or_else(|| self.estimated_usage(pieces));
+                            let finish_reason = finish_reason.take().unwrap_or_else(|| "stop".to_owned());
+                            break AnswerOutcome::Completed { usage, finish_reason };
                         }
-                        None => break,
                     }
                 }
             }
+        };
+        // Dropping the upstream stream closes the connection, which stops generation (and its cost) at once.
+        drop(upstream);
+        self.wait_for_write_in_flight().await?;
+        // Text the last write did not take goes out with the ending; a cancelled answer's rest is not needed.
+        if let Some(rest) = commit.take_rest().filter(|_| !matches!(answer, AnswerOutcome::Cancelled { .. }))
+        {
+            let token = self.writer.token(rest);
+            self.start_write_of(vec![token]);
+            self.wait_for_write_in_flight().await?;
         }
-        self.flush_batch(&mut batcher);
-        let usage = reported_usage.unwrap_or_else(|| self.estimated_usage(pieces));
-        Ok(AnswerOutcome::Completed {
-            usage,
-            finish_reason: finish_reason.unwrap_or_else(|| "stop".to_owned()),
-        })
+        Ok(answer)
     }
 
-    fn flush_batch(&mut self, batcher: &mut TokenBatcher) {
-        if let Some(text) = batcher.take() {
-            let token = self.writer.token(text);
-            self.pending.push(token);
+    /// Numbers `batch` as the next token event and starts writing it.
+    fn start_write(&mut self, batch: String) {
+        let token = self.writer.token(batch);
+        self.start_write_of(vec![token]);
+    }
+
+    fn start_write_of(&mut self, events: Vec<StreamEvent>) {
+        self.write_in_flight = Some(Box::pin(self.writer.append(events)));
+    }
+
+    async fn wait_for_write_in_flight(&mut self) -> Result<(), WorkerError> {
+        match self.write_in_flight.take() {
+            Some(write) => write.await,
+            None => Ok(()),
         }
     }
 
-    async fn write_pending(&mut self) -> Result<(), WorkerError> {
-        let events = std::mem::take(&mut self.pending);
-        self.writer.write(&events, None).await
-    }
-
-    async fn write_final(&mut self, ending: JobEnding<'_>) -> Result<(), WorkerError> {
-        let events = std::mem::take(&mut self.pending);
-        self.writer.write(&events, Some(ending)).await
+    /// Ends the job with its terminal event, once any write in flight has landed.
+    async fn finish(&mut self, terminal: StreamEvent, ending: JobEnding<'_>) -> Result<(), WorkerError> {
+        self.wait_for_write_in_flight().await?;
+        self.writer.finish(&[terminal], ending).await
     }
 
     async fn end_expired(&mut self) -> Result<JobOutcome, WorkerError> {
         let expired =
             self.writer.error("expired", "the chat waited longer than its deadline and was not started");
-        self.pending = vec![expired];
-        self.write_final(JobEnding { status: JobStatus::Expired, tokens_used: 0, dead_letter: None }).await?;
+        self.finish(expired, JobEnding { status: JobStatus::Expired, tokens_used: 0, dead_letter: None })
+            .await?;
         Ok(JobOutcome::Expired)
     }
 
     async fn end_cancelled(&mut self, reason: &str, pieces: u64) -> Result<JobOutcome, WorkerError> {
         let cancelled = self.writer.error("cancelled", reason);
-        self.pending.push(cancelled);
         let tokens_used = if pieces > 0 { self.estimated_usage(pieces).total_tokens } else { 0 };
-        self.write_final(JobEnding { status: JobStatus::Cancelled, tokens_used, dead_letter: None }).await?;
+        let ending = JobEnding { status: JobStatus::Cancelled, tokens_used, dead_letter: None };
+        self.finish(cancelled, ending).await?;
         metrics::counter!("dam_worker_cancellations_total").increment(1);
         Ok(JobOutcome::Cancelled)
     }
@@ -453,7 +368,6 @@ impl RunningJob<'_> {
         };
         let message = format!("the model provider failed after {upstream_attempts} attempt(s): {error}");
         let failure = self.writer.error(code, &message);
-        self.pending.push(failure);
         let dead_letter = DeadLetter {
             job_id: Some(self.envelope.id),
             reason: reason.to_owned(),
@@ -465,13 +379,13 @@ impl RunningJob<'_> {
         };
         let tokens_used = self.estimated_usage(pieces).total_tokens;
         let ending = JobEnding { status: JobStatus::Failed, tokens_used, dead_letter: Some(&dead_letter) };
-        self.write_final(ending).await?;
+        self.finish(failure, ending).await?;
         Ok(JobOutcome::Failed)
     }
 
     /// A job queued longer than the grace period whose client is not listening is not worth starting (while it
     /// runs, the worker's abandonment check watches it).
-    async fn abandoned_before_start(&self) -> bool {
+    async fn abandoned_before_start(&mut self) -> bool {
         let grace = Duration::from_millis(self.context.settings.worker.abandon_grace_ms);
         let waited = Duration::from_millis(unix_time_ms().saturating_sub(self.envelope.created_at_ms));
         if self.envelope.unattended || waited <= grace {
@@ -502,112 +416,19 @@ impl RunningJob<'_> {
     }
 }
 
-async fn sleep_until_or_forever(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Removes a job that needs no work from the processing list.
 pub async fn remove_from_processing(context: &JobContext, raw_envelope: &str) -> Result<(), WorkerError> {
     let processing = context.keys.worker_processing_list(&context.worker_id);
-    let raw_envelope = raw_envelope.to_owned();
     context
         .redis
         .run(|mut connection| async move {
             redis::cmd("LREM")
                 .arg(&processing)
                 .arg(1)
-                .arg(&raw_envelope)
+                .arg(raw_envelope)
                 .query_async::<()>(&mut connection)
                 .await
         })
         .await?;
     Ok(())
-}
-
-/// Numbers this attempt's events and writes them under the job's fence.
-struct StreamWriter<'a> {
-    context: &'a JobContext,
-    fence: JobFence<'a>,
-    next_seq: u64,
-}
-
-impl StreamWriter<'_> {
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-
-    fn token(&mut self, text: String) -> StreamEvent {
-        StreamEvent::Token { seq: self.take_seq(), text }
-    }
-
-    fn reset(&mut self) -> StreamEvent {
-        StreamEvent::Reset { seq: self.take_seq() }
-    }
-
-    fn done(&mut self, usage: Usage, finish_reason: String) -> StreamEvent {
-        StreamEvent::Done { seq: self.take_seq(), usage, finish_reason }
-    }
-
-    fn error(&mut self, code: &str, message: &str) -> StreamEvent {
-        StreamEvent::Error { seq: self.take_seq(), code: code.to_owned(), message: message.to_owned() }
-    }
-
-    /// One round trip: append and publish `events`, ending the job when `ending` is given. Retries a failed
-    /// write briefly; a fenced write stops the attempt, a cancelled job's non-final write reports the cancel.
-    async fn write(
-        &mut self,
-        events: &[StreamEvent],
-        ending: Option<JobEnding<'_>>,
-    ) -> Result<(), WorkerError> {
-        if events.is_empty() && ending.is_none() {
-            return Ok(());
-        }
-        let replay_ttl_s = self.context.settings.chat.replay_ttl_s;
-        let mut write_attempt = 0;
-        loop {
-            write_attempt += 1;
-            let keys = self.context.keys.clone();
-            let fence = self.fence;
-            let outcome = self
-                .context
-                .redis
-                .run(|mut connection| async move {
-                    publish_stream_events(
-                        &mut connection,
-                        &keys,
-                        fence,
-                        events,
-                        ending,
-                        replay_ttl_s,
-                        unix_time_ms(),
-                    )
-                    .await
-                })
-                .await;
-            match outcome {
-                Ok(PublishOutcome::Appended { .. }) => {
-                    metrics::counter!("dam_worker_stream_batches_written_total").increment(1);
-                    return Ok(());
-                }
-                Ok(PublishOutcome::Fenced) => return Err(WorkerError::Fenced),
-                Ok(PublishOutcome::CancelRequested) => {
-                    // Nothing was written: the refused events' numbers are free again, so seq stays the log index.
-                    if let Some(first_seq) = events.first().and_then(StreamEvent::seq) {
-                        self.next_seq = first_seq;
-                    }
-                    return Err(WorkerError::CancelRequested);
-                }
-                Err(error) if write_attempt >= STREAM_WRITE_ATTEMPTS => return Err(error.into()),
-                Err(error) => {
-                    tracing::warn!(%error, write_attempt, "stream write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(write_attempt))).await;
-                }
-            }
-        }
-    }
 }

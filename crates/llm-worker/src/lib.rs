@@ -4,12 +4,14 @@
 pub mod abandonment;
 pub mod cancel_listener;
 pub mod error;
+pub mod group_commit;
 pub mod heartbeat;
 pub mod job_runner;
 pub mod provider;
 pub mod reaper;
 pub mod startup;
-pub mod token_batcher;
+pub mod stream_writer;
+pub mod upstream_permits;
 pub mod worker_loop;
 
 pub use error::WorkerError;

@@ -1,15 +1,16 @@
-//! The llm-worker binary: telemetry, settings, run until SIGINT or SIGTERM, drain, exit 0.
+//! The llm-worker binary: telemetry, settings, a runtime of the configured size, run until SIGINT or SIGTERM,
+//! drain, exit 0.
 
 use protocol::Settings;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    protocol::shutdown::exit_code(serve().await)
+fn main() -> std::process::ExitCode {
+    protocol::shutdown::exit_code(serve())
 }
 
-async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+fn serve() -> Result<(), Box<dyn std::error::Error>> {
     protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
-    llm_worker::run(settings, protocol::shutdown::shutdown_signal()).await?;
+    let runtime = protocol::service_runtime::build_service_runtime(settings.worker.runtime_threads)?;
+    runtime.block_on(async { llm_worker::run(settings, protocol::shutdown::shutdown_signal()).await })?;
     Ok(())
 }

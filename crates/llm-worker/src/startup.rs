@@ -84,7 +84,8 @@ pub async fn run(
         background.clone(),
     ));
     tokio::spawn(listen_for_cancellations(
-        redis.client().clone(),
+        redis.clone(),
+        keys.clone(),
         keys.worker_cancel_channel(&worker_id),
         cancels.clone(),
         background.clone(),

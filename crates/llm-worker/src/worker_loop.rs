@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::dead_letter::DeadLetter;
-use protocol::job_lifecycle::{ClaimedJob, claim_next_job, dead_letter_job};
+use protocol::job_lifecycle::{ClaimedJob, claim_next_job, dead_letter_job, lanes_in_claim_order};
 use protocol::limits::Limits;
 use protocol::{JobEnvelope, Lane, unix_time_ms};
 use tokio::sync::Semaphore;
@@ -26,6 +26,8 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
     let mut running = JoinSet::new();
     let mut doorbell = DoorbellWaiter::new(context.redis.client().clone(), context.keys.queue_doorbell());
     let idle_wait = Duration::from_millis(settings.worker.idle_wait_ms.max(100));
+    // This worker's own turn count decides which lane a claim tries first (no shared counter in Redis).
+    let mut turn: u64 = rand::random();
 
     loop {
         // Reap finished tasks so the set does not grow without bound.
@@ -34,14 +36,14 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let keys = context.keys.clone();
-        let worker_id = context.worker_id.clone();
-        let lanes = lanes_by_weight(&context.limits.borrow());
+        let (keys, worker_id) = (&context.keys, &context.worker_id);
+        turn = turn.wrapping_add(1);
+        let lanes = lanes_in_claim_order(turn, &lanes_by_weight(&context.limits.borrow()));
         let claimed =
             context
                 .redis
                 .run(|mut connection| async move {
-                    claim_next_job(&mut connection, &keys, &worker_id, &lanes).await
+                    claim_next_job(&mut connection, keys, worker_id, &lanes).await
                 })
                 .await;
         match claimed {

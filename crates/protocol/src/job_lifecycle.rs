@@ -16,8 +16,9 @@ use crate::stream_event::StreamEvent;
 static ADMIT_CHAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit_chat.lua")));
 static CLAIM_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim_job.lua")));
 static START_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/start_job.lua")));
-static PUBLISH_STREAM_EVENTS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/publish_stream_events.lua")));
+static APPEND_STREAM_EVENTS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/append_stream_events.lua")));
+static FINISH_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/finish_job.lua")));
 
 /// Most items the worker doorbell holds: enough to wake every idle worker of a large deployment at once.
 pub const DOORBELL_CAPACITY: u64 = 1_024;
@@ -239,56 +240,78 @@ pub struct ClaimedJob {
     pub raw_envelope: String,
 }
 
-/// Moves the oldest job of a lane into the worker's processing list. `lanes_by_priority` pairs each lane with its
-/// weight: out of every `sum of weights` claims, a lane is tried first `weight` times.
+/// The lanes in the order one claim tries them: out of every `sum of weights` consecutive turns, a lane comes
+/// first `weight` times (weighted round robin over the turn number); the others follow in priority order.
+/// `lanes_by_priority` pairs each lane with its weight (at least 1 is used). Each worker keeps its own turn count,
+/// so the shares hold across the fleet without a shared counter.
+pub fn lanes_in_claim_order(turn: u64, lanes_by_priority: &[(Lane, u32)]) -> Vec<Lane> {
+    let total: u64 = lanes_by_priority.iter().map(|(_, weight)| u64::from((*weight).max(1))).sum();
+    let slot = turn % total.max(1);
+    let mut cumulative = 0;
+    let first = lanes_by_priority
+        .iter()
+        .position(|(_, weight)| {
+            cumulative += u64::from((*weight).max(1));
+            slot < cumulative
+        })
+        .unwrap_or(0);
+    let first_lane = lanes_by_priority[first].0;
+    std::iter::once(first_lane)
+        .chain(lanes_by_priority.iter().map(|(lane, _)| *lane).filter(|lane| *lane != first_lane))
+        .collect()
+}
+
+/// Moves the oldest job of the first non-empty lane of `lanes_in_order` into the worker's processing list.
 pub async fn claim_next_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     worker_id: &str,
-    lanes_by_priority: &[(Lane, u32)],
+    lanes_in_order: &[Lane],
 ) -> RedisResult<Option<ClaimedJob>> {
     let mut invocation = CLAIM_JOB.key(keys.worker_processing_list(worker_id));
-    invocation.key(keys.queue_doorbell()).key(keys.lane_turn());
-    for (lane, _) in lanes_by_priority {
+    invocation.key(keys.queue_doorbell());
+    for lane in lanes_in_order {
         invocation.key(keys.lane_queue(*lane)).key(keys.lane_served_tickets(*lane));
     }
-    for (_, weight) in lanes_by_priority {
-        invocation.arg((*weight).max(1));
-    }
     let claimed: Option<(String, usize)> = invocation.invoke_async(connection).await?;
-    Ok(claimed.map(|(raw_envelope, lane)| ClaimedJob { lane: lanes_by_priority[lane - 1].0, raw_envelope }))
+    Ok(claimed.map(|(raw_envelope, lane)| ClaimedJob { lane: lanes_in_order[lane - 1], raw_envelope }))
 }
 
 /// What a worker found when it took ownership of a claimed job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStart {
-    /// The job is this worker's; the replay log already holds this many events (from earlier attempts).
-    Started { replay_log_length: u64 },
+    /// The job is this worker's under `attempt` (the fence its writes carry); the replay log holds this many
+    /// events (a restarted job's earlier events and the `reset` that start appended after them).
+    Started { replay_log_length: u64, attempt: u32, cancel_requested: bool },
     /// The job had already ended (for example cancelled while queued); nothing was changed.
     AlreadyFinal { status: JobStatus, replay_log_length: u64 },
     /// The job's state expired; the envelope is an orphan.
     Missing,
 }
 
-/// Records `worker_id` and `attempt` as the job's owner, unless it already ended.
+/// Records `worker_id` and a fresh attempt as the job's owner, unless it already ended. A job that ran before
+/// gets a `reset` event at once (see `start_job.lua`); `new_log_ttl_s` is the TTL of a replay log that creates.
 pub async fn start_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     job_id: &JobId,
     worker_id: &str,
-    attempt: u32,
     now_ms: u64,
+    new_log_ttl_s: u64,
 ) -> RedisResult<JobStart> {
-    let (status, replay_log_length): (String, u64) = START_JOB
+    let (status, replay_log_length, attempt, cancel_requested): (String, u64, u32, u8) = START_JOB
         .key(keys.job_state(job_id))
         .key(keys.job_replay_log(job_id))
+        .key(keys.job_event_channel(job_id))
         .arg(worker_id)
-        .arg(attempt)
         .arg(now_ms)
+        .arg(new_log_ttl_s.max(1))
         .invoke_async(connection)
         .await?;
     Ok(match status.as_str() {
-        "running" => JobStart::Started { replay_log_length },
+        "running" => {
+            JobStart::Started { replay_log_length, attempt, cancel_requested: cancel_requested == 1 }
+        }
         "missing" => JobStart::Missing,
         other => match other.parse::<JobStatus>() {
             Ok(status) => JobStart::AlreadyFinal { status, replay_log_length },
@@ -297,28 +320,64 @@ pub async fn start_job(
     })
 }
 
-/// Who may write a job's stream: the worker and attempt recorded by [`start_job`].
+/// The names of one job's stream keys, built once per job rather than once per write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStreamKeys {
+    pub replay_log: String,
+    pub event_channel: String,
+}
+
+impl JobStreamKeys {
+    pub fn new(keys: &RedisKeys, job_id: &JobId) -> Self {
+        Self { replay_log: keys.job_replay_log(job_id), event_channel: keys.job_event_channel(job_id) }
+    }
+}
+
+/// Whether a non-final stream write went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended {
+        replay_log_length: u64,
+    },
+    /// The log is not at the length this writer expects: another attempt owns the job now; this writer must stop.
+    Fenced,
+}
+
+/// Appends a batch of a running job's events (`seq` = log index, consecutive) to its replay log and publishes
+/// them as one message. One round trip and no read: the fence is the log length the batch must produce (the
+/// last event's seq). `new_log_ttl_s` is given with the attempt's first write only (0 otherwise).
+pub async fn append_stream_events(
+    connection: &mut impl ConnectionLike,
+    stream: &JobStreamKeys,
+    events: &[StreamEvent],
+    new_log_ttl_s: u64,
+) -> RedisResult<AppendOutcome> {
+    let Some(last_seq) = events.last().and_then(StreamEvent::seq) else {
+        return Err(RedisError::from((ErrorKind::Client, "a stream write needs numbered events")));
+    };
+    let mut invocation = APPEND_STREAM_EVENTS.key(&stream.replay_log);
+    invocation.key(&stream.event_channel).arg(last_seq).arg(new_log_ttl_s);
+    for event in events {
+        invocation.arg(event.encode());
+    }
+    let length: i64 = invocation.invoke_async(connection).await?;
+    Ok(match length {
+        -1 => AppendOutcome::Fenced,
+        length => AppendOutcome::Appended { replay_log_length: length.max(0) as u64 },
+    })
+}
+
+/// Who may end a job: the worker and attempt recorded by [`start_job`].
 #[derive(Debug, Clone, Copy)]
 pub struct JobFence<'a> {
     pub job_id: &'a JobId,
     /// The caller the job is charged to; a finished job leaves its active chats.
     pub identity: &'a str,
     pub worker_id: &'a str,
+    /// The attempt [`start_job`] returned.
     pub attempt: u32,
     /// The envelope exactly as claimed.
     pub raw_envelope: &'a str,
-}
-
-/// Whether a stream write went through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PublishOutcome {
-    Appended {
-        replay_log_length: u64,
-    },
-    /// The job belongs to another worker or attempt now; this writer must stop.
-    Fenced,
-    /// The job's client cancelled it; the writer must stop and end the job.
-    CancelRequested,
 }
 
 /// How a job ends, written together with its last events.
@@ -331,17 +390,33 @@ pub struct JobEnding<'a> {
     pub dead_letter: Option<&'a DeadLetter>,
 }
 
-/// Appends `events` to the replay log and publishes them, ending the job when `ending` is given.
-pub async fn publish_stream_events(
+/// Whether a job's ending went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Finished {
+        replay_log_length: u64,
+    },
+    /// The job already reached a final status (this very ending, when an earlier try's reply was lost).
+    AlreadyFinished,
+    /// The job belongs to another worker or attempt now; nothing was written.
+    Fenced,
+}
+
+/// Appends and publishes a job's last `events` and ends it with `ending`, once (see `finish_job.lua`).
+/// `new_log_ttl_s` is given when this is the attempt's first write (0 otherwise).
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     fence: JobFence<'_>,
     events: &[StreamEvent],
-    ending: Option<JobEnding<'_>>,
+    ending: JobEnding<'_>,
+    replay_log_length_after: u64,
+    new_log_ttl_s: u64,
     replay_ttl_s: u64,
     now_ms: u64,
-) -> RedisResult<PublishOutcome> {
-    let mut invocation = PUBLISH_STREAM_EVENTS.key(keys.job_state(fence.job_id));
+) -> RedisResult<FinishOutcome> {
+    let mut invocation = FINISH_JOB.key(keys.job_state(fence.job_id));
     invocation
         .key(keys.job_replay_log(fence.job_id))
         .key(keys.job_event_channel(fence.job_id))
@@ -353,20 +428,22 @@ pub async fn publish_stream_events(
         .arg(fence.worker_id)
         .arg(fence.attempt)
         .arg(replay_ttl_s.max(1))
-        .arg(ending.map(|ending| ending.status.as_str()).unwrap_or(""))
+        .arg(ending.status.as_str())
         .arg(fence.raw_envelope)
         .arg(now_ms)
         .arg(fence.job_id.to_string())
-        .arg(ending.and_then(|ending| ending.dead_letter).map(DeadLetter::encode).unwrap_or_default())
-        .arg(ending.map(|ending| ending.tokens_used).unwrap_or(0));
+        .arg(ending.dead_letter.map(DeadLetter::encode).unwrap_or_default())
+        .arg(ending.tokens_used)
+        .arg(replay_log_length_after)
+        .arg(new_log_ttl_s);
     for event in events {
         invocation.arg(event.encode());
     }
     let length: i64 = invocation.invoke_async(connection).await?;
     Ok(match length {
-        -1 => PublishOutcome::Fenced,
-        -2 => PublishOutcome::CancelRequested,
-        length => PublishOutcome::Appended { replay_log_length: length.max(0) as u64 },
+        -1 => FinishOutcome::Fenced,
+        -2 => FinishOutcome::AlreadyFinished,
+        length => FinishOutcome::Finished { replay_log_length: length.max(0) as u64 },
     })
 }
 

@@ -19,7 +19,6 @@ use crate::job::{JobId, Lane};
 /// - `dam:dead-letters`: list of jobs that could not be completed.
 /// - `dam:dead-letters:replayed`: counter of dead letters put back on their lane by an operator.
 /// - `dam:control`: pub/sub channel announcing configuration changes.
-/// - `dam:queue:turn`: counter that spreads claims between lanes by their weights.
 /// - `dam:limits`: the live limits (JSON); absent means the configured ones.
 /// - `dam:intake:paused`: present while an operator has paused intake.
 /// - `dam:circuit`: hash with the upstream circuit breaker's state (see [`circuit_field`]).
@@ -33,7 +32,7 @@ use crate::job::{JobId, Lane};
 /// - `dam:stats:outcomes:{bucket}`: hash of how jobs ended (done, failed, expired, cancelled; requeued), likewise.
 /// - `dam:reaper:lease`: held (with a TTL) by the one worker currently recovering dead workers' jobs.
 /// - `dam:worker:{id}:cancel`: pub/sub channel telling a worker to abort a job it runs.
-/// - `dam:llm:starts`: sorted set of upstream request starts in the last second (the global request rate).
+/// - `dam:llm:next-start`: the next free upstream request start slot, ms (starts are spaced evenly: the global request rate).
 /// - `dam:llm:tokens`: hash of upstream tokens per second over the last minute (the global token rate).
 /// - `dam:circuit:outcomes`: hash of upstream call outcomes per second (the circuit breaker's window).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,10 +105,6 @@ impl RedisKeys {
         format!("{}control", self.prefix)
     }
 
-    pub fn lane_turn(&self) -> String {
-        format!("{}queue:turn", self.prefix)
-    }
-
     pub fn live_limits(&self) -> String {
         format!("{}limits", self.prefix)
     }
@@ -159,8 +154,8 @@ impl RedisKeys {
         format!("{}worker:{worker_id}:cancel", self.prefix)
     }
 
-    pub fn llm_request_starts(&self) -> String {
-        format!("{}llm:starts", self.prefix)
+    pub fn llm_next_start_slot(&self) -> String {
+        format!("{}llm:next-start", self.prefix)
     }
 
     pub fn llm_token_use(&self) -> String {
@@ -209,10 +204,13 @@ pub mod job_state_field {
     pub const TICKET: &str = "ticket";
     pub const LANE: &str = "lane";
     pub const IDENTITY: &str = "identity";
-    /// Which attempt currently owns the job; stream writes from any other attempt are refused (fencing).
+    /// Which attempt currently owns the job, raised by every start: its ending is refused to any other attempt
+    /// (fencing; its batches are fenced by the replay log's length).
     pub const ATTEMPT: &str = "attempt";
     /// The worker that currently owns the job.
     pub const WORKER: &str = "worker";
+    /// `1` once the job's client cancelled it while it ran; its worker ends it.
+    pub const CANCEL_REQUESTED: &str = "cancel_requested";
     pub const CREATED_AT_MS: &str = "created_at_ms";
     pub const STARTED_AT_MS: &str = "started_at_ms";
     pub const FINISHED_AT_MS: &str = "finished_at_ms";
@@ -240,10 +238,9 @@ mod tests {
         assert_eq!(keys.dead_letters(), "dam:dead-letters");
         assert_eq!(keys.dead_letter_replays(), "dam:dead-letters:replayed");
         assert_eq!(keys.control_channel(), "dam:control");
-        assert_eq!(keys.lane_turn(), "dam:queue:turn");
         assert_eq!(keys.reaper_lease(), "dam:reaper:lease");
         assert_eq!(keys.worker_cancel_channel("w1"), "dam:worker:w1:cancel");
-        assert_eq!(keys.llm_request_starts(), "dam:llm:starts");
+        assert_eq!(keys.llm_next_start_slot(), "dam:llm:next-start");
         assert_eq!(keys.llm_token_use(), "dam:llm:tokens");
         assert_eq!(keys.circuit_outcomes(), "dam:circuit:outcomes");
         assert_eq!(keys.live_limits(), "dam:limits");

@@ -112,6 +112,8 @@ pub struct GatewaySettings {
     pub body_read_timeout_ms: u64,
     /// Largest request header block; larger gets 431.
     pub max_header_bytes: usize,
+    /// Runtime threads of one gateway process; 0 means one per core.
+    pub runtime_threads: usize,
 }
 
 impl Default for GatewaySettings {
@@ -127,6 +129,7 @@ impl Default for GatewaySettings {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             max_header_bytes: 16_384,
+            runtime_threads: 0,
         }
     }
 }
@@ -139,10 +142,10 @@ pub struct WorkerSettings {
     pub id: String,
     /// Most upstream streams this worker runs at once.
     pub concurrency: usize,
-    /// A token batch is flushed once it holds this many tokens...
+    /// A job writes its first token at once, and while a write is in flight the tokens that arrive wait and
+    /// go out together with the next write (group commit). This bounds the tokens waiting behind one write:
+    /// once reached, the job stops reading the upstream until the write returns.
     pub batch_max_tokens: usize,
-    /// ...or once its first token is this old.
-    pub batch_max_delay_ms: u64,
     /// How often the worker refreshes its heartbeat key.
     pub heartbeat_interval_ms: u64,
     /// How long the heartbeat key lives without a refresh.
@@ -157,15 +160,17 @@ pub struct WorkerSettings {
     pub max_recoveries: u32,
     /// A running job nobody listens to for this long is cancelled (its client went away).
     pub abandon_grace_ms: u64,
+    /// Runtime threads of one worker process; 0 means one per core. A worker mostly waits on sockets, so one
+    /// thread carries hundreds of streams, and several worker processes on a small machine do not fight for it.
+    pub runtime_threads: usize,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             id: String::new(),
-            concurrency: 32,
+            concurrency: 256,
             batch_max_tokens: 32,
-            batch_max_delay_ms: 25,
             heartbeat_interval_ms: 1_000,
             heartbeat_ttl_ms: 5_000,
             idle_wait_ms: 2_000,
@@ -173,6 +178,7 @@ impl Default for WorkerSettings {
             reaper_interval_ms: 2_000,
             max_recoveries: 3,
             abandon_grace_ms: 15_000,
+            runtime_threads: 1,
         }
     }
 }
@@ -209,9 +215,12 @@ pub struct LlmSettings {
     pub circuit_cool_down_ms: u64,
     /// Probe requests at once while the circuit is half-open.
     pub circuit_probes: u32,
-    /// Request starts are counted over one second plus this margin, for the delay between a worker's permit and
-    /// its request reaching the provider, so the provider never sees more than the limit in any one second.
-    pub start_window_margin_ms: u64,
+    /// Upstream request starts are spaced evenly, `(1000 + this) / limits.llm.max_requests_per_second` ms
+    /// apart: the allowance absorbs the jitter between a start slot and its request reaching the provider, so the
+    /// provider never sees more than the limit in any one second, and the drain is `1000 / (1000 + this)` of it.
+    pub start_jitter_allowance_ms: u64,
+    /// How far ahead a waiting job may reserve its start slot (it then sleeps until the slot).
+    pub start_horizon_ms: u64,
 }
 
 impl Default for LlmSettings {
@@ -231,7 +240,8 @@ impl Default for LlmSettings {
             circuit_failure_ratio: 0.5,
             circuit_cool_down_ms: 15_000,
             circuit_probes: 2,
-            start_window_margin_ms: 200,
+            start_jitter_allowance_ms: 20,
+            start_horizon_ms: 100,
         }
     }
 }

@@ -64,7 +64,17 @@ impl StreamEvent {
     pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
+
+    /// The events of one message published on a job's event channel. A worker publishes each batch it writes as
+    /// one message: the events' JSON, in seq order, joined by [`PUBLISHED_EVENT_SEPARATOR`] (JSON text never
+    /// holds a raw newline, so the split is exact). The replay log keeps one event per entry.
+    pub fn decode_published(payload: &str) -> impl Iterator<Item = Result<Self, serde_json::Error>> + '_ {
+        payload.split(PUBLISHED_EVENT_SEPARATOR).filter(|line| !line.is_empty()).map(Self::decode)
+    }
 }
+
+/// Separates the events of one published message (see [`StreamEvent::decode_published`]).
+pub const PUBLISHED_EVENT_SEPARATOR: char = '\n';
 
 #[cfg(test)]
 mod tests {
@@ -96,6 +106,19 @@ mod tests {
             assert_eq!(event.encode(), wire);
             assert_eq!(StreamEvent::decode(wire).expect("decodes"), event);
         }
+    }
+
+    #[test]
+    fn a_published_batch_yields_its_events_in_order() {
+        let batch = [
+            StreamEvent::Token { seq: 3, text: "line one\nline two".to_owned() },
+            StreamEvent::Reset { seq: 4 },
+        ];
+        let payload = batch.iter().map(StreamEvent::encode).collect::<Vec<_>>().join("\n");
+        let decoded: Vec<_> =
+            StreamEvent::decode_published(&payload).collect::<Result<_, _>>().expect("decodes");
+        assert_eq!(decoded, batch);
+        assert_eq!(StreamEvent::decode_published(&batch[1].encode()).count(), 1);
     }
 
     #[test]

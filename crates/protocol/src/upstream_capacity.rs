@@ -15,7 +15,7 @@ static ACQUIRE_UPSTREAM_PERMIT: LazyLock<Script> =
 static SETTLE_UPSTREAM_CALL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/settle_upstream_call.lua")));
 
-/// How the upstream is protected: the circuit breaker's judgement, and the margin of the request-rate window.
+/// How the upstream is protected: the circuit breaker's judgement, and how request starts are spaced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpstreamPolicy {
     /// The sliding window of outcomes, in seconds.
@@ -30,20 +30,32 @@ pub struct UpstreamPolicy {
     pub probes: u32,
     /// How long a probe may take before its place is freed.
     pub probe_timeout_ms: u64,
-    /// Request starts are counted over one second plus this margin, for the delay between a permit and its
-    /// request reaching the upstream, so the upstream never sees more than the limit in any one second.
-    pub start_margin_ms: u64,
+    /// Added to the spacing of starts, spread over one second: room for the jitter between a start slot and its
+    /// request reaching the upstream (timers, scheduling), so the upstream never sees more than the limit in any
+    /// one-second window. The drain is then `1000 / (1000 + allowance)` of the limit.
+    pub start_jitter_allowance_ms: u64,
+    /// How far ahead a start slot may be reserved: a job sleeps until its slot, so a short horizon wastes few
+    /// slots when reserving jobs are cancelled, and a longer one asks Redis less often.
+    pub start_horizon_ms: u64,
+}
+
+impl UpstreamPolicy {
+    /// The time between two request starts for a limit of `max_requests_per_second`, in ms.
+    pub fn start_spacing_ms(&self, max_requests_per_second: f64) -> f64 {
+        (1_000.0 + self.start_jitter_allowance_ms as f64) / max_requests_per_second.max(f64::MIN_POSITIVE)
+    }
 }
 
 /// Leave to call upstream once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamPermit {
-    pub id: String,
     /// The second the tokens were reserved in (ms since the epoch / 1000).
     pub reserved_second: u64,
     pub reserved_tokens: u64,
     /// A half-open probe: its outcome closes or reopens the circuit.
     pub is_probe: bool,
+    /// The reserved start slot is this far ahead: sleep this long, then call.
+    pub start_in_ms: u64,
 }
 
 /// The answer to a permit request.
@@ -64,31 +76,29 @@ pub enum PermitDecision {
 pub async fn acquire_upstream_permit(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
-    permit_id: &str,
     limits: &LlmLimits,
     policy: &UpstreamPolicy,
     reserve_tokens: u64,
 ) -> RedisResult<PermitDecision> {
-    let starts_per_second = limits.max_requests_per_second.floor().max(1.0) as u64;
-    let (decision, first, second, reserved_second): (String, i64, i64, u64) = ACQUIRE_UPSTREAM_PERMIT
-        .key(keys.circuit_breaker())
-        .key(keys.llm_request_starts())
-        .key(keys.llm_token_use())
-        .arg(1_000 + policy.start_margin_ms)
-        .arg(permit_id)
-        .arg(starts_per_second)
-        .arg(limits.max_tokens_per_minute.max(1))
-        .arg(reserve_tokens)
-        .arg(policy.probes.max(1))
-        .arg(policy.probe_timeout_ms.max(1))
-        .invoke_async(connection)
-        .await?;
+    let (decision, first, second, reserved_second, start_in_ms): (String, i64, i64, u64, u64) =
+        ACQUIRE_UPSTREAM_PERMIT
+            .key(keys.circuit_breaker())
+            .key(keys.llm_next_start_slot())
+            .key(keys.llm_token_use())
+            .arg(policy.start_spacing_ms(limits.max_requests_per_second))
+            .arg(policy.start_horizon_ms)
+            .arg(limits.max_tokens_per_minute.max(1))
+            .arg(reserve_tokens)
+            .arg(policy.probes.max(1))
+            .arg(policy.probe_timeout_ms.max(1))
+            .invoke_async(connection)
+            .await?;
     Ok(match decision.as_str() {
         "granted" => PermitDecision::Granted(UpstreamPermit {
-            id: permit_id.to_owned(),
             reserved_second,
             reserved_tokens: second.max(0) as u64,
             is_probe: first == 1,
+            start_in_ms,
         }),
         "wait" => PermitDecision::Wait { ms: first.max(1) as u64 },
         _ => PermitDecision::CircuitOpen { ms: first.max(1) as u64 },

@@ -24,11 +24,18 @@ use super::{ProviderError, ProviderEvent};
 /// An upstream answer as a stream of events.
 pub type ProviderStream = BoxStream<'static, Result<ProviderEvent, ProviderError>>;
 
-/// A client for one OpenAI-compatible base URL.
+/// A client for one OpenAI-compatible base URL. Built once per process and cloned: one connection pool with
+/// keep-alive for every job, and no per-call TLS or client setup (building a client loads the system's root
+/// certificates from disk).
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    config: OpenAIConfig,
-    http: reqwest::Client,
+    client: Client<OpenAIConfig>,
+}
+
+tokio::task_local! {
+    /// Where the transport notes the `Retry-After` of the current call's error answer: set around each call, so
+    /// one shared client still reports every call's own.
+    static CALL_RETRY_AFTER: RetryAfterSlot;
 }
 
 impl OpenAiProvider {
@@ -36,28 +43,27 @@ impl OpenAiProvider {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_secs(settings.request_timeout_s))
+            .tcp_nodelay(true)
             .build()
             .map_err(|error| ProviderError::Transport(error.to_string()))?;
         let mut config = OpenAIConfig::new().with_api_base(settings.base_url.trim_end_matches('/'));
         if let Some(api_key) = &settings.api_key {
             config = config.with_api_key(api_key.expose_secret());
         }
-        Ok(Self { config, http })
+        let service = RetryAfterRecorder { inner: ReqwestService::new(http.clone()) };
+        Ok(Self { client: Client::build(http, config).with_http_service(service) })
     }
 
     /// Starts a streamed completion for `envelope`; the returned stream ends after the last event. Dropping it
     /// closes the upstream connection, which stops generation (and its cost).
     pub async fn stream_completion(&self, envelope: &JobEnvelope) -> Result<ProviderStream, ProviderError> {
         let request = completion_request(envelope);
-        // A client per call (cheap: it shares the connection pool) so the Retry-After of this call's answer is
-        // this call's alone.
         let retry_after = RetryAfterSlot::default();
-        let service =
-            RetryAfterRecorder { inner: ReqwestService::new(self.http.clone()), slot: retry_after.clone() };
-        let client = Client::with_config(self.config.clone()).with_http_service(service);
-        let chunks = client
-            .chat()
-            .create_stream_byot::<serde_json::Value, LenientChunk>(request)
+        let chunks = CALL_RETRY_AFTER
+            .scope(
+                retry_after.clone(),
+                self.client.chat().create_stream_byot::<serde_json::Value, LenientChunk>(request),
+            )
             .await
             .map_err(|error| with_retry_after(provider_error(error), &retry_after))?;
         let events = chunks
@@ -141,11 +147,11 @@ fn with_retry_after(error: ProviderError, slot: &RetryAfterSlot) -> ProviderErro
     }
 }
 
-/// The transport, plus a note of the `Retry-After` header of error answers (async-openai's errors drop headers).
+/// The transport, plus a note of the `Retry-After` header of error answers (async-openai's errors drop headers)
+/// in the calling task's slot.
 #[derive(Clone)]
 struct RetryAfterRecorder {
     inner: ReqwestService,
-    slot: RetryAfterSlot,
 }
 
 impl tower::Service<HttpRequestFactory> for RetryAfterRecorder {
@@ -162,10 +168,11 @@ impl tower::Service<HttpRequestFactory> for RetryAfterRecorder {
 
     fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
         let answer = self.inner.call(request);
-        let slot = self.slot.clone();
+        // Called from within the job's task, inside its `CALL_RETRY_AFTER` scope.
+        let slot = CALL_RETRY_AFTER.try_with(RetryAfterSlot::clone).ok();
         Box::pin(async move {
             let response = answer.await?;
-            if !response.status().is_success() {
+            if let Some(slot) = slot.filter(|_| !response.status().is_success()) {
                 let seconds = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)

@@ -181,3 +181,24 @@ async fn tokens_used_are_charged_to_the_callers_daily_budget_and_a_spent_budget_
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "budget_exhausted");
 }
+
+#[tokio::test]
+async fn one_shared_provider_reports_each_calls_own_retry_after() {
+    let stack = TestStack::start(StackOptions { gateways: 0, workers: 0, ..StackOptions::default() }).await;
+    let provider = llm_worker::provider::openai::OpenAiProvider::new(&stack.settings.llm).expect("provider");
+    let slow_down = chat_envelope("busy [[mock status=429 retry_after_s=7]]");
+    let unavailable = chat_envelope("down [[mock status=503 retry_after_s=2]]");
+    let plain = chat_envelope("broken [[mock status=500]]");
+    let (slow_down, unavailable, plain) = tokio::join!(
+        provider.stream_completion(&slow_down),
+        provider.stream_completion(&unavailable),
+        provider.stream_completion(&plain),
+    );
+    let retry_after = |outcome: Result<_, llm_worker::provider::ProviderError>| match outcome {
+        Err(error) => error.retry_after(),
+        Ok(_) => panic!("expected an error answer"),
+    };
+    assert_eq!(retry_after(slow_down), Some(Duration::from_secs(7)));
+    assert_eq!(retry_after(unavailable), Some(Duration::from_secs(2)));
+    assert_eq!(retry_after(plain), None, "an answer without the header reports none");
+}

@@ -27,16 +27,20 @@
 
 local now = tonumber(ARGV[1])
 
+-- The common path (admitted) runs about 20 commands; checks that rarely fire are folded into one command where
+-- they can be, and a TTL is set when its key is created, not on every call.
 local function decide(decision, job_id, ticket, position, retry_after_ms, remaining, reset_ms)
-  redis.call('HINCRBY', KEYS[8], decision, 1)
-  redis.call('EXPIRE', KEYS[8], 120)
+  if redis.call('HINCRBY', KEYS[8], decision, 1) == 1 then
+    redis.call('EXPIRE', KEYS[8], 120)
+  end
   return {decision, job_id, ticket, position, math.ceil(retry_after_ms), remaining, math.ceil(reset_ms)}
 end
 
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  return decide('blocked', '', 0, 0, math.max(redis.call('PTTL', KEYS[3]), 1000), -1, 0)
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- One EXISTS for both rare stops; which one it was is asked only when one is there.
+if redis.call('EXISTS', KEYS[3], KEYS[1]) > 0 then
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    return decide('blocked', '', 0, 0, math.max(redis.call('PTTL', KEYS[3]), 1000), -1, 0)
+  end
   return decide('maintenance', '', 0, 0, 30000, -1, 0)
 end
 local circuit = redis.call('HMGET', KEYS[2], 'state', 'open_until_ms')
@@ -58,21 +62,35 @@ redis.call('SET', KEYS[4], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1
 local remaining = math.floor((allowed_until - new_tat) / interval)
 local reset_ms = new_tat - now
 
+-- The duplicate key is claimed for this job in the same command that finds an earlier one (SET NX GET); a
+-- later refusal gives it back.
+local claimed_duplicate = false
 if KEYS[6] ~= '' then
-  local existing = redis.call('GET', KEYS[6])
+  local existing = redis.call('SET', KEYS[6], ARGV[2], 'NX', 'GET', 'PX', ARGV[10])
   if existing then
     return decide('joined', existing, 0, 0, 0, remaining, reset_ms)
   end
+  claimed_duplicate = true
+end
+local function refuse(decision, retry_after_ms)
+  if claimed_duplicate then
+    redis.call('DEL', KEYS[6])
+  end
+  return decide(decision, '', 0, 0, retry_after_ms, remaining, reset_ms)
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then
-  return decide('too_many_active_chats', '', 0, 0, 2000, remaining, reset_ms)
+-- Entries past their expiry (jobs that never finished) are dropped only when they could make the difference.
+local active_limit = tonumber(ARGV[8])
+if redis.call('ZCARD', KEYS[5]) >= active_limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if redis.call('ZCARD', KEYS[5]) >= active_limit then
+    return refuse('too_many_active_chats', 2000)
+  end
 end
 
 local budget = tonumber(ARGV[11])
 if budget > 0 and tonumber(redis.call('GET', KEYS[7]) or '0') >= budget then
-  return decide('budget_exhausted', '', 0, 0, tonumber(ARGV[16]), remaining, reset_ms)
+  return refuse('budget_exhausted', tonumber(ARGV[16]))
 end
 
 local depth = 0
@@ -85,11 +103,11 @@ if depth >= tonumber(ARGV[9]) then
   if drain > 0 then
     wait_ms = (depth - tonumber(ARGV[9]) + 1) / drain * 1000
   end
-  return decide('queue_full', '', 0, 0, math.max(wait_ms, 1000), remaining, reset_ms)
+  return refuse('queue_full', math.max(wait_ms, 1000))
 end
 
 if redis.call('EXISTS', KEYS[9]) == 1 then
-  return decide('duplicate_id', '', 0, 0, 0, remaining, reset_ms)
+  return refuse('duplicate_id', 0)
 end
 local ticket = redis.call('INCR', KEYS[11])
 redis.call('HSET', KEYS[9],
@@ -98,13 +116,10 @@ redis.call('HSET', KEYS[9],
 redis.call('EXPIRE', KEYS[9], ARGV[12])
 redis.call('RPUSH', KEYS[10], ARGV[3])
 -- One doorbell item wakes one idle worker; the cap keeps the list small while every worker is busy.
-if redis.call('LLEN', KEYS[13]) < tonumber(ARGV[13]) then
-  redis.call('RPUSH', KEYS[13], '1')
+if redis.call('RPUSH', KEYS[13], '1') > tonumber(ARGV[13]) then
+  redis.call('RPOP', KEYS[13])
 end
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), ARGV[2])
 redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[14]))
-if KEYS[6] ~= '' then
-  redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[10])
-end
 local served = tonumber(redis.call('GET', KEYS[12]) or '0')
 return decide('admitted', ARGV[2], ticket, ticket - served, 0, remaining, reset_ms)

@@ -2,7 +2,7 @@
 
 use protocol::job_lifecycle::{
     AdmissionDecision, AdmissionRequest, DuplicateCheck, JobEnding, JobFence, RejectionReason, admit_chat,
-    claim_next_job, publish_stream_events, start_job,
+    claim_next_job, finish_job, start_job,
 };
 use protocol::keys::ADMISSION_STATS_BUCKET_S;
 use protocol::limits::TierLimits;
@@ -187,6 +187,51 @@ async fn a_duplicate_joins_the_first_job_within_its_window() {
 }
 
 #[tokio::test]
+async fn a_refused_chat_leaves_no_duplicate_key_for_its_retry_to_join() {
+    let redis = RedisServer::start().await;
+    let mut connection = redis.connection().await;
+    let keys = RedisKeys::new(unique_key_prefix());
+    let limits = TierLimits { max_active_chats: 1, ..generous() };
+    let duplicate = Some(DuplicateCheck { fingerprint: "retry-me".to_owned(), window_ms: 10_000 });
+    admit(&mut connection, &keys, &request(&envelope(Lane::Standard), NOW_MS, limits)).await;
+
+    let refused = envelope(Lane::Standard);
+    let decision = admit(
+        &mut connection,
+        &keys,
+        &AdmissionRequest { duplicate: duplicate.clone(), ..request(&refused, NOW_MS, limits) },
+    )
+    .await;
+    assert_eq!(rejection(&decision).0, RejectionReason::TooManyActiveChats);
+    let left: bool =
+        connection.exists(keys.duplicate_chat(&refused.identity, "retry-me")).await.expect("exists");
+    assert!(!left, "the refused chat gave its duplicate key back");
+
+    // Its retry, once there is room, is a new chat rather than a join of one that never existed.
+    let retry = envelope(Lane::Standard);
+    let decision =
+        admit(&mut connection, &keys, &AdmissionRequest { duplicate, ..request(&retry, NOW_MS, generous()) })
+            .await;
+    assert!(matches!(decision, AdmissionDecision::Admitted { .. }), "{decision:?}");
+}
+
+#[tokio::test]
+async fn the_doorbell_never_holds_more_rings_than_its_capacity() {
+    let redis = RedisServer::start().await;
+    let mut connection = redis.connection().await;
+    let keys = RedisKeys::new(unique_key_prefix());
+    let capacity = protocol::job_lifecycle::DOORBELL_CAPACITY;
+    for index in 0..capacity + 5 {
+        let job = envelope(Lane::Standard);
+        let limits = TierLimits { burst: 100_000, max_active_chats: 100_000, ..generous() };
+        let request = AdmissionRequest { max_queue_depth: 100_000, ..request(&job, NOW_MS + index, limits) };
+        admit(&mut connection, &keys, &request).await;
+    }
+    let rings: u64 = connection.llen(keys.queue_doorbell()).await.expect("llen");
+    assert_eq!(rings, capacity);
+}
+
+#[tokio::test]
 async fn a_caller_holds_at_most_its_active_chats_and_a_finished_chat_frees_its_place() {
     let redis = RedisServer::start().await;
     let mut connection = redis.connection().await;
@@ -200,11 +245,9 @@ async fn a_caller_holds_at_most_its_active_chats_and_a_finished_chat_frees_its_p
     let (reason, _) = rejection(&admit(&mut connection, &keys, &request(&third, NOW_MS, limits)).await);
     assert_eq!(reason, RejectionReason::TooManyActiveChats);
 
-    let claimed = claim_next_job(&mut connection, &keys, "w1", &[(Lane::Standard, 1)])
-        .await
-        .expect("claim")
-        .expect("job");
-    start_job(&mut connection, &keys, &first.id, "w1", 1, NOW_MS).await.expect("start");
+    let claimed =
+        claim_next_job(&mut connection, &keys, "w1", &[Lane::Standard]).await.expect("claim").expect("job");
+    start_job(&mut connection, &keys, &first.id, "w1", NOW_MS, 60).await.expect("start");
     let fence = JobFence {
         job_id: &first.id,
         identity: &first.identity,
@@ -212,17 +255,8 @@ async fn a_caller_holds_at_most_its_active_chats_and_a_finished_chat_frees_its_p
         attempt: 1,
         raw_envelope: &claimed.raw_envelope,
     };
-    publish_stream_events(
-        &mut connection,
-        &keys,
-        fence,
-        &[],
-        Some(JobEnding { status: JobStatus::Done, tokens_used: 0, dead_letter: None }),
-        60,
-        NOW_MS,
-    )
-    .await
-    .expect("finish");
+    let ending = JobEnding { status: JobStatus::Done, tokens_used: 0, dead_letter: None };
+    finish_job(&mut connection, &keys, fence, &[], ending, 0, 0, 60, NOW_MS).await.expect("finish");
     assert!(matches!(
         admit(&mut connection, &keys, &request(&third, NOW_MS, limits)).await,
         AdmissionDecision::Admitted { .. }

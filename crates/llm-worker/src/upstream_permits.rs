@@ -1,0 +1,130 @@
+//! A job's leave to call the upstream: it waits for the shared capacity (the global start rate, the token
+//! budget, the circuit breaker), reserves its start slot and sleeps until it, and settles the call afterwards
+//! with its real token use and outcome. The jobs of one worker ask one at a time, in arrival order.
+
+use std::time::Duration;
+
+use protocol::upstream_capacity::{
+    CallOutcome, PermitDecision, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
+    settle_upstream_call,
+};
+use protocol::{JobEnvelope, unix_time_ms};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::WorkerError;
+use crate::job_runner::JobContext;
+
+/// Longest single pause while waiting for upstream capacity, so shutdown and deadlines are noticed.
+const LONGEST_CAPACITY_PAUSE: Duration = Duration::from_millis(1_000);
+/// Pause before asking again when Redis did not answer a permit request.
+const PERMIT_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What a permit wait can be interrupted by.
+#[derive(Debug, Clone, Copy)]
+pub struct PermitWait<'a> {
+    pub stop: &'a CancellationToken,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The circuit breaker's judgement and the start spacing, from the settings.
+pub fn upstream_policy(context: &JobContext) -> UpstreamPolicy {
+    let llm = &context.settings.llm;
+    UpstreamPolicy {
+        window_s: llm.circuit_window_s,
+        min_calls: llm.circuit_min_calls,
+        failure_ratio: llm.circuit_failure_ratio,
+        cool_down_ms: llm.circuit_cool_down_ms,
+        probes: llm.circuit_probes,
+        probe_timeout_ms: llm.first_token_timeout_ms + 1_000,
+        start_jitter_allowance_ms: llm.start_jitter_allowance_ms,
+        start_horizon_ms: llm.start_horizon_ms,
+    }
+}
+
+/// Waits until the shared upstream capacity lets `envelope`'s job call, reserving up to `reserve_tokens`, and
+/// returns once its start slot has come. `None` when the job's deadline passed first.
+pub async fn wait_for_upstream_permit(
+    context: &JobContext,
+    envelope: &JobEnvelope,
+    reserve_tokens: u64,
+    interrupt: PermitWait<'_>,
+) -> Result<Option<UpstreamPermit>, WorkerError> {
+    let policy = upstream_policy(context);
+    let deadline_in = Duration::from_millis(envelope.deadline_ms.saturating_sub(unix_time_ms()));
+    // Only the first job in this worker's line asks Redis; the others wait their turn here.
+    let turn = tokio::select! {
+        _ = interrupt.stop.cancelled() => return Err(WorkerError::Stopped),
+        _ = interrupt.cancel.cancelled() => return Err(WorkerError::CancelRequested),
+        _ = tokio::time::sleep(deadline_in) => return Ok(None),
+        turn = context.permit_queue.lock() => turn,
+    };
+    let permit = loop {
+        if unix_time_ms() > envelope.deadline_ms {
+            return Ok(None);
+        }
+        let limits = context.limits.borrow().llm;
+        let keys = &context.keys;
+        let decision = context
+            .redis
+            .run(|mut connection| async move {
+                acquire_upstream_permit(&mut connection, keys, &limits, &policy, reserve_tokens).await
+            })
+            .await;
+        let pause = match decision {
+            Ok(PermitDecision::Granted(permit)) => break permit,
+            Ok(PermitDecision::Wait { ms }) => {
+                metrics::counter!("dam_worker_capacity_waits_total", "reason" => "rate").increment(1);
+                Duration::from_millis(ms)
+            }
+            Ok(PermitDecision::CircuitOpen { ms }) => {
+                metrics::counter!("dam_worker_capacity_waits_total", "reason" => "circuit_open").increment(1);
+                // A little jitter keeps the workers from asking again all at the same instant.
+                Duration::from_millis(ms) + Duration::from_millis(rand::rng().random_range(0..20))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not ask for upstream capacity");
+                PERMIT_RETRY_PAUSE
+            }
+        };
+        tokio::select! {
+            _ = interrupt.stop.cancelled() => return Err(WorkerError::Stopped),
+            _ = interrupt.cancel.cancelled() => return Err(WorkerError::CancelRequested),
+            _ = tokio::time::sleep(pause.min(LONGEST_CAPACITY_PAUSE)) => {}
+        }
+    };
+    // The slot is reserved: the next job in line may reserve the one after it while this one sleeps.
+    drop(turn);
+    if permit.start_in_ms > 0 {
+        tokio::select! {
+            _ = interrupt.stop.cancelled() => return Err(WorkerError::Stopped),
+            _ = interrupt.cancel.cancelled() => return Err(WorkerError::CancelRequested),
+            _ = tokio::time::sleep(Duration::from_millis(permit.start_in_ms)) => {}
+        }
+    }
+    Ok(Some(permit))
+}
+
+/// Settles a permit with the call's real token use and what it says about the upstream's health.
+pub async fn settle_upstream_permit(
+    context: &JobContext,
+    permit: &UpstreamPermit,
+    tokens_used: u64,
+    outcome: CallOutcome,
+) {
+    let (keys, policy) = (&context.keys, upstream_policy(context));
+    let settled = context
+        .redis
+        .run(|mut connection| async move {
+            settle_upstream_call(&mut connection, keys, permit, tokens_used, outcome, &policy, unix_time_ms())
+                .await
+        })
+        .await;
+    match settled {
+        Ok(state) if state == "open" && outcome == CallOutcome::Failed => {
+            tracing::warn!("the upstream circuit breaker is open");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not settle an upstream call"),
+    }
+}
