@@ -257,13 +257,20 @@ impl RunningJob<'_> {
         let mut pieces = 0u64;
         let mut finish_reason = None;
         let mut reported_usage = None;
+        // Made once per answer, not once per token: each `cancelled()` future registers a waiter, and each new
+        // timer is an insertion into the timer wheel.
+        let (stop, cancel) = (self.stop, self.cancel.clone());
+        let stopped = stop.cancelled();
+        let cancelled = cancel.cancelled();
+        // The silence timer is armed for the deadline of the last event seen when it was set, and re-armed
+        // only when it fires early (events came meanwhile): once per silence period rather than once per token.
+        let silence = tokio::time::sleep_until(call_started + first_token_timeout);
+        tokio::pin!(stopped, cancelled, silence);
         let answer = loop {
-            let silence_limit =
-                if text_started { last_event_at + gap_timeout } else { call_started + first_token_timeout };
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return Err(WorkerError::Stopped),
-                _ = self.cancel.cancelled() => {
+                _ = &mut stopped => return Err(WorkerError::Stopped),
+                _ = &mut cancelled => {
                     break AnswerOutcome::Cancelled { reason: self.registration.reason(), pieces };
                 }
                 written = async { self.write_in_flight.as_mut().expect("polled only while a write is in flight").await },
@@ -275,7 +282,13 @@ impl RunningJob<'_> {
                         self.start_write(batch);
                     }
                 }
-                _ = tokio::time::sleep_until(silence_limit) => {
+                _ = &mut silence => {
+                    let silence_limit =
+                        if text_started { last_event_at + gap_timeout } else { call_started + first_token_timeout };
+                    if Instant::now() < silence_limit {
+                        silence.as_mut().reset(silence_limit);
+                        continue;
+                    }
                     let error = ProviderError::Timeout(if text_started { "the answer stalled" } else { "no first token in time" });
                     break AnswerOutcome::Failed { error, text_started, pieces };
                 }
@@ -283,7 +296,11 @@ impl RunningJob<'_> {
                     last_event_at = Instant::now();
                     match next {
                         Some(Ok(ProviderEvent::Text(text))) => {
-                            text_started = true;
+                            if !text_started {
+                                text_started = true;
+                                // From the first token on, the limit is the gap between tokens.
+                                silence.as_mut().reset(last_event_at + gap_timeout);
+                            }
                             pieces += 1;
                             if let Some(batch) = commit.push(&text) {
                                 self.start_write(batch);

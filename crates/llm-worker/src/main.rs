@@ -3,6 +3,11 @@
 
 use protocol::Settings;
 
+// Every token costs a few small allocations (the upstream chunk, the event, the Redis command): mimalloc serves
+// them with less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     protocol::shutdown::exit_code(serve())
 }
