@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use protocol::dead_letter::DeadLetter;
-use protocol::job_lifecycle::{JobEnding, JobFence, JobStart, start_job};
-use protocol::upstream_capacity::CallOutcome;
+use protocol::job_lifecycle::{JobEnding, JobFence, JobStart, start_job, start_job_with_permit_request};
+use protocol::upstream_capacity::{CallOutcome, PermitDecision};
 use protocol::{
     JobEnvelope, JobStatus, RedisConnections, RedisKeys, Settings, StreamEvent, Usage, unix_time_ms,
 };
@@ -26,7 +26,7 @@ use crate::group_commit::GroupCommit;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
 use crate::stream_writer::StreamWriter;
-use crate::upstream_permits::{PermitWait, settle_upstream_permit, wait_for_upstream_permit};
+use crate::upstream_permits::{PermitWait, permit_request, settle_upstream_permit, wait_for_upstream_permit};
 
 /// What every job of this worker shares.
 #[derive(Debug, Clone)]
@@ -93,10 +93,33 @@ pub async fn run_claimed_job(
     let registration = context.cancels.register(envelope.id, listened_channel);
     let (job_id, worker_id, keys) = (envelope.id, &context.worker_id, &context.keys);
     let new_log_ttl_s = context.settings.job_state_ttl_s();
-    let start = context
+    let reserve_tokens = estimated_usage(envelope, u64::from(envelope.parameters.max_tokens)).total_tokens;
+    // The fast path asks for the upstream permit in the same round trip as the start (a job already late
+    // will not call upstream, so it does not ask).
+    let permit = (unix_time_ms() <= envelope.deadline_ms).then(|| permit_request(context, reserve_tokens));
+    let (start, early_permit) = context
         .redis
         .run(|mut connection| async move {
-            start_job(&mut connection, keys, &job_id, worker_id, unix_time_ms(), new_log_ttl_s).await
+            match &permit {
+                Some(permit) => {
+                    start_job_with_permit_request(
+                        &mut connection,
+                        keys,
+                        &job_id,
+                        worker_id,
+                        unix_time_ms(),
+                        new_log_ttl_s,
+                        permit,
+                    )
+                    .await
+                }
+                None => {
+                    let start =
+                        start_job(&mut connection, keys, &job_id, worker_id, unix_time_ms(), new_log_ttl_s)
+                            .await?;
+                    Ok((start, None))
+                }
+            }
         })
         .await?;
     let (replay_log_length, attempt, cancel_requested) = match start {
@@ -104,6 +127,7 @@ pub async fn run_claimed_job(
             (replay_log_length, attempt, cancel_requested)
         }
         JobStart::AlreadyFinal { .. } | JobStart::Missing => {
+            give_back_unused_permit(context, early_permit).await;
             remove_from_processing(context, raw_envelope).await?;
             return Ok(JobOutcome::Skipped);
         }
@@ -123,14 +147,27 @@ pub async fn run_claimed_job(
         registration: &registration,
         writer: StreamWriter::new(context, fence, replay_log_length),
         write_in_flight: None,
+        reserve_tokens,
+        early_permit,
     };
     // Cancelled while an earlier attempt ran (that worker then died): this attempt only ends it.
     if cancel_requested {
+        give_back_unused_permit(context, job.early_permit.take()).await;
         return job.end_cancelled(CANCELLED_BY_CLIENT, 0).await;
     }
-    match job.run().await {
+    let outcome = job.run().await;
+    // A job that ended before its first upstream call (expired, abandoned, stopped) did not use that permit.
+    give_back_unused_permit(context, job.early_permit.take()).await;
+    match outcome {
         Err(WorkerError::CancelRequested) => job.end_cancelled(registration.reason(), 0).await,
         other => other,
+    }
+}
+
+/// Settles a permit that was granted but never used, so its tokens count no longer.
+async fn give_back_unused_permit(context: &JobContext, permit: Option<PermitDecision>) {
+    if let Some(PermitDecision::Granted(permit)) = permit {
+        settle_upstream_permit(context, &permit, 0, CallOutcome::Neutral).await;
     }
 }
 
@@ -144,6 +181,10 @@ struct RunningJob<'a> {
     writer: StreamWriter<'a>,
     /// At most one write at a time, so events land in seq order.
     write_in_flight: Option<WriteInFlight<'a>>,
+    /// The most tokens one upstream call of this job may use.
+    reserve_tokens: u64,
+    /// The permit answer had with the start, for the first upstream call.
+    early_permit: Option<PermitDecision>,
 }
 
 impl RunningJob<'_> {
@@ -155,11 +196,17 @@ impl RunningJob<'_> {
             return self.end_cancelled(ABANDONED, 0).await;
         }
         let max_attempts = self.context.settings.llm.max_attempts.max(1);
-        let reserve = self.estimated_usage(u64::from(self.envelope.parameters.max_tokens)).total_tokens;
         for upstream_attempt in 1..=max_attempts {
             let interrupt = PermitWait { stop: self.stop, cancel: &self.cancel };
-            let Some(permit) =
-                wait_for_upstream_permit(self.context, self.envelope, reserve, interrupt).await?
+            let first_answer = self.early_permit.take();
+            let Some(permit) = wait_for_upstream_permit(
+                self.context,
+                self.envelope,
+                self.reserve_tokens,
+                first_answer,
+                interrupt,
+            )
+            .await?
             else {
                 return self.end_expired().await;
             };
@@ -419,17 +466,20 @@ impl RunningJob<'_> {
         matches!(counted, Ok((_, 0)))
     }
 
-    /// Usage when the provider reported none: each streamed piece counts as one token, the prompt as 4 characters
-    /// a token (the usual rule of thumb for English text).
     fn estimated_usage(&self, completion_pieces: u64) -> Usage {
-        let characters: usize =
-            self.envelope.messages.iter().map(|message| message.content.chars().count()).sum();
-        let prompt_tokens = characters.div_ceil(4) as u64;
-        Usage {
-            prompt_tokens,
-            completion_tokens: completion_pieces,
-            total_tokens: prompt_tokens + completion_pieces,
-        }
+        estimated_usage(self.envelope, completion_pieces)
+    }
+}
+
+/// Usage when the provider reported none: each streamed piece counts as one token, the prompt as 4 characters a
+/// token (the usual rule of thumb for English text).
+fn estimated_usage(envelope: &JobEnvelope, completion_pieces: u64) -> Usage {
+    let characters: usize = envelope.messages.iter().map(|message| message.content.chars().count()).sum();
+    let prompt_tokens = characters.div_ceil(4) as u64;
+    Usage {
+        prompt_tokens,
+        completion_tokens: completion_pieces,
+        total_tokens: prompt_tokens + completion_pieces,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use protocol::upstream_capacity::{
-    CallOutcome, PermitDecision, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
+    CallOutcome, PermitDecision, PermitRequest, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
     settle_upstream_call,
 };
 use protocol::{JobEnvelope, unix_time_ms};
@@ -42,15 +42,25 @@ pub fn upstream_policy(context: &JobContext) -> UpstreamPolicy {
     }
 }
 
+/// A permit request for `reserve_tokens` under the limits in force now.
+pub fn permit_request(context: &JobContext, reserve_tokens: u64) -> PermitRequest {
+    PermitRequest { limits: context.limits.borrow().llm, policy: upstream_policy(context), reserve_tokens }
+}
+
 /// Waits until the shared upstream capacity lets `envelope`'s job call, reserving up to `reserve_tokens`, and
-/// returns once its start slot has come. `None` when the job's deadline passed first.
+/// returns once its start slot has come. `first_answer` is an answer already had (asked together with the job's
+/// start): a grant is used as it is, anything else means asking again in line. `None` when the job's deadline
+/// passed first.
 pub async fn wait_for_upstream_permit(
     context: &JobContext,
     envelope: &JobEnvelope,
     reserve_tokens: u64,
+    first_answer: Option<PermitDecision>,
     interrupt: PermitWait<'_>,
 ) -> Result<Option<UpstreamPermit>, WorkerError> {
-    let policy = upstream_policy(context);
+    if let Some(PermitDecision::Granted(permit)) = first_answer {
+        return sleep_until_start_slot(context, permit, interrupt).await.map(Some);
+    }
     let deadline_in = Duration::from_millis(envelope.deadline_ms.saturating_sub(unix_time_ms()));
     // Only the first job in this worker's line asks Redis; the others wait their turn here.
     let turn = tokio::select! {
@@ -63,14 +73,14 @@ pub async fn wait_for_upstream_permit(
         if unix_time_ms() > envelope.deadline_ms {
             return Ok(None);
         }
-        let limits = context.limits.borrow().llm;
-        let keys = &context.keys;
-        let decision = context
-            .redis
-            .run(|mut connection| async move {
-                acquire_upstream_permit(&mut connection, keys, &limits, &policy, reserve_tokens).await
-            })
-            .await;
+        let (keys, request) = (&context.keys, permit_request(context, reserve_tokens));
+        let decision =
+            context
+                .redis
+                .run(|mut connection| async move {
+                    acquire_upstream_permit(&mut connection, keys, &request).await
+                })
+                .await;
         let pause = match decision {
             Ok(PermitDecision::Granted(permit)) => break permit,
             Ok(PermitDecision::Wait { ms }) => {
@@ -95,14 +105,25 @@ pub async fn wait_for_upstream_permit(
     };
     // The slot is reserved: the next job in line may reserve the one after it while this one sleeps.
     drop(turn);
-    if permit.start_in_ms > 0 {
-        tokio::select! {
-            _ = interrupt.stop.cancelled() => return Err(WorkerError::Stopped),
-            _ = interrupt.cancel.cancelled() => return Err(WorkerError::CancelRequested),
-            _ = tokio::time::sleep(Duration::from_millis(permit.start_in_ms)) => {}
-        }
+    sleep_until_start_slot(context, permit, interrupt).await.map(Some)
+}
+
+/// Sleeps until a granted permit's start slot. A job interrupted meanwhile gives its reserved tokens back.
+async fn sleep_until_start_slot(
+    context: &JobContext,
+    permit: UpstreamPermit,
+    interrupt: PermitWait<'_>,
+) -> Result<UpstreamPermit, WorkerError> {
+    if permit.start_in_ms == 0 {
+        return Ok(permit);
     }
-    Ok(Some(permit))
+    let interrupted = tokio::select! {
+        _ = interrupt.stop.cancelled() => WorkerError::Stopped,
+        _ = interrupt.cancel.cancelled() => WorkerError::CancelRequested,
+        _ = tokio::time::sleep(Duration::from_millis(permit.start_in_ms)) => return Ok(permit),
+    };
+    settle_upstream_permit(context, &permit, 0, CallOutcome::Neutral).await;
+    Err(interrupted)
 }
 
 /// Settles a permit with the call's real token use and what it says about the upstream's health.

@@ -1,14 +1,17 @@
-//! The worker's intake: while it has a free slot it claims the next job (premium lane first) and runs it on its
-//! own task; when every lane is empty it blocks on the doorbell list, so idle workers cost Redis nothing.
+//! The worker's intake: while it has a free slot it claims the next job (lanes in its weighted order) and runs it
+//! on its own task; when every lane is empty it blocks on the doorbell list, with a claim pipelined behind the
+//! wait, so idle workers cost Redis nothing and a new job is claimed the moment it is queued.
 //! On shutdown it stops claiming, lets running jobs finish within the drain time, then stops the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::dead_letter::DeadLetter;
-use protocol::job_lifecycle::{ClaimedJob, claim_next_job, dead_letter_job, lanes_in_claim_order};
+use protocol::job_lifecycle::{
+    ClaimedJob, claim_next_job, dead_letter_job, lanes_in_claim_order, wait_for_doorbell_then_claim,
+};
 use protocol::limits::Limits;
-use protocol::{JobEnvelope, Lane, unix_time_ms};
+use protocol::{JobEnvelope, Lane, RedisKeys, unix_time_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +27,7 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
     let slots = Arc::new(Semaphore::new(settings.worker.concurrency.max(1)));
     let stop_running_jobs = CancellationToken::new();
     let mut running = JoinSet::new();
-    let mut doorbell = DoorbellWaiter::new(context.redis.client().clone(), context.keys.queue_doorbell());
+    let mut doorbell = DoorbellWaiter::new(context.redis.client().clone());
     let idle_wait = Duration::from_millis(settings.worker.idle_wait_ms.max(100));
     // This worker's own turn count decides which lane a claim tries first (no shared counter in Redis).
     let mut turn: u64 = rand::random();
@@ -46,20 +49,19 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
                     claim_next_job(&mut connection, keys, worker_id, &lanes).await
                 })
                 .await;
-        match claimed {
-            Ok(Some(claimed)) => {
-                let context = context.clone();
-                let stop = stop_running_jobs.child_token();
-                running.spawn(async move {
-                    run_one_job(&context, claimed, &stop).await;
-                    drop(slot);
-                });
-            }
+        let claimed = match claimed {
+            Ok(Some(claimed)) => claimed,
             Ok(None) => {
-                drop(slot);
-                tokio::select! {
+                // Every lane is empty: wait for the doorbell, with a claim queued right behind the wait.
+                turn = turn.wrapping_add(1);
+                let lanes = lanes_in_claim_order(turn, &lanes_by_weight(&context.limits.borrow()));
+                let rang = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = doorbell.wait(idle_wait) => {}
+                    rang = doorbell.wait_then_claim(keys, worker_id, &lanes, idle_wait) => rang,
+                };
+                match rang {
+                    Some(claimed) => claimed,
+                    None => continue,
                 }
             }
             Err(error) => {
@@ -69,8 +71,15 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(CLAIM_RETRY_DELAY) => {}
                 }
+                continue;
             }
-        }
+        };
+        let context = context.clone();
+        let stop = stop_running_jobs.child_token();
+        running.spawn(async move {
+            run_one_job(&context, claimed, &stop).await;
+            drop(slot);
+        });
     }
 
     let drain_time = Duration::from_secs(settings.worker.drain_timeout_s);
@@ -139,20 +148,26 @@ async fn dead_letter_undecodable(context: &JobContext, claimed: ClaimedJob, erro
 }
 
 /// Blocks on the doorbell list with BLPOP on a dedicated connection (a blocking command would stall the shared
-/// multiplexed connections).
+/// multiplexed connections), with the claim pipelined behind it.
 struct DoorbellWaiter {
     client: redis::Client,
-    doorbell_key: String,
     connection: Option<redis::aio::MultiplexedConnection>,
 }
 
 impl DoorbellWaiter {
-    fn new(client: redis::Client, doorbell_key: String) -> Self {
-        Self { client, doorbell_key, connection: None }
+    fn new(client: redis::Client) -> Self {
+        Self { client, connection: None }
     }
 
-    /// Returns when the doorbell rang, `limit` passed, or Redis failed (after a short pause).
-    async fn wait(&mut self, limit: Duration) {
+    /// Returns the job claimed when the doorbell rang (or `limit` passed), if there was one. After a Redis
+    /// failure it pauses briefly and returns `None`.
+    async fn wait_then_claim(
+        &mut self,
+        keys: &RedisKeys,
+        worker_id: &str,
+        lanes: &[Lane],
+        limit: Duration,
+    ) -> Option<ClaimedJob> {
         if self.connection.is_none() {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -161,19 +176,18 @@ impl DoorbellWaiter {
                 Ok(connection) => self.connection = Some(connection),
                 Err(_) => {
                     tokio::time::sleep(CLAIM_RETRY_DELAY).await;
-                    return;
+                    return None;
                 }
             }
         }
-        let Some(connection) = self.connection.as_mut() else { return };
-        let rang: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-            .arg(&self.doorbell_key)
-            .arg(limit.as_secs_f64())
-            .query_async(connection)
-            .await;
-        if rang.is_err() {
-            self.connection = None;
-            tokio::time::sleep(CLAIM_RETRY_DELAY).await;
+        let connection = self.connection.as_mut()?;
+        match wait_for_doorbell_then_claim(connection, keys, worker_id, lanes, limit).await {
+            Ok(claimed) => claimed,
+            Err(_) => {
+                self.connection = None;
+                tokio::time::sleep(CLAIM_RETRY_DELAY).await;
+                None
+            }
         }
     }
 }

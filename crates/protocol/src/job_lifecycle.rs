@@ -5,13 +5,16 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
-use redis::{ErrorKind, RedisError, RedisResult, Script};
+use redis::{ErrorKind, RedisError, RedisResult, Script, ScriptInvocation};
 
 use crate::dead_letter::DeadLetter;
 use crate::job::{JobEnvelope, JobId, JobStatus, Lane};
 use crate::keys::{ADMISSION_STATS_BUCKET_S, RedisKeys};
 use crate::limits::TierLimits;
 use crate::stream_event::StreamEvent;
+use crate::upstream_capacity::{
+    PermitDecision, PermitReply, PermitRequest, permit_decision, permit_invocation,
+};
 
 static ADMIT_CHAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit_chat.lua")));
 static CLAIM_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim_job.lua")));
@@ -268,13 +271,48 @@ pub async fn claim_next_job(
     worker_id: &str,
     lanes_in_order: &[Lane],
 ) -> RedisResult<Option<ClaimedJob>> {
-    let mut invocation = CLAIM_JOB.key(keys.worker_processing_list(worker_id));
-    invocation.key(keys.queue_doorbell());
+    let reply: ClaimReply =
+        claim_invocation(keys, worker_id, lanes_in_order).invoke_async(connection).await?;
+    Ok(claimed_job(reply, lanes_in_order))
+}
+
+/// Blocks on the worker doorbell for up to `limit`, then claims as [`claim_next_job`] does, in one round trip: the
+/// claim is pipelined behind the BLPOP, so Redis runs it the moment the doorbell rings (or the wait ends), with no
+/// trip back to the worker in between. For the worker's dedicated blocking connection only.
+pub async fn wait_for_doorbell_then_claim(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    worker_id: &str,
+    lanes_in_order: &[Lane],
+    limit: std::time::Duration,
+) -> RedisResult<Option<ClaimedJob>> {
+    let claim = claim_invocation(keys, worker_id, lanes_in_order);
+    let mut pipeline = redis::pipe();
+    pipeline.cmd("BLPOP").arg(keys.queue_doorbell()).arg(limit.as_secs_f64()).ignore();
+    pipeline.invoke_script(&claim).ignore_errors();
+    let (claimed,): (RedisResult<ClaimReply>,) = pipeline.query_async(connection).await?;
+    match claimed {
+        Ok(reply) => Ok(claimed_job(reply, lanes_in_order)),
+        // Redis does not know the script (first use, or after a restart): the ordinary call loads it and claims.
+        Err(error) if is_unknown_script(&error) => claim_next_job(connection, keys, worker_id, lanes_in_order).await,
+        Err(error) => Err(error),
+    }
+}
+
+/// The reply of `claim_job.lua`: the envelope and the index of its lane in the order given.
+type ClaimReply = Option<(String, usize)>;
+
+fn claim_invocation<'a>(keys: &RedisKeys, worker_id: &str, lanes_in_order: &[Lane]) -> ScriptInvocation<'a> {
+    let mut invocation = CLAIM_JOB.prepare_invoke();
+    invocation.key(keys.worker_processing_list(worker_id)).key(keys.queue_doorbell());
     for lane in lanes_in_order {
         invocation.key(keys.lane_queue(*lane)).key(keys.lane_served_tickets(*lane));
     }
-    let claimed: Option<(String, usize)> = invocation.invoke_async(connection).await?;
-    Ok(claimed.map(|(raw_envelope, lane)| ClaimedJob { lane: lanes_in_order[lane - 1], raw_envelope }))
+    invocation
+}
+
+fn claimed_job(reply: ClaimReply, lanes_in_order: &[Lane]) -> Option<ClaimedJob> {
+    reply.map(|(raw_envelope, lane)| ClaimedJob { lane: lanes_in_order[lane - 1], raw_envelope })
 }
 
 /// What a worker found when it took ownership of a claimed job.
@@ -299,16 +337,79 @@ pub async fn start_job(
     now_ms: u64,
     new_log_ttl_s: u64,
 ) -> RedisResult<JobStart> {
-    let (status, replay_log_length, attempt, cancel_requested): (String, u64, u32, u8) = START_JOB
+    let reply: StartReply =
+        start_invocation(keys, job_id, worker_id, now_ms, new_log_ttl_s).invoke_async(connection).await?;
+    Ok(job_start(reply))
+}
+
+/// Starts the job as [`start_job`] does and, in the same round trip, asks for an upstream permit for it: on the
+/// fast path a job reaches its upstream call one round trip after its claim. The permit answer is `None` when
+/// that part of the pipeline failed (the caller asks again the usual way). A permit granted to a job that did
+/// not start is the caller's to settle.
+pub async fn start_job_with_permit_request(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    job_id: &JobId,
+    worker_id: &str,
+    now_ms: u64,
+    new_log_ttl_s: u64,
+    permit: &PermitRequest,
+) -> RedisResult<(JobStart, Option<PermitDecision>)> {
+    let start = start_invocation(keys, job_id, worker_id, now_ms, new_log_ttl_s);
+    let ask = permit_invocation(keys, permit);
+    let mut both = redis::pipe();
+    both.invoke_script(&start).invoke_script(&ask).ignore_errors();
+    let (started, asked): (RedisResult<StartReply>, RedisResult<PermitReply>) =
+        both.query_async(connection).await?;
+    let started = match started {
+        Ok(reply) => job_start(reply),
+        // Redis does not know the script (first use, or after a restart): nothing ran; the ordinary call loads
+        // it and starts.
+        Err(error) if is_unknown_script(&error) => {
+            start_job(connection, keys, job_id, worker_id, now_ms, new_log_ttl_s).await?
+        }
+        Err(error) => return Err(error),
+    };
+    let asked = match asked {
+        Ok(reply) => Some(permit_decision(reply)),
+        Err(error) => {
+            // Loaded for next time; this job asks again the usual way.
+            if is_unknown_script(&error) {
+                ask.load_async(connection).await?;
+            }
+            None
+        }
+    };
+    Ok((started, asked))
+}
+
+fn is_unknown_script(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// The reply of `start_job.lua`.
+type StartReply = (String, u64, u32, u8);
+
+fn start_invocation<'a>(
+    keys: &RedisKeys,
+    job_id: &JobId,
+    worker_id: &str,
+    now_ms: u64,
+    new_log_ttl_s: u64,
+) -> ScriptInvocation<'a> {
+    let mut invocation = START_JOB.prepare_invoke();
+    invocation
         .key(keys.job_state(job_id))
         .key(keys.job_replay_log(job_id))
         .key(keys.job_event_channel(job_id))
         .arg(worker_id)
         .arg(now_ms)
-        .arg(new_log_ttl_s.max(1))
-        .invoke_async(connection)
-        .await?;
-    Ok(match status.as_str() {
+        .arg(new_log_ttl_s.max(1));
+    invocation
+}
+
+fn job_start((status, replay_log_length, attempt, cancel_requested): StartReply) -> JobStart {
+    match status.as_str() {
         "running" => {
             JobStart::Started { replay_log_length, attempt, cancel_requested: cancel_requested == 1 }
         }
@@ -317,7 +418,7 @@ pub async fn start_job(
             Ok(status) => JobStart::AlreadyFinal { status, replay_log_length },
             Err(_) => JobStart::Missing,
         },
-    })
+    }
 }
 
 /// The names of one job's stream keys, built once per job rather than once per write.

@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script};
+use redis::{RedisResult, Script, ScriptInvocation};
 
 use crate::keys::RedisKeys;
 use crate::limits::LlmLimits;
@@ -72,28 +72,38 @@ pub enum PermitDecision {
     },
 }
 
-/// Asks for leave to start one upstream request that may use up to `reserve_tokens` tokens.
-pub async fn acquire_upstream_permit(
-    connection: &mut impl ConnectionLike,
-    keys: &RedisKeys,
-    limits: &LlmLimits,
-    policy: &UpstreamPolicy,
-    reserve_tokens: u64,
-) -> RedisResult<PermitDecision> {
-    let (decision, first, second, reserved_second, start_in_ms): (String, i64, i64, u64, u64) =
-        ACQUIRE_UPSTREAM_PERMIT
-            .key(keys.circuit_breaker())
-            .key(keys.llm_next_start_slot())
-            .key(keys.llm_token_use())
-            .arg(policy.start_spacing_ms(limits.max_requests_per_second))
-            .arg(policy.start_horizon_ms)
-            .arg(limits.max_tokens_per_minute.max(1))
-            .arg(reserve_tokens)
-            .arg(policy.probes.max(1))
-            .arg(policy.probe_timeout_ms.max(1))
-            .invoke_async(connection)
-            .await?;
-    Ok(match decision.as_str() {
+/// One permit request: what the upstream is asked for, and under which limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PermitRequest {
+    pub limits: LlmLimits,
+    pub policy: UpstreamPolicy,
+    /// The most tokens the request may use (its prompt estimate plus `max_tokens`).
+    pub reserve_tokens: u64,
+}
+
+/// The reply of `acquire_upstream_permit.lua`.
+pub(crate) type PermitReply = (String, i64, i64, u64, u64);
+
+/// The script call behind [`acquire_upstream_permit`], for callers that send it in a pipeline.
+pub(crate) fn permit_invocation<'a>(keys: &RedisKeys, request: &PermitRequest) -> ScriptInvocation<'a> {
+    let (limits, policy) = (&request.limits, &request.policy);
+    let mut invocation = ACQUIRE_UPSTREAM_PERMIT.prepare_invoke();
+    invocation
+        .key(keys.circuit_breaker())
+        .key(keys.llm_next_start_slot())
+        .key(keys.llm_token_use())
+        .arg(policy.start_spacing_ms(limits.max_requests_per_second))
+        .arg(policy.start_horizon_ms)
+        .arg(limits.max_tokens_per_minute.max(1))
+        .arg(request.reserve_tokens)
+        .arg(policy.probes.max(1))
+        .arg(policy.probe_timeout_ms.max(1));
+    invocation
+}
+
+pub(crate) fn permit_decision(reply: PermitReply) -> PermitDecision {
+    let (decision, first, second, reserved_second, start_in_ms) = reply;
+    match decision.as_str() {
         "granted" => PermitDecision::Granted(UpstreamPermit {
             reserved_second,
             reserved_tokens: second.max(0) as u64,
@@ -102,7 +112,17 @@ pub async fn acquire_upstream_permit(
         }),
         "wait" => PermitDecision::Wait { ms: first.max(1) as u64 },
         _ => PermitDecision::CircuitOpen { ms: first.max(1) as u64 },
-    })
+    }
+}
+
+/// Asks for leave to start one upstream request.
+pub async fn acquire_upstream_permit(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    request: &PermitRequest,
+) -> RedisResult<PermitDecision> {
+    let reply: PermitReply = permit_invocation(keys, request).invoke_async(connection).await?;
+    Ok(permit_decision(reply))
 }
 
 /// What an upstream call says about the upstream's health.

@@ -1,10 +1,15 @@
 //! Enqueue, claim, start, publish and dead-letter.
 
 use protocol::dead_letter::DeadLetter;
+use std::time::Duration;
+
 use protocol::job_lifecycle::{
     AppendOutcome, FinishOutcome, JobEnding, JobFence, JobStart, JobStreamKeys, append_stream_events,
     claim_next_job, dead_letter_job, enqueue_job, finish_job, lanes_in_claim_order, start_job,
+    start_job_with_permit_request, wait_for_doorbell_then_claim,
 };
+use protocol::limits::LlmLimits;
+use protocol::upstream_capacity::{PermitDecision, PermitRequest};
 use protocol::{JobId, JobStatus, Lane, RedisKeys, StreamEvent, Usage};
 use redis::AsyncCommands;
 use test_support::{RedisServer, unique_key_prefix};
@@ -366,4 +371,73 @@ async fn claims_share_the_workers_between_lanes_by_weight_and_never_leave_a_lane
     }
     assert_eq!(rest.len(), 8);
     assert_eq!(rest.iter().filter(|lane| **lane == Lane::Standard).count(), 6);
+}
+
+#[tokio::test]
+async fn a_claim_queued_behind_the_doorbell_takes_the_job_that_rang_it() {
+    let redis = RedisServer::start().await;
+    let keys = RedisKeys::new(unique_key_prefix());
+    let mut blocking = redis.connection().await;
+    let mut connection = redis.connection().await;
+    let quiet =
+        wait_for_doorbell_then_claim(&mut blocking, &keys, "w1", &PREMIUM_FIRST, Duration::from_millis(100))
+            .await
+            .expect("wait");
+    assert_eq!(quiet, None, "nothing rang, nothing was claimed");
+
+    let job = envelope(Lane::Standard);
+    let waiting = tokio::spawn({
+        let keys = keys.clone();
+        async move {
+            wait_for_doorbell_then_claim(&mut blocking, &keys, "w1", &PREMIUM_FIRST, Duration::from_secs(10))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    enqueue_job(&mut connection, &keys, &job, 60).await.expect("enqueue");
+    let claimed = waiting.await.expect("task").expect("wait").expect("the job that rang");
+    assert_eq!(claimed.raw_envelope, job.encode());
+    let processing: Vec<String> =
+        connection.lrange(keys.worker_processing_list("w1"), 0, -1).await.expect("lrange");
+    assert_eq!(processing, vec![job.encode()]);
+}
+
+#[tokio::test]
+async fn a_start_can_bring_its_upstream_permit_along_even_after_redis_forgot_its_scripts() {
+    let redis = RedisServer::start().await;
+    let mut connection = redis.connection().await;
+    let keys = RedisKeys::new(unique_key_prefix());
+    let permit = PermitRequest {
+        limits: LlmLimits { max_requests_per_second: 100_000.0, max_tokens_per_minute: 1_000_000 },
+        policy: protocol::upstream_capacity::UpstreamPolicy {
+            window_s: 30,
+            min_calls: 3,
+            failure_ratio: 0.5,
+            cool_down_ms: 1_000,
+            probes: 1,
+            probe_timeout_ms: 1_000,
+            start_jitter_allowance_ms: 20,
+            start_horizon_ms: 100,
+        },
+        reserve_tokens: 10,
+    };
+    // A fresh Redis knows no script; the second start finds them loaded; then Redis forgets them (a restart).
+    for (round, forget_scripts) in [(1, false), (2, false), (3, true)] {
+        let job = envelope(Lane::Standard);
+        enqueue_job(&mut connection, &keys, &job, 60).await.expect("enqueue");
+        claim_next_job(&mut connection, &keys, "w1", &PREMIUM_FIRST).await.expect("claim").expect("job");
+        if forget_scripts {
+            let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.expect("flush");
+        }
+        let (start, decision) =
+            start_job_with_permit_request(&mut connection, &keys, &job.id, "w1", 5, 120, &permit)
+                .await
+                .expect("start");
+        assert_eq!(start, JobStart::Started { replay_log_length: 0, attempt: 1, cancel_requested: false });
+        if round == 2 {
+            assert!(matches!(decision, Some(PermitDecision::Granted(_))), "{decision:?}");
+        } else {
+            assert_eq!(decision, None, "round {round}: the permit part failed; it is asked for the usual way");
+        }
+    }
 }

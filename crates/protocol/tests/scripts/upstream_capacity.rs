@@ -4,7 +4,7 @@
 use protocol::RedisKeys;
 use protocol::limits::LlmLimits;
 use protocol::upstream_capacity::{
-    CallOutcome, PermitDecision, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
+    CallOutcome, PermitDecision, PermitRequest, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
     settle_upstream_call,
 };
 use redis::AsyncCommands;
@@ -30,7 +30,8 @@ async fn acquire(
     limits: &LlmLimits,
     reserve: u64,
 ) -> PermitDecision {
-    acquire_upstream_permit(connection, keys, limits, &policy(), reserve).await.expect("acquire runs")
+    let request = PermitRequest { limits: *limits, policy: policy(), reserve_tokens: reserve };
+    acquire_upstream_permit(connection, keys, &request).await.expect("acquire runs")
 }
 
 fn granted(decision: PermitDecision) -> UpstreamPermit {
@@ -54,9 +55,9 @@ async fn request_starts_get_evenly_spaced_slots_a_short_way_ahead_and_later_ones
     let keys = RedisKeys::new(unique_key_prefix());
     let (limits, policy) = one_per_second();
     assert_eq!(policy.start_spacing_ms(limits.max_requests_per_second), 1_020.0);
-    let mut acquire = async || {
-        acquire_upstream_permit(&mut connection, &keys, &limits, &policy, 10).await.expect("acquire runs")
-    };
+    let request = PermitRequest { limits, policy, reserve_tokens: 10 };
+    let mut acquire =
+        async || acquire_upstream_permit(&mut connection, &keys, &request).await.expect("acquire runs");
     // Slots 0, 1020, 2040, 3060 and 4080 ms ahead are within the 5 s horizon; each later call starts a little
     // later, so its slot is a little less far ahead.
     for slot in 0..5u64 {
@@ -71,8 +72,13 @@ async fn request_starts_get_evenly_spaced_slots_a_short_way_ahead_and_later_ones
         other => panic!("expected to wait, got {other:?}"),
     }
     let next_slot: String = connection.get(keys.llm_next_start_slot()).await.expect("get");
-    let refused =
-        acquire_upstream_permit(&mut connection, &keys, &limits, &policy, 10).await.expect("acquire");
+    let refused = acquire_upstream_permit(
+        &mut connection,
+        &keys,
+        &PermitRequest { limits, policy, reserve_tokens: 10 },
+    )
+    .await
+    .expect("acquire");
     assert!(matches!(refused, PermitDecision::Wait { .. }));
     let unchanged: String = connection.get(keys.llm_next_start_slot()).await.expect("get");
     assert_eq!(next_slot, unchanged, "a refused permit reserves no slot");
@@ -88,8 +94,13 @@ async fn an_idle_upstream_does_not_save_up_starts_for_a_burst() {
     let _: () = connection.set(keys.llm_next_start_slot(), "1000").await.expect("set");
     let mut starts = Vec::new();
     for _ in 0..2 {
-        let permit =
-            acquire_upstream_permit(&mut connection, &keys, &limits, &policy, 10).await.expect("acquire");
+        let permit = acquire_upstream_permit(
+            &mut connection,
+            &keys,
+            &PermitRequest { limits, policy, reserve_tokens: 10 },
+        )
+        .await
+        .expect("acquire");
         starts.push(granted(permit).start_in_ms);
     }
     assert_eq!(starts[0], 0, "{starts:?}");
