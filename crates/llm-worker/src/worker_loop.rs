@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use protocol::dead_letter::DeadLetter;
 use protocol::job_lifecycle::{
-    ClaimedJob, claim_next_job, dead_letter_job, lanes_in_claim_order, wait_for_doorbell_then_claim,
+    ClaimedJob, claim_jobs, dead_letter_job, lanes_in_claim_order, wait_for_doorbell_then_claim,
 };
 use protocol::limits::Limits;
 use protocol::{JobEnvelope, Lane, RedisKeys, unix_time_ms};
@@ -20,6 +20,9 @@ use crate::job_runner::{JobContext, run_claimed_job};
 
 /// Pause after a failed claim, so a Redis outage is not hammered.
 const CLAIM_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Most jobs one claim takes: enough that a worker's intake keeps up with a burst in a few round trips, few
+/// enough that one worker does not take a whole backlog while the others have room.
+const MOST_JOBS_PER_CLAIM: usize = 16;
 
 /// Claims and runs jobs until `shutdown` is cancelled; returns after running jobs finished or were stopped.
 pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: CancellationToken) {
@@ -35,37 +38,41 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
     loop {
         // Reap finished tasks so the set does not grow without bound.
         while running.try_join_next().is_some() {}
-        let slot = tokio::select! {
+        let first_slot = tokio::select! {
             _ = shutdown.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
+        // Every free slot (up to a bound) is filled by the same claim: one round trip, however busy the lanes.
+        let mut free_slots = vec![first_slot];
+        while free_slots.len() < MOST_JOBS_PER_CLAIM {
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => free_slots.push(slot),
+                Err(_) => break,
+            }
+        }
         let (keys, worker_id) = (&context.keys, &context.worker_id);
         turn = turn.wrapping_add(1);
         let lanes = lanes_in_claim_order(turn, &lanes_by_weight(&context.limits.borrow()));
+        let most = free_slots.len();
         let claimed =
             context
                 .redis
                 .run(|mut connection| async move {
-                    claim_next_job(&mut connection, keys, worker_id, &lanes).await
+                    claim_jobs(&mut connection, keys, worker_id, &lanes, most).await
                 })
                 .await;
         let claimed = match claimed {
-            Ok(Some(claimed)) => claimed,
-            Ok(None) => {
+            Ok(claimed) if !claimed.is_empty() => claimed,
+            Ok(_) => {
                 // Every lane is empty: wait for the doorbell, with a claim queued right behind the wait.
                 turn = turn.wrapping_add(1);
                 let lanes = lanes_in_claim_order(turn, &lanes_by_weight(&context.limits.borrow()));
-                let rang = tokio::select! {
+                tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    rang = doorbell.wait_then_claim(keys, worker_id, &lanes, idle_wait) => rang,
-                };
-                match rang {
-                    Some(claimed) => claimed,
-                    None => continue,
+                    claimed = doorbell.wait_then_claim(keys, worker_id, &lanes, most, idle_wait) => claimed,
                 }
             }
             Err(error) => {
-                drop(slot);
                 tracing::warn!(%error, "could not claim a job");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -74,12 +81,14 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
                 continue;
             }
         };
-        let context = context.clone();
-        let stop = stop_running_jobs.child_token();
-        running.spawn(async move {
-            run_one_job(&context, claimed, &stop).await;
-            drop(slot);
-        });
+        for (claimed, slot) in claimed.into_iter().zip(free_slots) {
+            let context = context.clone();
+            let stop = stop_running_jobs.child_token();
+            running.spawn(async move {
+                run_one_job(&context, claimed, &stop).await;
+                drop(slot);
+            });
+        }
     }
 
     let drain_time = Duration::from_secs(settings.worker.drain_timeout_s);
@@ -159,15 +168,16 @@ impl DoorbellWaiter {
         Self { client, connection: None }
     }
 
-    /// Returns the job claimed when the doorbell rang (or `limit` passed), if there was one. After a Redis
-    /// failure it pauses briefly and returns `None`.
+    /// Returns the jobs (up to `most`) claimed when the doorbell rang or `limit` passed. After a Redis failure it
+    /// pauses briefly and returns none.
     async fn wait_then_claim(
         &mut self,
         keys: &RedisKeys,
         worker_id: &str,
         lanes: &[Lane],
+        most: usize,
         limit: Duration,
-    ) -> Option<ClaimedJob> {
+    ) -> Vec<ClaimedJob> {
         if self.connection.is_none() {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -176,17 +186,17 @@ impl DoorbellWaiter {
                 Ok(connection) => self.connection = Some(connection),
                 Err(_) => {
                     tokio::time::sleep(CLAIM_RETRY_DELAY).await;
-                    return None;
+                    return Vec::new();
                 }
             }
         }
-        let connection = self.connection.as_mut()?;
-        match wait_for_doorbell_then_claim(connection, keys, worker_id, lanes, limit).await {
+        let Some(connection) = self.connection.as_mut() else { return Vec::new() };
+        match wait_for_doorbell_then_claim(connection, keys, worker_id, lanes, most, limit).await {
             Ok(claimed) => claimed,
             Err(_) => {
                 self.connection = None;
                 tokio::time::sleep(CLAIM_RETRY_DELAY).await;
-                None
+                Vec::new()
             }
         }
     }

@@ -271,12 +271,24 @@ pub async fn claim_next_job(
     worker_id: &str,
     lanes_in_order: &[Lane],
 ) -> RedisResult<Option<ClaimedJob>> {
-    let reply: ClaimReply =
-        claim_invocation(keys, worker_id, lanes_in_order).invoke_async(connection).await?;
-    Ok(claimed_job(reply, lanes_in_order))
+    Ok(claim_jobs(connection, keys, worker_id, lanes_in_order, 1).await?.pop())
 }
 
-/// Blocks on the worker doorbell for up to `limit`, then claims as [`claim_next_job`] does, in one round trip: the
+/// Moves up to `most` of the oldest waiting jobs into the worker's processing list, taking from the lanes in the
+/// order given (the first lane until it is empty, then the next). Oldest first; empty when every lane is.
+pub async fn claim_jobs(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    worker_id: &str,
+    lanes_in_order: &[Lane],
+    most: usize,
+) -> RedisResult<Vec<ClaimedJob>> {
+    let reply: ClaimReply =
+        claim_invocation(keys, worker_id, lanes_in_order, most).invoke_async(connection).await?;
+    Ok(claimed_jobs(reply, lanes_in_order))
+}
+
+/// Blocks on the worker doorbell for up to `limit`, then claims as [`claim_jobs`] does, in one round trip: the
 /// claim is pipelined behind the BLPOP, so Redis runs it the moment the doorbell rings (or the wait ends), with no
 /// trip back to the worker in between. For the worker's dedicated blocking connection only.
 pub async fn wait_for_doorbell_then_claim(
@@ -284,35 +296,47 @@ pub async fn wait_for_doorbell_then_claim(
     keys: &RedisKeys,
     worker_id: &str,
     lanes_in_order: &[Lane],
+    most: usize,
     limit: std::time::Duration,
-) -> RedisResult<Option<ClaimedJob>> {
-    let claim = claim_invocation(keys, worker_id, lanes_in_order);
+) -> RedisResult<Vec<ClaimedJob>> {
+    let claim = claim_invocation(keys, worker_id, lanes_in_order, most);
     let mut pipeline = redis::pipe();
     pipeline.cmd("BLPOP").arg(keys.queue_doorbell()).arg(limit.as_secs_f64()).ignore();
     pipeline.invoke_script(&claim).ignore_errors();
     let (claimed,): (RedisResult<ClaimReply>,) = pipeline.query_async(connection).await?;
     match claimed {
-        Ok(reply) => Ok(claimed_job(reply, lanes_in_order)),
+        Ok(reply) => Ok(claimed_jobs(reply, lanes_in_order)),
         // Redis does not know the script (first use, or after a restart): the ordinary call loads it and claims.
-        Err(error) if is_unknown_script(&error) => claim_next_job(connection, keys, worker_id, lanes_in_order).await,
+        Err(error) if is_unknown_script(&error) => {
+            claim_jobs(connection, keys, worker_id, lanes_in_order, most).await
+        }
         Err(error) => Err(error),
     }
 }
 
-/// The reply of `claim_job.lua`: the envelope and the index of its lane in the order given.
-type ClaimReply = Option<(String, usize)>;
+/// The reply of `claim_job.lua`: for each job, the index of its lane in the order given and its envelope.
+type ClaimReply = Vec<(usize, String)>;
 
-fn claim_invocation<'a>(keys: &RedisKeys, worker_id: &str, lanes_in_order: &[Lane]) -> ScriptInvocation<'a> {
+fn claim_invocation<'a>(
+    keys: &RedisKeys,
+    worker_id: &str,
+    lanes_in_order: &[Lane],
+    most: usize,
+) -> ScriptInvocation<'a> {
     let mut invocation = CLAIM_JOB.prepare_invoke();
     invocation.key(keys.worker_processing_list(worker_id)).key(keys.queue_doorbell());
     for lane in lanes_in_order {
         invocation.key(keys.lane_queue(*lane)).key(keys.lane_served_tickets(*lane));
     }
+    invocation.arg(most.max(1));
     invocation
 }
 
-fn claimed_job(reply: ClaimReply, lanes_in_order: &[Lane]) -> Option<ClaimedJob> {
-    reply.map(|(raw_envelope, lane)| ClaimedJob { lane: lanes_in_order[lane - 1], raw_envelope })
+fn claimed_jobs(reply: ClaimReply, lanes_in_order: &[Lane]) -> Vec<ClaimedJob> {
+    reply
+        .into_iter()
+        .map(|(lane, raw_envelope)| ClaimedJob { lane: lanes_in_order[lane - 1], raw_envelope })
+        .collect()
 }
 
 /// What a worker found when it took ownership of a claimed job.

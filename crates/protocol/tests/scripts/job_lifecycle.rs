@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use protocol::job_lifecycle::{
     AppendOutcome, FinishOutcome, JobEnding, JobFence, JobStart, JobStreamKeys, append_stream_events,
-    claim_next_job, dead_letter_job, enqueue_job, finish_job, lanes_in_claim_order, start_job,
+    claim_jobs, claim_next_job, dead_letter_job, enqueue_job, finish_job, lanes_in_claim_order, start_job,
     start_job_with_permit_request, wait_for_doorbell_then_claim,
 };
 use protocol::limits::LlmLimits;
@@ -374,29 +374,78 @@ async fn claims_share_the_workers_between_lanes_by_weight_and_never_leave_a_lane
 }
 
 #[tokio::test]
+async fn one_claim_takes_up_to_its_bound_oldest_first_lane_by_lane_and_counts_each_served() {
+    let redis = RedisServer::start().await;
+    let mut connection = redis.connection().await;
+    let keys = RedisKeys::new(unique_key_prefix());
+    let premium: Vec<_> = (0..2).map(|_| envelope(Lane::Premium)).collect();
+    let standard: Vec<_> = (0..3).map(|_| envelope(Lane::Standard)).collect();
+    for job in premium.iter().chain(&standard) {
+        enqueue_job(&mut connection, &keys, job, 60).await.expect("enqueue");
+    }
+
+    let first = claim_jobs(&mut connection, &keys, "w1", &PREMIUM_FIRST, 3).await.expect("claim");
+    let lanes_and_envelopes: Vec<_> = first.iter().map(|job| (job.lane, job.raw_envelope.clone())).collect();
+    assert_eq!(
+        lanes_and_envelopes,
+        vec![
+            (Lane::Premium, premium[0].encode()),
+            (Lane::Premium, premium[1].encode()),
+            (Lane::Standard, standard[0].encode())
+        ]
+    );
+    let rest = claim_jobs(&mut connection, &keys, "w1", &PREMIUM_FIRST, 16).await.expect("claim");
+    assert_eq!(rest.len(), 2, "only what was left");
+    let served: Vec<Option<u64>> = redis::cmd("MGET")
+        .arg(keys.lane_served_tickets(Lane::Premium))
+        .arg(keys.lane_served_tickets(Lane::Standard))
+        .query_async(&mut connection)
+        .await
+        .expect("mget");
+    assert_eq!(served, vec![Some(2), Some(3)]);
+    let processing: u64 = connection.llen(keys.worker_processing_list("w1")).await.expect("llen");
+    assert_eq!(processing, 5);
+    assert!(claim_jobs(&mut connection, &keys, "w1", &PREMIUM_FIRST, 16).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
 async fn a_claim_queued_behind_the_doorbell_takes_the_job_that_rang_it() {
     let redis = RedisServer::start().await;
     let keys = RedisKeys::new(unique_key_prefix());
     let mut blocking = redis.connection().await;
     let mut connection = redis.connection().await;
-    let quiet =
-        wait_for_doorbell_then_claim(&mut blocking, &keys, "w1", &PREMIUM_FIRST, Duration::from_millis(100))
-            .await
-            .expect("wait");
-    assert_eq!(quiet, None, "nothing rang, nothing was claimed");
+    let quiet = wait_for_doorbell_then_claim(
+        &mut blocking,
+        &keys,
+        "w1",
+        &PREMIUM_FIRST,
+        4,
+        Duration::from_millis(100),
+    )
+    .await
+    .expect("wait");
+    assert_eq!(quiet, Vec::new(), "nothing rang, nothing was claimed");
 
     let job = envelope(Lane::Standard);
     let waiting = tokio::spawn({
         let keys = keys.clone();
         async move {
-            wait_for_doorbell_then_claim(&mut blocking, &keys, "w1", &PREMIUM_FIRST, Duration::from_secs(10))
-                .await
+            wait_for_doorbell_then_claim(
+                &mut blocking,
+                &keys,
+                "w1",
+                &PREMIUM_FIRST,
+                4,
+                Duration::from_secs(10),
+            )
+            .await
         }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     enqueue_job(&mut connection, &keys, &job, 60).await.expect("enqueue");
-    let claimed = waiting.await.expect("task").expect("wait").expect("the job that rang");
-    assert_eq!(claimed.raw_envelope, job.encode());
+    let claimed = waiting.await.expect("task").expect("wait");
+    assert_eq!(claimed.len(), 1, "the job that rang");
+    assert_eq!(claimed[0].raw_envelope, job.encode());
     let processing: Vec<String> =
         connection.lrange(keys.worker_processing_list("w1"), 0, -1).await.expect("lrange");
     assert_eq!(processing, vec![job.encode()]);
@@ -437,7 +486,10 @@ async fn a_start_can_bring_its_upstream_permit_along_even_after_redis_forgot_its
         if round == 2 {
             assert!(matches!(decision, Some(PermitDecision::Granted(_))), "{decision:?}");
         } else {
-            assert_eq!(decision, None, "round {round}: the permit part failed; it is asked for the usual way");
+            assert_eq!(
+                decision, None,
+                "round {round}: the permit part failed; it is asked for the usual way"
+            );
         }
     }
 }
