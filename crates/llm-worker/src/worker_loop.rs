@@ -34,6 +34,9 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
     let idle_wait = Duration::from_millis(settings.worker.idle_wait_ms.max(100));
     // This worker's own turn count decides which lane a claim tries first (no shared counter in Redis).
     let mut turn: u64 = rand::random();
+    // A claim that got fewer jobs than it asked for emptied the lanes: the next one waits for the doorbell
+    // rather than asking the empty lanes again at once.
+    let mut lanes_drained = false;
 
     loop {
         // Reap finished tasks so the set does not grow without bound.
@@ -54,13 +57,16 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
         turn = turn.wrapping_add(1);
         let lanes = lanes_in_claim_order(turn, &lanes_by_weight(&context.limits.borrow()));
         let most = free_slots.len();
-        let claimed =
+        let claimed = if lanes_drained {
+            Ok(Vec::new())
+        } else {
             context
                 .redis
                 .run(|mut connection| async move {
                     claim_jobs(&mut connection, keys, worker_id, &lanes, most).await
                 })
-                .await;
+                .await
+        };
         let claimed = match claimed {
             Ok(claimed) if !claimed.is_empty() => claimed,
             Ok(_) => {
@@ -81,6 +87,7 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
                 continue;
             }
         };
+        lanes_drained = claimed.len() < most;
         for (claimed, slot) in claimed.into_iter().zip(free_slots) {
             let context = context.clone();
             let stop = stop_running_jobs.child_token();
