@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-tools
+.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,8 +59,11 @@ bench-gate: bench-tools ## A 5,000 req/s flood from 5 callers while 100 users ch
 bench-llm-rate: bench-tools ## A burst of 2,000 chats drained by 4 workers under a global 100 requests/s (loadtest/results)
 	$(PYTHON) loadtest/bench.py llm-rate
 
-bench-streams: ## Memory and admission latency of one gateway holding many open event streams (loadtest/results)
+bench-streams: ## Memory per stream, CPU and admission latency of one gateway holding up to 18,000 event streams
 	$(PYTHON) loadtest/bench.py streams
+
+bench-overhead: ## What the dam adds to a chat against mock-llm direct, at 1 to 1,000 streams (loadtest/results)
+	$(PYTHON) loadtest/bench.py overhead
 
 bench-cancel: ## How soon DELETE /api/chats/{id} closes a running chat's upstream stream (loadtest/results)
 	$(PYTHON) loadtest/bench.py cancel
