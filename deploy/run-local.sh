@@ -217,6 +217,41 @@ for listener in "${listeners[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------------------------
+# Open files: every open stream is one socket in its gateway and two in nginx (the client's and the gateway's)
+
+# limits.max_open_streams as the gateways start with it: the DAM_ variable, else a config file's [limits], else
+# the built-in default. (The dam may change it later at runtime; this is only for sizing file limits.)
+max_open_streams_setting() {
+    if [[ -n "${DAM_LIMITS__MAX_OPEN_STREAMS:-}" ]]; then
+        echo "$DAM_LIMITS__MAX_OPEN_STREAMS"
+        return
+    fi
+    local config_dir="${DAM_CONFIG_DIR:-$ROOT/config}" file value setting=10000
+    for file in "$config_dir"/*.toml; do
+        [[ -f "$file" ]] || continue
+        value="$(awk '/^[[:space:]]*\[/ { in_limits = ($0 ~ /^[[:space:]]*\[limits\][[:space:]]*$/) }
+            in_limits && /^[[:space:]]*max_open_streams[[:space:]]*=/ { sub(/^[^=]*=[[:space:]]*/, ""); sub(/[^0-9].*$/, ""); print }' \
+            "$file" | tail -n 1)"
+        [[ -n "$value" ]] && setting="$value"
+    done
+    echo "$setting"
+}
+# A gateway needs a descriptor per stream, plus nginx's idle keep-alive connections, Redis, its listener and logs.
+GATEWAY_SPARE_OPEN_FILES=1024
+MAX_OPEN_STREAMS="$(max_open_streams_setting)"
+is_number "$MAX_OPEN_STREAMS" || die "limits.max_open_streams must be a whole number, got '$MAX_OPEN_STREAMS'"
+# Raise the soft limit to the hard one: every process started below inherits it (nginx sets its workers' own).
+open_files_hard_limit="$(ulimit -Hn)"
+if [[ "$open_files_hard_limit" != unlimited ]] && ! ulimit -n "$open_files_hard_limit" 2>/dev/null; then
+    log "could not raise the open-files soft limit ($(ulimit -n)) to the hard limit ($open_files_hard_limit)"
+fi
+OPEN_FILES_LIMIT="$(ulimit -n)"
+[[ "$OPEN_FILES_LIMIT" == unlimited ]] && OPEN_FILES_LIMIT=1048576
+if ((OPEN_FILES_LIMIT < MAX_OPEN_STREAMS + GATEWAY_SPARE_OPEN_FILES)); then
+    log "open files: the limit is $OPEN_FILES_LIMIT per process (hard limit $open_files_hard_limit), below the $((MAX_OPEN_STREAMS + GATEWAY_SPARE_OPEN_FILES)) a gateway needs for limits.max_open_streams=$MAX_OPEN_STREAMS; past about $((OPEN_FILES_LIMIT > GATEWAY_SPARE_OPEN_FILES ? OPEN_FILES_LIMIT - GATEWAY_SPARE_OPEN_FILES : 0)) streams a gateway cannot accept connections. Raise the hard limit (ulimit -Hn as root, LimitNOFILE= in systemd, /etc/security/limits.conf) or lower DAM_LIMITS__MAX_OPEN_STREAMS"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
 # System packages and binaries
 
 if [[ "$SKIP_DEPS" != 1 ]]; then
@@ -411,7 +446,8 @@ wait_until_ready "${ready_checks[@]}"
 
 "$ROOT/deploy/nginx/render-nginx-conf.sh" --prefix "$RUN_DIR/nginx" --log-dir "$LOG_DIR" \
     --public-port "$PUBLIC_PORT" --gateway-ports "${GATEWAY_PORTS[*]}" \
-    --gateway-max-body-bytes "${DAM_GATEWAY__MAX_BODY_BYTES:-262144}" >"$RUN_DIR/nginx/nginx.conf"
+    --gateway-max-body-bytes "${DAM_GATEWAY__MAX_BODY_BYTES:-262144}" \
+    --streams "$((SCALE_GATEWAY * MAX_OPEN_STREAMS))" >"$RUN_DIR/nginx/nginx.conf"
 "$NGINX_BIN" -t -q -p "$RUN_DIR/nginx/" -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx-error.log" \
     || die "nginx refused $RUN_DIR/nginx/nginx.conf (see above)"
 start_process nginx "$NGINX_BIN" -p "$RUN_DIR/nginx/" -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx-error.log"

@@ -3,7 +3,10 @@
 # Only fills in placeholders; starting and stopping nginx is deploy/run-local.sh's job.
 #
 # Usage: render-nginx-conf.sh --prefix DIR --log-dir DIR --public-port PORT --gateway-ports "8081 8082"
-#            [--listen-host 127.0.0.1] [--gateway-max-body-bytes 262144]
+#            [--listen-host 127.0.0.1] [--gateway-max-body-bytes 262144] [--streams 20000]
+# --streams: how many streams the gateways behind it may hold together (gateways x limits.max_open_streams); the
+# workers' connection and open-file limits are sized for it. NGINX_WORKER_PROCESSES and NGINX_WORKER_CONNECTIONS
+# override the computed values.
 set -euo pipefail
 
 template="$(dirname "${BASH_SOURCE[0]}")/nginx.conf.template"
@@ -14,6 +17,7 @@ gateway_ports=""
 listen_host="127.0.0.1"
 # The gateway's default gateway.max_body_bytes (256 KiB); pass the configured value when it differs.
 gateway_max_body_bytes=262144
+streams=""
 
 while (($# > 0)); do
     case "$1" in
@@ -23,6 +27,7 @@ while (($# > 0)); do
         --gateway-ports) gateway_ports="$2"; shift 2 ;;
         --listen-host) listen_host="$2"; shift 2 ;;
         --gateway-max-body-bytes) gateway_max_body_bytes="$2"; shift 2 ;;
+        --streams) streams="$2"; shift 2 ;;
         *) echo "render-nginx-conf.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -34,6 +39,9 @@ fail() { echo "render-nginx-conf.sh: $*" >&2; exit 2; }
 [[ "$gateway_max_body_bytes" =~ ^[0-9]+$ ]] || fail "--gateway-max-body-bytes must be a number of bytes"
 read -r -a ports <<<"$gateway_ports"
 ((${#ports[@]} > 0)) || fail "--gateway-ports needs at least one port"
+# limits.max_open_streams' default for every gateway when not told.
+streams="${streams:-$((10000 * ${#ports[@]}))}"
+[[ "$streams" =~ ^[0-9]+$ ]] || fail "--streams must be a number of streams"
 
 upstream_servers=""
 for port in "${ports[@]}"; do
@@ -49,13 +57,28 @@ if [[ "$(id -u)" == 0 ]]; then
     user_directive="user root;"
 fi
 
-# Each worker may open up to twice worker_connections descriptors (client and upstream side); ask for that, within
-# the hard limit a normal user may raise its soft limit to, and shrink worker_connections if the hard limit is low.
-worker_connections="${NGINX_WORKER_CONNECTIONS:-4096}"
+# Each proxied stream holds two connections in one worker (the client's and the gateway's), and every connection
+# is a file descriptor. The listen socket uses reuseport, so the kernel spreads new connections evenly over the
+# workers: each worker gets room for its share of the streams plus a quarter (the spread is not exact), plus spare
+# connections for requests in passing and idle keep-alive connections to the gateways. Its open-file limit is that
+# plus a few descriptors of its own (logs, listen sockets), within the hard limit a normal user may raise to.
+worker_processes="${NGINX_WORKER_PROCESSES:-auto}"
+worker_count="$worker_processes"
+[[ "$worker_count" == auto ]] && worker_count="$(nproc 2>/dev/null || echo 1)"
+[[ "$worker_count" =~ ^[1-9][0-9]*$ ]] || fail "NGINX_WORKER_PROCESSES must be auto or a positive number"
+spare_connections=512
+own_open_files=64
+streams_per_worker=$(((streams + worker_count - 1) / worker_count))
+worker_connections="${NGINX_WORKER_CONNECTIONS:-$((2 * (streams_per_worker + streams_per_worker / 4) + spare_connections))}"
 open_files_limit="$(ulimit -Hn)"
-[[ "$open_files_limit" =~ ^[0-9]+$ ]] || open_files_limit=$((2 * worker_connections))
-worker_open_files=$((2 * worker_connections < open_files_limit ? 2 * worker_connections : open_files_limit))
-worker_connections=$((worker_connections < worker_open_files ? worker_connections : worker_open_files))
+[[ "$open_files_limit" =~ ^[0-9]+$ ]] || open_files_limit=$((worker_connections + own_open_files))
+if ((worker_connections + own_open_files > open_files_limit)); then
+    worker_connections=$((open_files_limit - own_open_files))
+fi
+worker_open_files=$((worker_connections + own_open_files))
+if ((worker_count * (worker_connections - spare_connections) / 2 < streams)); then
+    echo "render-nginx-conf.sh: nginx holds about $((worker_count * (worker_connections - spare_connections) / 2)) streams ($worker_count workers of $worker_connections connections, open-files hard limit $open_files_limit), fewer than the $streams the gateways may hold" >&2
+fi
 
 # 64 KiB of headroom over the gateway's limit, so the gateway, not nginx, judges bodies near the limit.
 client_max_body_bytes=$((gateway_max_body_bytes + 65536))
@@ -64,7 +87,7 @@ client_max_body_bytes=$((gateway_max_body_bytes + 65536))
 shopt -u patsub_replacement 2>/dev/null || true
 config="$(<"$template")"
 config="${config//@@USER_DIRECTIVE@@/$user_directive}"
-config="${config//@@WORKER_PROCESSES@@/${NGINX_WORKER_PROCESSES:-auto}}"
+config="${config//@@WORKER_PROCESSES@@/$worker_processes}"
 config="${config//@@WORKER_CONNECTIONS@@/$worker_connections}"
 config="${config//@@WORKER_OPEN_FILES@@/$worker_open_files}"
 config="${config//@@PREFIX@@/$prefix}"

@@ -47,6 +47,30 @@ pub struct SharedState {
     /// The limits in force, kept current from Redis.
     pub limits: watch::Receiver<Arc<Limits>>,
     pub access_directory: AccessDirectory,
+    pub counters: GatewayCounters,
+    /// Bounds the cancellations of chats whose OpenAI clients left (see `CancelOnDrop`).
+    pub departure_cancellations: tokio::sync::Semaphore,
+}
+
+/// Counters touched per message or per event, resolved once rather than looked up by name every time.
+#[derive(Debug, Clone)]
+pub struct GatewayCounters {
+    pub stream_events_relayed: metrics::Counter,
+    pub duplicate_events_dropped: metrics::Counter,
+    pub stream_gaps_filled: metrics::Counter,
+    pub pubsub_messages: metrics::Counter,
+}
+
+impl GatewayCounters {
+    /// Registers the counters with the installed recorder (so call it after installing one).
+    pub fn register() -> Self {
+        Self {
+            stream_events_relayed: metrics::counter!("dam_gateway_stream_events_relayed_total"),
+            duplicate_events_dropped: metrics::counter!("dam_gateway_duplicate_events_dropped_total"),
+            stream_gaps_filled: metrics::counter!("dam_gateway_stream_gaps_filled_total"),
+            pubsub_messages: metrics::counter!("dam_gateway_pubsub_messages_total"),
+        }
+    }
 }
 
 /// Counts this process's open streaming responses.

@@ -85,6 +85,9 @@ impl Drop for CancelOnDrop {
         if let Some(state) = self.state.take() {
             let job_id = self.job_id;
             tokio::spawn(async move {
+                // Many clients may leave at once (a proxy restarts): they wait their turn here, so that each
+                // cancellation's Redis deadline starts when it is sent, not while thousands queue ahead of it.
+                let _turn = state.departure_cancellations.acquire().await;
                 if let Err(error) = cancel_chat(&state, job_id).await {
                     tracing::warn!(%job_id, %error, "could not cancel the chat of a departed client");
                 }

@@ -6,21 +6,21 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use protocol::JobId;
 use protocol::job_lifecycle::CancelOutcome;
-use protocol::{JobId, StreamEvent};
 use serde::Serialize;
 
 use crate::admission::{AdmittedChat, admit_chat_request, open_stream_slot};
 use crate::app_state::AppState;
 use crate::caller_identity::Caller;
 use crate::cancellation;
-use crate::chat_relay::{ChatRelay, locate_chat};
+use crate::chat_relay::{ChatRelay, RelayedEvent, locate_chat};
 use crate::chat_request::BrowserChatRequest;
 use crate::error::GatewayError;
 use crate::json_body::JsonBody;
-use crate::sse_stream::{FormattedEvents, StreamFormat, relay_as_sse};
+use crate::sse_stream::{StreamFormat, relay_as_sse, write_sse_event};
 
 /// The 202 body of `POST /api/chats`.
 #[derive(Debug, Serialize)]
@@ -65,7 +65,8 @@ pub async fn chat_events(
     let start = locate_chat(&state, job_id, last_event_id(&headers)).await?;
     let relay = ChatRelay::open(&state, start).await?;
     let keep_alive = Duration::from_secs(state.settings.gateway.sse_keep_alive_s);
-    Ok(relay_as_sse(relay, BrowserEvents, open_stream, keep_alive).into_response())
+    let events_relayed = state.counters.stream_events_relayed.clone();
+    Ok(relay_as_sse(relay, BrowserEvents, events_relayed, open_stream, keep_alive))
 }
 
 /// `DELETE /api/chats/{id}`: the client no longer wants the answer.
@@ -101,14 +102,22 @@ fn last_event_id(headers: &HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// Each chat event as a typed SSE event whose data is the event's JSON.
+/// Each chat event as a typed SSE event (`id:` its seq, `event:` its type) whose data is the event's JSON: a stored
+/// event's JSON goes out exactly as the worker wrote it, without being decoded and encoded again.
 struct BrowserEvents;
 
 impl StreamFormat for BrowserEvents {
-    fn format(&mut self, event: &StreamEvent, last_seq: u64) -> FormattedEvents {
-        // Events the gateway makes (queued, timeouts) carry the last relayed seq: the point to resume from.
-        let id = event.seq().unwrap_or(last_seq);
-        let sse = Event::default().id(id.to_string()).event(event.kind()).data(event.encode());
-        FormattedEvents { events: vec![sse], end_stream: event.is_terminal() }
+    fn write_event(&mut self, event: &RelayedEvent, last_seq: u64, output: &mut BytesMut) -> bool {
+        match event {
+            RelayedEvent::Stored(stored) => {
+                write_sse_event(output, Some(stored.seq), Some(stored.kind.name()), stored.json());
+            }
+            // Events the gateway makes (queued, timeouts) carry the last relayed seq: the point to resume from.
+            RelayedEvent::Made(made) => {
+                let id = made.seq().unwrap_or(last_seq);
+                write_sse_event(output, Some(id), Some(made.kind()), &made.encode());
+            }
+        }
+        event.is_terminal()
     }
 }

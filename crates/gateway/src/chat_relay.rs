@@ -1,12 +1,21 @@
 //! `ChatRelay`: one chat's events in order, for one client. It subscribes to the job's channel first, then reads
 //! the replay log, then relays live events; it drops duplicates by `seq`, fills gaps from the log, and while the
-//! job waits it interleaves `queued` updates computed from the process-wide queue snapshot. Both the browser
-//! flow and the OpenAI flow format what it yields.
+//! job waits it interleaves `queued` updates computed from the process-wide queue snapshot. Stored events keep
+//! the JSON the worker wrote, so a format can send it on as is. Both the browser flow and the OpenAI flow format
+//! what it yields.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use protocol::stream_event::PUBLISHED_EVENT_SEPARATOR;
 use protocol::{JobId, Lane, StreamEvent};
+use redis::RedisResult;
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +31,7 @@ pub struct RelayStart {
     pub job_id: JobId,
     /// Relay only events after this `seq` (0 for all; a reconnecting client's `Last-Event-ID`).
     pub resume_after_seq: u64,
-    /// Set while the job waits: its lane, ticket and exact current position.
+    /// Set while the job waits: its lane, ticket and current position.
     pub queued: Option<QueuedJob>,
 }
 
@@ -33,19 +42,160 @@ pub struct QueuedJob {
     pub position: u64,
 }
 
+/// One event as the relay hands it to a format.
+#[derive(Debug, Clone)]
+pub enum RelayedEvent {
+    /// An event of the chat's stream, exactly as the worker stored and published it.
+    Stored(StoredEvent),
+    /// An event this gateway made: a `queued` update, or the error that ends a stream it can no longer relay.
+    Made(StreamEvent),
+}
+
+impl RelayedEvent {
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            RelayedEvent::Stored(stored) => {
+                matches!(stored.kind, StoredEventKind::Done | StoredEventKind::Error)
+            }
+            RelayedEvent::Made(made) => made.is_terminal(),
+        }
+    }
+
+    /// The whole event; a stored one is decoded from its JSON (`None`, with a warning, if it does not decode).
+    pub fn to_stream_event(&self) -> Option<StreamEvent> {
+        match self {
+            RelayedEvent::Stored(stored) => stored
+                .decode()
+                .inspect_err(
+                    |error| tracing::warn!(%error, seq = stored.seq, "undecodable stream event skipped"),
+                )
+                .ok(),
+            RelayedEvent::Made(made) => Some(made.clone()),
+        }
+    }
+}
+
+/// A stored event: its `seq` and type, read from its JSON, and the JSON itself, shared with every other client of
+/// the same chat on this gateway (a slice of the published message, not a copy).
+#[derive(Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub kind: StoredEventKind,
+    message: Arc<str>,
+    start: usize,
+    end: usize,
+}
+
+impl fmt::Debug for StoredEvent {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("StoredEvent").field("json", &self.json()).finish()
+    }
+}
+
+/// The types of stored events (`queued` is never stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredEventKind {
+    Token,
+    Done,
+    Error,
+    Reset,
+}
+
+impl StoredEventKind {
+    /// The SSE `event:` name, which is also the JSON `type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredEventKind::Token => "token",
+            StoredEventKind::Done => "done",
+            StoredEventKind::Error => "error",
+            StoredEventKind::Reset => "reset",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "token" => Some(StoredEventKind::Token),
+            "done" => Some(StoredEventKind::Done),
+            "error" => Some(StoredEventKind::Error),
+            "reset" => Some(StoredEventKind::Reset),
+            _ => None,
+        }
+    }
+}
+
+/// What a relay needs to read from each event: its type and place, not its text.
+#[derive(Deserialize)]
+struct StoredEventHeader<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    seq: u64,
+}
+
+/// Why a stored event cannot be relayed.
+#[derive(Debug, thiserror::Error)]
+enum StoredEventError {
+    #[error("undecodable stream event: {0}")]
+    Undecodable(#[from] serde_json::Error),
+    #[error("stream event {seq} has an unknown type {kind:?}")]
+    UnknownKind { seq: u64, kind: String },
+}
+
+impl StoredEvent {
+    /// Reads the event at `start..end` of `message`.
+    fn read(message: &Arc<str>, start: usize, end: usize) -> Result<Self, StoredEventError> {
+        let header: StoredEventHeader<'_> = serde_json::from_str(&message[start..end])?;
+        let kind = StoredEventKind::from_name(header.kind)
+            .ok_or_else(|| StoredEventError::UnknownKind { seq: header.seq, kind: header.kind.to_owned() })?;
+        Ok(Self { seq: header.seq, kind, message: message.clone(), start, end })
+    }
+
+    /// The event's JSON, as the worker wrote it (one line: JSON text holds no raw newline).
+    pub fn json(&self) -> &str {
+        &self.message[self.start..self.end]
+    }
+
+    pub fn decode(&self) -> Result<StreamEvent, serde_json::Error> {
+        StreamEvent::decode(self.json())
+    }
+}
+
+/// How a stream ends when its events do not end it.
+enum RelayEnding {
+    /// The gateway's shutdown drain is over: the client may resume elsewhere.
+    Shutdown,
+    /// The chat outlived anything it could legitimately take.
+    Deadline,
+}
+
+type LogRead = Pin<Box<dyn Future<Output = RedisResult<Vec<String>>> + Send>>;
+
 /// One client's ordered view of one chat.
-#[derive(Debug)]
 pub struct ChatRelay {
+    state: AppState,
     replay_log_key: String,
-    redis: protocol::RedisConnections,
     subscription: StreamSubscription,
     last_seq: u64,
-    ready: VecDeque<StreamEvent>,
+    ready: VecDeque<RelayedEvent>,
     finished: bool,
     waiting: Option<QueuedJob>,
     queue_watch: watch::Receiver<QueueSnapshot>,
-    deadline: Instant,
-    shutdown: CancellationToken,
+    /// The deadline and the shutdown drain, in one future made once per stream (not one timer per event).
+    ending: Pin<Box<dyn Future<Output = RelayEnding> + Send>>,
+    /// A read of the replay log under way, after a gap or a lost pub/sub connection. It lives here rather than in
+    /// `next_event`'s future, so that dropping that future (a keep-alive tick won the race) loses nothing.
+    log_read: Option<LogRead>,
+}
+
+impl fmt::Debug for ChatRelay {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ChatRelay")
+            .field("replay_log_key", &self.replay_log_key)
+            .field("last_seq", &self.last_seq)
+            .field("ready", &self.ready.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChatRelay {
@@ -63,22 +213,26 @@ impl ChatRelay {
         let longest_life =
             Duration::from_secs(chat.queue_deadline_s + state.settings.llm.request_timeout_s + 30);
         let mut relay = Self {
+            state: state.clone(),
             replay_log_key: state.keys.job_replay_log(&start.job_id),
-            redis: state.redis.clone(),
             subscription,
             last_seq: start.resume_after_seq,
             ready: VecDeque::new(),
             finished: false,
             waiting: start.queued,
             queue_watch: state.queue_watch.clone(),
-            deadline: Instant::now() + longest_life,
-            shutdown: state.stream_shutdown.clone(),
+            ending: Box::pin(relay_ending(Instant::now() + longest_life, state.stream_shutdown.clone())),
+            log_read: None,
         };
         relay.queue_watch.mark_unchanged();
-        relay.catch_up_from_log().await?;
+        // The subscription is confirmed, so whatever was published before it is in the log by now: reading the
+        // log after subscribing leaves no gap, and anything read twice is dropped by seq.
+        let entries =
+            read_replay_log(relay.state.clone(), relay.replay_log_key.clone(), relay.last_seq).await?;
+        relay.accept_log_entries(entries);
         if let Some(queued) = relay.waiting.filter(|_| relay.ready.is_empty()) {
             let snapshot = relay.queue_watch.borrow().clone();
-            relay.ready.push_back(queued_event(&snapshot, queued.lane, queued.position));
+            relay.ready.push_back(RelayedEvent::Made(queued_event(&snapshot, queued.lane, queued.position)));
         }
         Ok(relay)
     }
@@ -88,88 +242,125 @@ impl ChatRelay {
         self.last_seq
     }
 
+    /// The next event already received, without waiting: lets a format write a burst of events at once.
+    pub fn next_ready_event(&mut self) -> Option<RelayedEvent> {
+        let event = self.ready.pop_front()?;
+        if event.is_terminal() {
+            self.finished = true;
+            self.ready.clear();
+        }
+        Some(event)
+    }
+
     /// The next event, or `None` after a terminal event or when the gateway shuts down (the client may then
-    /// resume elsewhere from `last_seq`).
-    pub async fn next_event(&mut self) -> Option<StreamEvent> {
+    /// resume elsewhere from `last_seq`). Cancel-safe: dropping the future loses no event.
+    pub async fn next_event(&mut self) -> Option<RelayedEvent> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
-                if event.is_terminal() {
-                    self.finished = true;
-                    self.ready.clear();
-                }
+            if let Some(event) = self.next_ready_event() {
                 return Some(event);
             }
             if self.finished {
                 return None;
             }
+            let reading_log = self.log_read.is_some();
+            let waiting = self.waiting.is_some();
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
+                ending = self.ending.as_mut() => {
                     self.finished = true;
-                    return None;
+                    return match ending {
+                        RelayEnding::Shutdown => None,
+                        RelayEnding::Deadline => {
+                            Some(self.end_with_error("stream_timeout", "the chat took longer than its deadline"))
+                        }
+                    };
                 }
-                message = self.subscription.next_message() => match message {
-                    Some(RouterMessage::Published(payload)) => self.accept_published(&payload).await,
-                    Some(RouterMessage::Resync) => {
-                        let _ = self.catch_up_from_log().await;
+                entries = poll_log_read(&mut self.log_read), if reading_log => {
+                    self.log_read = None;
+                    match entries {
+                        Ok(entries) => self.accept_log_entries(entries),
+                        // Tried again at the next message, gap or reconnection; the stream's deadline bounds it all.
+                        Err(error) => tracing::warn!(%error, "reading a replay log failed"),
                     }
+                }
+                // While the log is read, messages wait in the subscription: applied after the log, they are either
+                // duplicates or the events that follow it.
+                message = self.subscription.next_message(), if !reading_log => match message {
+                    Some(RouterMessage::Published(message)) => self.accept_published(&message),
+                    Some(RouterMessage::Resync) => self.start_log_read(),
                     None => return Some(self.end_with_error("stream_interrupted", "the gateway stopped relaying")),
                 },
-                changed = self.queue_watch.changed(), if self.waiting.is_some() => {
+                changed = self.queue_watch.changed(), if waiting => {
                     if changed.is_ok() {
                         self.report_queue_position();
                     }
                 }
-                _ = tokio::time::sleep_until(self.deadline) => {
-                    return Some(self.end_with_error("stream_timeout", "the chat took longer than its deadline"));
-                }
             }
         }
     }
 
-    async fn accept_published(&mut self, payload: &str) {
-        let event = match StreamEvent::decode(payload) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, "undecodable stream event ignored");
+    /// Takes one published message: the events of one batch, in seq order (one event is a batch of one).
+    fn accept_published(&mut self, message: &Arc<str>) {
+        let mut start = 0;
+        while start < message.len() {
+            let end = message[start..].find(PUBLISHED_EVENT_SEPARATOR).map_or(message.len(), |at| start + at);
+            let range = (start, end);
+            start = end + PUBLISHED_EVENT_SEPARATOR.len_utf8();
+            if range.0 == range.1 {
+                continue;
+            }
+            let event = match StoredEvent::read(message, range.0, range.1) {
+                Ok(event) => event,
+                Err(StoredEventError::UnknownKind { seq, kind }) if seq == self.last_seq + 1 => {
+                    tracing::warn!(seq, kind, "stream event of an unknown type skipped");
+                    self.last_seq = seq;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "published stream event ignored");
+                    continue;
+                }
+            };
+            if event.seq <= self.last_seq {
+                self.state.counters.duplicate_events_dropped.increment(1);
+            } else if event.seq == self.last_seq + 1 {
+                self.push_log_event(event);
+            } else {
+                // A gap: something was published before this relay subscribed, or was lost. The batch was appended
+                // to the log before it was published, so the log holds this event and the rest of its batch too.
+                self.state.counters.stream_gaps_filled.increment(1);
+                self.start_log_read();
                 return;
             }
-        };
-        let Some(seq) = event.seq() else { return };
-        if seq <= self.last_seq {
-            metrics::counter!("dam_gateway_duplicate_events_dropped_total").increment(1);
-        } else if seq == self.last_seq + 1 {
-            self.push_log_event(event);
-        } else {
-            // A gap: something was published before this relay subscribed, or was lost; the log has it all.
-            metrics::counter!("dam_gateway_stream_gaps_filled_total").increment(1);
-            let _ = self.catch_up_from_log().await;
         }
     }
 
-    async fn catch_up_from_log(&mut self) -> Result<(), GatewayError> {
-        let key = self.replay_log_key.clone();
-        let start = self.last_seq as isize;
-        let entries: Vec<String> = self
-            .redis
-            .run(|mut connection| async move {
-                redis::cmd("LRANGE").arg(&key).arg(start).arg(-1).query_async(&mut connection).await
-            })
-            .await?;
+    fn start_log_read(&mut self) {
+        if self.log_read.is_none() {
+            let read = read_replay_log(self.state.clone(), self.replay_log_key.clone(), self.last_seq);
+            self.log_read = Some(Box::pin(read));
+        }
+    }
+
+    fn accept_log_entries(&mut self, entries: Vec<String>) {
         for entry in entries {
-            match StreamEvent::decode(&entry) {
-                Ok(event) if event.seq().is_some_and(|seq| seq > self.last_seq) => self.push_log_event(event),
+            let message: Arc<str> = entry.into();
+            match StoredEvent::read(&message, 0, message.len()) {
+                Ok(event) if event.seq > self.last_seq => self.push_log_event(event),
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "undecodable replay log entry ignored"),
+                Err(StoredEventError::UnknownKind { seq, kind }) => {
+                    tracing::warn!(seq, kind, "stream event of an unknown type skipped");
+                    self.last_seq = self.last_seq.max(seq);
+                }
+                Err(error) => tracing::warn!(%error, "replay log entry ignored"),
             }
         }
-        Ok(())
     }
 
-    fn push_log_event(&mut self, event: StreamEvent) {
-        self.last_seq = event.seq().unwrap_or(self.last_seq);
+    fn push_log_event(&mut self, event: StoredEvent) {
+        self.last_seq = event.seq;
         self.waiting = None;
-        self.ready.push_back(event);
+        self.ready.push_back(RelayedEvent::Stored(event));
     }
 
     fn report_queue_position(&mut self) {
@@ -182,16 +373,49 @@ impl ChatRelay {
                 // Positions never go up, even when a reading is older than the one the job started from.
                 queued.position = queued.position.min(position);
                 self.waiting = Some(queued);
-                self.ready.push_back(queued_event(&snapshot, queued.lane, queued.position));
+                self.ready.push_back(RelayedEvent::Made(queued_event(
+                    &snapshot,
+                    queued.lane,
+                    queued.position,
+                )));
             }
         }
     }
 
-    fn end_with_error(&mut self, code: &str, message: &str) -> StreamEvent {
+    fn end_with_error(&mut self, code: &str, message: &str) -> RelayedEvent {
         self.finished = true;
         self.ready.clear();
-        StreamEvent::Error { seq: self.last_seq, code: code.to_owned(), message: message.to_owned() }
+        RelayedEvent::Made(StreamEvent::Error {
+            seq: self.last_seq,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        })
     }
+}
+
+async fn relay_ending(deadline: Instant, shutdown: CancellationToken) -> RelayEnding {
+    tokio::select! {
+        _ = shutdown.cancelled() => RelayEnding::Shutdown,
+        _ = tokio::time::sleep_until(deadline) => RelayEnding::Deadline,
+    }
+}
+
+/// The replay log's events after `after_seq` (the log's index is seq - 1).
+async fn read_replay_log(state: AppState, key: String, after_seq: u64) -> RedisResult<Vec<String>> {
+    let start = after_seq as isize;
+    state
+        .redis
+        .run(|mut connection| async move {
+            redis::cmd("LRANGE").arg(&key).arg(start).arg(-1).query_async(&mut connection).await
+        })
+        .await
+}
+
+fn poll_log_read(log_read: &mut Option<LogRead>) -> impl Future<Output = RedisResult<Vec<String>>> + '_ {
+    poll_fn(move |context| match log_read {
+        Some(read) => read.as_mut().poll(context),
+        None => Poll::Pending,
+    })
 }
 
 fn queued_event(snapshot: &QueueSnapshot, lane: Lane, position: u64) -> StreamEvent {
@@ -202,8 +426,10 @@ fn queued_event(snapshot: &QueueSnapshot, lane: Lane, position: u64) -> StreamEv
     }
 }
 
-/// Finds a chat by id for a client that (re)connects to its events: 404 when unknown, and its exact queue
-/// position when it still waits. One round trip.
+/// Finds a chat by id for a client that (re)connects to its events: 404 when unknown, and its queue position
+/// when it still waits. One command (HMGET); the position comes from this process's queue snapshot, which is at
+/// most one update interval old, so it may start a little high and is corrected by the next update. Only before
+/// the first snapshot does it read the lane's served counter too.
 pub async fn locate_chat(
     state: &AppState,
     job_id: JobId,
@@ -211,18 +437,17 @@ pub async fn locate_chat(
 ) -> Result<RelayStart, GatewayError> {
     use protocol::keys::job_state_field;
 
-    let mut pipeline = redis::pipe();
-    pipeline.cmd("HMGET").arg(state.keys.job_state(&job_id)).arg(&[
-        job_state_field::STATUS,
-        job_state_field::LANE,
-        job_state_field::TICKET,
-    ]);
-    for lane in Lane::ALL {
-        pipeline.cmd("GET").arg(state.keys.lane_served_tickets(lane));
-    }
-    type Found = (Vec<Option<String>>, Option<u64>, Option<u64>);
-    let (fields, served_premium, served_standard): Found =
-        state.redis.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
+    let state_key = state.keys.job_state(&job_id);
+    let fields: Vec<Option<String>> = state
+        .redis
+        .run(|mut connection| async move {
+            redis::cmd("HMGET")
+                .arg(&state_key)
+                .arg(&[job_state_field::STATUS, job_state_field::LANE, job_state_field::TICKET])
+                .query_async(&mut connection)
+                .await
+        })
+        .await?;
     let [status, lane, ticket] = <[Option<String>; 3]>::try_from(fields).unwrap_or_default();
     let Some(status) = status else {
         return Err(GatewayError::ChatNotFound(job_id.to_string()));
@@ -231,14 +456,56 @@ pub async fn locate_chat(
     let ticket = ticket.and_then(|ticket| ticket.parse::<u64>().ok());
     let queued = match (status.as_str(), lane, ticket) {
         ("queued", Some(lane), Some(ticket)) => {
-            let served = match lane {
-                Lane::Premium => served_premium,
-                Lane::Standard => served_standard,
-            }
-            .unwrap_or(0);
+            let served = served_tickets(state, lane).await?;
             (ticket > served).then(|| QueuedJob { lane, ticket, position: ticket - served })
         }
         _ => None,
     };
     Ok(RelayStart { job_id, resume_after_seq, queued })
+}
+
+/// The lane's served-ticket counter: from the queue snapshot once there is one, else from Redis.
+async fn served_tickets(state: &AppState, lane: Lane) -> Result<u64, GatewayError> {
+    let snapshot_served = {
+        let snapshot = state.queue_watch.borrow();
+        (snapshot.reading > 0).then(|| snapshot.lane(lane).served_tickets)
+    };
+    if let Some(served) = snapshot_served {
+        return Ok(served);
+    }
+    let counter_key = state.keys.lane_served_tickets(lane);
+    let served: Option<u64> = state
+        .redis
+        .run(|mut connection| async move {
+            redis::cmd("GET").arg(&counter_key).query_async(&mut connection).await
+        })
+        .await?;
+    Ok(served.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_event_keeps_its_json_and_reads_only_its_type_and_seq() {
+        let message: Arc<str> =
+            r#"{"type":"token","seq":3,"text":"a \"quoted\" line"}
+{"type":"done","seq":4,"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"finish_reason":"stop"}"#
+                .into();
+        let newline = message.find('\n').expect("two events");
+        let token = StoredEvent::read(&message, 0, newline).expect("token");
+        assert_eq!((token.seq, token.kind), (3, StoredEventKind::Token));
+        assert_eq!(token.json(), &message[..newline]);
+        assert_eq!(
+            token.decode().expect("decodes"),
+            StreamEvent::Token { seq: 3, text: "a \"quoted\" line".into() }
+        );
+        let done = StoredEvent::read(&message, newline + 1, message.len()).expect("done");
+        assert!(RelayedEvent::Stored(done).is_terminal());
+        assert!(matches!(
+            StoredEvent::read(&Arc::from(r#"{"type":"later","seq":5}"#), 0, 24),
+            Err(StoredEventError::UnknownKind { seq: 5, .. })
+        ));
+    }
 }

@@ -32,6 +32,10 @@ pub enum GatewayError {
     TooManyConnections { limit: u32 },
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    #[error("the request's header block is larger than the limit of {limit_bytes} bytes")]
+    HeadersTooLarge { limit_bytes: usize },
+    #[error("the request is not valid HTTP/1.1: {0}")]
+    MalformedHttp(String),
     #[error("the chat ended with an error: {message}")]
     ChatFailed { code: String, message: String },
     #[error("no such route")]
@@ -51,7 +55,8 @@ impl GatewayError {
         match self {
             GatewayError::MalformedJson(_)
             | GatewayError::InvalidRequest { .. }
-            | GatewayError::UnknownModel { .. } => StatusCode::BAD_REQUEST,
+            | GatewayError::UnknownModel { .. }
+            | GatewayError::MalformedHttp(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge { .. } | GatewayError::MessageTooLong { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -61,6 +66,7 @@ impl GatewayError {
             GatewayError::Rejected { rejection } => rejection.status(),
             GatewayError::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::ChatFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -79,6 +85,8 @@ impl GatewayError {
             GatewayError::Rejected { rejection } => rejection.reason.code(),
             GatewayError::TooManyConnections { .. } => "too_many_connections",
             GatewayError::BodyTimeout => "request_timeout",
+            GatewayError::HeadersTooLarge { .. } => "headers_too_large",
+            GatewayError::MalformedHttp(_) => "malformed_request",
             GatewayError::ChatFailed { code, .. } => code,
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::MethodNotAllowed => "method_not_allowed",

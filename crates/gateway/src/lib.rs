@@ -12,6 +12,8 @@ pub mod chat_relay;
 pub mod chat_request;
 pub mod error;
 pub mod health_api;
+pub mod http1_connection;
+pub mod http1_head;
 pub mod http_server;
 pub mod json_body;
 pub mod openai_api;

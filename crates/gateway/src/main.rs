@@ -6,7 +6,6 @@ use protocol::Settings;
 // system allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tokio::net::TcpListener;
 
 fn main() -> std::process::ExitCode {
     protocol::shutdown::exit_code(serve())
@@ -18,7 +17,7 @@ fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = protocol::service_runtime::build_service_runtime(settings.gateway.runtime_threads)?;
     runtime.block_on(async {
         let address = format!("{}:{}", settings.gateway.host, settings.gateway.port);
-        let listener = TcpListener::bind(&address).await?;
+        let listener = gateway::http_server::bind_listener(&address).await?;
         tracing::info!(address = %listener.local_addr()?, "gateway listening");
         gateway::run(listener, settings, protocol::shutdown::shutdown_signal()).await?;
         tracing::info!("gateway stopped");

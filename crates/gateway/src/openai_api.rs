@@ -49,19 +49,14 @@ pub async fn chat_completions(
         AdmittedChat::Joined { job_id } => CancelOnDrop::disarmed(job_id),
     };
     if choice.stream {
-        let chunks = OpenAiChunks {
-            identity,
-            include_usage: choice.include_usage,
-            sent_role: false,
-            sent_text: false,
-            cancel_on_drop,
-        };
+        let chunks = OpenAiChunks::new(&identity, choice.include_usage, cancel_on_drop);
         let keep_alive = Duration::from_secs(state.settings.gateway.sse_keep_alive_s);
-        return Ok(relay_as_sse(relay, chunks, open_stream, keep_alive).into_response());
+        let events_relayed = state.counters.stream_events_relayed.clone();
+        return Ok(relay_as_sse(relay, chunks, events_relayed, open_stream, keep_alive));
     }
     let mut collector = CompletionCollector::default();
     while let Some(event) = relay.next_event().await {
-        if let Some(outcome) = collector.accept(event, &identity) {
+        if let Some(outcome) = collector.accept(&event, &identity) {
             cancel_on_drop.disarm();
             return outcome.map(|completion| Json(completion).into_response());
         }

@@ -26,6 +26,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/metrics", get(health_api::metrics))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // HTTP/1.1 bodies are read whole, within these limits, before routing (`http1_connection.rs`); these
+        // layers hold the same limits for HTTP/2 requests, whose bodies hyper streams.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)

@@ -1,52 +1,143 @@
-//! Turns a `ChatRelay` into an SSE response with keep-alives, through a `StreamFormat` that decides what each
-//! chat event looks like on the wire (the browser's typed events or OpenAI's chunks).
+//! Turns a `ChatRelay` into a `text/event-stream` response: every burst of events the relay has ready goes out as
+//! one body chunk (one write), in a `StreamFormat` that decides what each chat event looks like on the wire (the
+//! browser's typed events or OpenAI's chunks), and a comment keeps a quiet stream alive through proxies.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::pin::Pin;
 use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
-use protocol::StreamEvent;
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use tokio::time::{Instant, Sleep};
 
 use crate::app_state::OpenStreamGuard;
-use crate::chat_relay::ChatRelay;
+use crate::chat_relay::{ChatRelay, RelayedEvent};
 
-/// What one chat event becomes on the wire.
-#[derive(Debug, Default)]
-pub struct FormattedEvents {
-    pub events: Vec<Event>,
-    /// Ends the response after these events even if the relay has more.
-    pub end_stream: bool,
-}
+/// First capacity of a body chunk: a token event takes 100 to 300 bytes on the wire.
+const CHUNK_CAPACITY_BYTES: usize = 1024;
+/// The keep-alive: an SSE comment line, which clients ignore.
+const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
 
+/// What each chat event becomes on the wire.
 pub trait StreamFormat: Send + 'static {
-    fn format(&mut self, event: &StreamEvent, last_seq: u64) -> FormattedEvents;
+    /// Appends `event` to `output` as SSE text; returns true when the response ends after it. `last_seq` is the
+    /// last stored event relayed, the point a client resumes from.
+    fn write_event(&mut self, event: &RelayedEvent, last_seq: u64, output: &mut BytesMut) -> bool;
 }
 
-struct StreamState<F> {
+struct SseStream<F> {
     relay: ChatRelay,
     format: F,
+    keep_alive: Duration,
+    /// One timer for the stream's life, pushed back after every write.
+    keep_alive_timer: Pin<Box<Sleep>>,
     ended: bool,
+    events_relayed: metrics::Counter,
     _open_stream: OpenStreamGuard,
+}
+
+impl<F: StreamFormat> SseStream<F> {
+    /// The next piece of the body: every event ready now, or a keep-alive; `None` once the stream has ended.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        // Room for a few events, so that a typical burst costs one allocation.
+        let mut chunk = BytesMut::with_capacity(CHUNK_CAPACITY_BYTES);
+        while chunk.is_empty() && !self.ended {
+            tokio::select! {
+                biased;
+                event = self.relay.next_event() => {
+                    let Some(event) = event else {
+                        self.ended = true;
+                        break;
+                    };
+                    let mut events = 1;
+                    self.ended = self.format.write_event(&event, self.relay.last_seq(), &mut chunk);
+                    while !self.ended && let Some(event) = self.relay.next_ready_event() {
+                        events += 1;
+                        self.ended = self.format.write_event(&event, self.relay.last_seq(), &mut chunk);
+                    }
+                    self.events_relayed.increment(events);
+                }
+                _ = self.keep_alive_timer.as_mut() => chunk.extend_from_slice(KEEP_ALIVE_COMMENT),
+            }
+            self.keep_alive_timer.as_mut().reset(Instant::now() + self.keep_alive);
+        }
+        (!chunk.is_empty()).then(|| chunk.freeze())
+    }
 }
 
 /// The SSE response for one relay.
 pub fn relay_as_sse<F: StreamFormat>(
     relay: ChatRelay,
     format: F,
+    events_relayed: metrics::Counter,
     open_stream: OpenStreamGuard,
     keep_alive: Duration,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let state = StreamState { relay, format, ended: false, _open_stream: open_stream };
-    let events = futures::stream::unfold(state, |mut state| async move {
-        if state.ended {
-            return None;
-        }
-        let event = state.relay.next_event().await?;
-        let formatted = state.format.format(&event, state.relay.last_seq());
-        state.ended = formatted.end_stream;
-        metrics::counter!("dam_gateway_stream_events_relayed_total").increment(1);
-        Some((futures::stream::iter(formatted.events.into_iter().map(Ok)), state))
+) -> Response {
+    let stream = SseStream {
+        relay,
+        format,
+        keep_alive,
+        keep_alive_timer: Box::pin(tokio::time::sleep(keep_alive)),
+        ended: false,
+        events_relayed,
+        _open_stream: open_stream,
+    };
+    let body = futures::stream::unfold(stream, |mut stream| async move {
+        let chunk = stream.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), stream))
     });
-    Sse::new(futures::StreamExt::flatten(events)).keep_alive(KeepAlive::new().interval(keep_alive))
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+        // Proxies other than ours (which never buffers) must not hold events back either.
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ];
+    (headers, Body::from_stream(body)).into_response()
+}
+
+/// Appends one SSE event. `data` is one JSON document; should it hold line breaks (JSON allows them between
+/// tokens), each line becomes its own `data:` line, which a client joins back with newlines.
+pub fn write_sse_event(output: &mut BytesMut, id: Option<u64>, kind: Option<&str>, data: &str) {
+    if let Some(id) = id {
+        let _ = writeln!(output, "id: {id}");
+    }
+    if let Some(kind) = kind {
+        output.extend_from_slice(b"event: ");
+        output.extend_from_slice(kind.as_bytes());
+        output.extend_from_slice(b"\n");
+    }
+    for line in data.split(['\n', '\r']) {
+        output.extend_from_slice(b"data: ");
+        output.extend_from_slice(line.as_bytes());
+        output.extend_from_slice(b"\n");
+    }
+    output.extend_from_slice(b"\n");
+}
+
+/// Appends one SSE comment line (ignored by clients and SDKs).
+pub fn write_sse_comment(output: &mut BytesMut, comment: &str) {
+    output.extend_from_slice(b": ");
+    output.extend_from_slice(comment.as_bytes());
+    output.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_has_its_id_type_and_data_lines() {
+        let mut output = BytesMut::new();
+        write_sse_event(&mut output, Some(7), Some("token"), r#"{"type":"token"}"#);
+        assert_eq!(&output[..], b"id: 7\nevent: token\ndata: {\"type\":\"token\"}\n\n");
+        let mut output = BytesMut::new();
+        write_sse_event(&mut output, None, None, "{\r\"a\":1}");
+        assert_eq!(&output[..], b"data: {\ndata: \"a\":1}\n\n");
+        let mut output = BytesMut::new();
+        write_sse_comment(&mut output, "queued position=2");
+        assert_eq!(&output[..], b": queued position=2\n\n");
+    }
 }

@@ -11,12 +11,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_directory::AccessDirectory;
-use crate::app_state::{AppState, OpenStreams, SharedState};
+use crate::app_state::{AppState, GatewayCounters, OpenStreams, SharedState};
 use crate::error::GatewayError;
 use crate::http_server::{ConnectionLimits, serve_with_limits};
 use crate::queue_watch::start_queue_watch;
 use crate::routes::build_router;
 use crate::stream_router::StreamRouter;
+
+/// Cancellations of departed clients' chats running at once: enough to keep Redis busy, few enough that a crowd
+/// leaving together waits here instead of timing out inside Redis commands queued behind each other.
+const CONCURRENT_DEPARTURE_CANCELLATIONS: usize = 64;
 
 /// Builds the shared state and starts the background tasks (stream router, queue watch), which stop when
 /// `background` is cancelled.
@@ -24,8 +28,15 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
     let redis = RedisConnections::new(&settings.redis)
         .map_err(|error| GatewayError::Internal(format!("invalid redis settings: {error}")))?;
     let keys = RedisKeys::new(settings.redis.key_prefix.clone());
-    let stream_router =
-        StreamRouter::start(redis.client().clone(), redis.connect_timeout(), background.clone());
+    // The recorder first, so that counters resolved once below record into it.
+    let metrics = protocol::telemetry::prometheus_handle();
+    let counters = GatewayCounters::register();
+    let stream_router = StreamRouter::start(
+        redis.client().clone(),
+        redis.connect_timeout(),
+        counters.pubsub_messages.clone(),
+        background.clone(),
+    );
     let limits = watch_live_limits(redis.clone(), keys.clone(), settings.limits.clone(), background.clone());
     let access_directory = AccessDirectory::start(
         redis.clone(),
@@ -46,11 +57,13 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
         redis,
         stream_router,
         queue_watch,
-        metrics: protocol::telemetry::prometheus_handle(),
+        metrics,
         stream_shutdown: background.child_token(),
         open_streams: OpenStreams::default(),
         limits,
         access_directory,
+        counters,
+        departure_cancellations: tokio::sync::Semaphore::new(CONCURRENT_DEPARTURE_CANCELLATIONS),
     }))
 }
 
@@ -65,6 +78,8 @@ pub async fn run(
     let connection_limits = ConnectionLimits {
         header_read_timeout: Duration::from_millis(settings.gateway.header_read_timeout_ms),
         max_header_bytes: settings.gateway.max_header_bytes,
+        max_body_bytes: settings.gateway.max_body_bytes,
+        body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
     };
     let state = build_app_state(settings, background.clone())?;
     let stream_shutdown = state.stream_shutdown.clone();

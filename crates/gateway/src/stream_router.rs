@@ -20,7 +20,7 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(250);
 /// What a subscribed stream receives.
 #[derive(Debug, Clone)]
 pub enum RouterMessage {
-    /// A message published on the stream's channel, as published.
+    /// A message published on the stream's channel, as published: one batch of events, one JSON per line.
     Published(Arc<str>),
     /// The connection was lost and restored: messages may have been missed; re-read the replay log.
     Resync,
@@ -83,11 +83,17 @@ enum RouterCommand {
 
 impl StreamRouter {
     /// Starts the router task; it runs until `shutdown` is cancelled.
-    pub fn start(client: redis::Client, connect_timeout: Duration, shutdown: CancellationToken) -> Self {
+    pub fn start(
+        client: redis::Client,
+        connect_timeout: Duration,
+        messages_counter: metrics::Counter,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (commands, command_receiver) = mpsc::unbounded_channel();
         let task = RouterTask {
             client,
             connect_timeout,
+            messages_counter,
             commands: command_receiver,
             subscribers: HashMap::new(),
             subscribed_at_redis: HashSet::new(),
@@ -123,6 +129,7 @@ type Subscribers = HashMap<String, Vec<(u64, mpsc::UnboundedSender<RouterMessage
 struct RouterTask {
     client: redis::Client,
     connect_timeout: Duration,
+    messages_counter: metrics::Counter,
     commands: mpsc::UnboundedReceiver<RouterCommand>,
     subscribers: Subscribers,
     /// Channels Redis has confirmed on the current connection.
@@ -225,10 +232,11 @@ impl RouterTask {
     fn fan_out(&mut self, message: &redis::Msg) {
         let channel = message.get_channel_name();
         let Some(subscribers) = self.subscribers.get_mut(channel) else { return };
-        let Ok(payload) = message.get_payload::<String>() else { return };
+        // One copy of the payload, shared by every stream of this chat on this gateway.
+        let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { return };
         let payload: Arc<str> = payload.into();
         subscribers.retain(|(_, sender)| sender.send(RouterMessage::Published(payload.clone())).is_ok());
-        metrics::counter!("dam_gateway_pubsub_messages_total").increment(1);
+        self.messages_counter.increment(1);
     }
 
     /// Applies `first` and whatever other commands are already waiting, with one SUBSCRIBE and one UNSUBSCRIBE

@@ -114,3 +114,88 @@ async fn a_conversation_of_several_messages_is_answered_from_the_last_user_messa
         .collect();
     assert_eq!(text, mock_llm::answer_text("second question", 12));
 }
+
+/// Writes `events` the way a worker does: each appended to the replay log, then published, `published` of them
+/// together as one message (the events' JSON joined by newlines).
+async fn append_and_publish(
+    stack: &TestStack,
+    job_id: &protocol::JobId,
+    appended: &[protocol::StreamEvent],
+    published: &[protocol::StreamEvent],
+) {
+    let keys = stack.keys();
+    let mut redis = stack.redis_connection().await;
+    for event in appended {
+        let _: i64 = redis::cmd("RPUSH")
+            .arg(keys.job_replay_log(job_id))
+            .arg(event.encode())
+            .query_async(&mut redis)
+            .await
+            .expect("rpush");
+    }
+    if !published.is_empty() {
+        let message: Vec<String> = published.iter().map(protocol::StreamEvent::encode).collect();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(keys.job_event_channel(job_id))
+            .arg(message.join("\n"))
+            .query_async(&mut redis)
+            .await
+            .expect("publish");
+    }
+}
+
+fn token(seq: u64, text: &str) -> protocol::StreamEvent {
+    protocol::StreamEvent::Token { seq, text: text.to_owned() }
+}
+
+#[tokio::test]
+async fn batches_reach_the_client_in_order_with_gaps_filled_from_the_log_and_repeats_dropped() {
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let created: Value = stack.post_chat(0, &json!({"message": "batches"})).await.json().await.expect("json");
+    let job_id: protocol::JobId = created["id"].as_str().expect("id").parse().expect("job id");
+    let mut events = stack.open_events(0, created["events_url"].as_str().expect("url")).await;
+    assert_eq!(events.next_event_within(STREAM_LIMIT).await.expect("queued").event, "queued");
+
+    // One batch of two, as one message.
+    let first = [token(1, "one "), token(2, "two\nlines ")];
+    append_and_publish(&stack, &job_id, &first, &first).await;
+    // Three appended, but the message carrying the third is lost: the next one reveals the gap.
+    append_and_publish(&stack, &job_id, &[token(3, "three ")], &[]).await;
+    let second = [token(4, "four "), token(5, "five ")];
+    append_and_publish(&stack, &job_id, &second, &second).await;
+    // A repeat of 5 (a retried publish) in front of 6, then the end.
+    let done = protocol::StreamEvent::Done {
+        seq: 7,
+        usage: protocol::Usage { prompt_tokens: 1, completion_tokens: 6, total_tokens: 7 },
+        finish_reason: "stop".to_owned(),
+    };
+    append_and_publish(
+        &stack,
+        &job_id,
+        &[token(6, "six"), done.clone()],
+        &[token(5, "five "), token(6, "six")],
+    )
+    .await;
+    append_and_publish(&stack, &job_id, &[], std::slice::from_ref(&done)).await;
+
+    let all = events.collect_all_within(STREAM_LIMIT).await;
+    let relayed: Vec<(String, String)> = all
+        .iter()
+        .filter(|event| event.event != "queued")
+        .map(|event| (event.id.clone().expect("id"), event.event.clone()))
+        .collect();
+    let expected: Vec<(String, String)> =
+        (1..=7).map(|seq| (seq.to_string(), if seq == 7 { "done" } else { "token" }.to_owned())).collect();
+    assert_eq!(relayed, expected, "each event once, in order");
+    let text: String = all
+        .iter()
+        .filter(|event| event.event == "token")
+        .map(|event| data(event)["text"].as_str().expect("text").to_owned())
+        .collect();
+    assert_eq!(text, "one two\nlines three four five six");
+    // The data is the stored JSON itself.
+    assert_eq!(
+        all.iter().find(|event| event.id.as_deref() == Some("2")).expect("event 2").data,
+        first[1].encode()
+    );
+}

@@ -4,4 +4,5 @@ mod admission;
 mod bad_input;
 mod browser_flow;
 mod health;
+mod http_connections;
 mod openai_flow;

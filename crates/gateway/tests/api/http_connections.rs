@@ -1,0 +1,206 @@
+//! The gateway's own HTTP/1.1 connections: keep-alive and pipelining, request framing, refusals, HEAD, clients
+//! that leave mid-stream, and HTTP/2 with prior knowledge.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use test_support::{StackOptions, TestStack};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn connect(stack: &TestStack) -> TcpStream {
+    TcpStream::connect(stack.gateways[0].address.expect("address")).await.expect("connect")
+}
+
+/// Sends `request` as is and reads until the gateway closes the connection.
+async fn exchange(stack: &TestStack, request: &[u8]) -> String {
+    let mut connection = connect(stack).await;
+    connection.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, connection.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The JSON body of the last answer in `answers`.
+fn last_json_body(answers: &str) -> Value {
+    let body = answers.rsplit("\r\n\r\n").next().expect("a body");
+    serde_json::from_str(body).expect("a JSON body")
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection_until_it_is_closed() {
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+
+    let answers = exchange(
+        &stack,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+
+    let first = answers.find("HTTP/1.1 200 OK").expect("the first answer");
+    let second = answers.find("HTTP/1.1 404 Not Found").expect("the second answer");
+    assert!(first < second, "{answers}");
+    assert!(answers[second..].contains("connection: close"), "{answers}");
+    assert_eq!(last_json_body(&answers)["error"]["code"], "route_not_found");
+}
+
+#[tokio::test]
+async fn a_chunked_body_sent_after_100_continue_is_read_whole() {
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let mut connection = connect(&stack).await;
+    connection
+        .write_all(
+            b"POST /api/chats HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write head");
+    let mut interim = [0_u8; 25];
+    tokio::time::timeout(LIMIT, connection.read_exact(&mut interim)).await.expect("in time").expect("read");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+
+    let body = br#"{"message": "sent in pieces"}"#;
+    let (head, tail) = body.split_at(10);
+    let chunked = [
+        format!("{:x}\r\n", head.len()).into_bytes(),
+        head.to_vec(),
+        format!("\r\n{:x};ext=1\r\n", tail.len()).into_bytes(),
+        tail.to_vec(),
+        b"\r\n0\r\nx-trailer: ignored\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    connection.write_all(&chunked).await.expect("write body");
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, connection.read_to_end(&mut answer)).await.expect("in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202 Accepted"), "{answer}");
+    assert_eq!(last_json_body(&answer)["position"], 1);
+}
+
+#[tokio::test]
+async fn requests_that_could_be_read_two_ways_or_not_at_all_get_a_json_400() {
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let smuggling = b"POST /api/chats HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    for request in [&smuggling[..], b"HELLO\r\n\r\n"] {
+        let answer = exchange(&stack, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+        assert!(answer.contains("x-dam-reason: malformed_request"), "{answer}");
+        assert_eq!(last_json_body(&answer)["error"]["code"], "malformed_request");
+    }
+}
+
+#[tokio::test]
+async fn head_requests_and_http_1_0_clients_get_what_they_can_read() {
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+
+    let head = exchange(&stack, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("content-length: "), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body after the head: {head:?}");
+
+    // HTTP/1.0 has no keep-alive by default: one answer, then the connection closes.
+    let old = exchange(&stack, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.1 200 OK"), "{old}");
+    assert_eq!(last_json_body(&old)["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_an_openai_stream_cancels_its_chat_before_anything_is_written_to_it() {
+    // Nothing is written to the waiting stream for a minute (no queue updates, no keep-alives), so only watching
+    // the connection can notice the client leave.
+    let stack = TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+        settings.gateway.queue_update_interval_ms = 60_000;
+        settings.gateway.sse_keep_alive_s = 60;
+    })
+    .await;
+    let mut connection = connect(&stack).await;
+    let body = r#"{"model":"mock-1","stream":true,"messages":[{"role":"user","content":"leaving soon"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    connection.write_all(request.as_bytes()).await.expect("write");
+    let mut first = vec![0_u8; 2048];
+    let read =
+        tokio::time::timeout(LIMIT, connection.read(&mut first)).await.expect("in time").expect("read");
+    let first = String::from_utf8_lossy(&first[..read]);
+    assert!(first.contains(": queued position=1"), "the stream started: {first}");
+
+    drop(connection);
+
+    let mut redis = stack.redis_connection().await;
+    let job_keys = format!("{}job:", stack.settings.redis.key_prefix);
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{job_keys}*")).query_async(&mut redis).await.expect("keys");
+    // The job's state hash is `job:<id>`; its other keys have a suffix.
+    let state_key = keys
+        .into_iter()
+        .find(|key| key.strip_prefix(&job_keys).is_some_and(|id| !id.contains(':')))
+        .expect("the chat's state");
+    stack
+        .wait_until("the chat is cancelled", LIMIT, || {
+            let state_key = state_key.clone();
+            let mut redis = redis.clone();
+            async move {
+                let status: Option<String> = redis::cmd("HGET")
+                    .arg(&state_key)
+                    .arg("status")
+                    .query_async(&mut redis)
+                    .await
+                    .expect("hget");
+                status.as_deref() == Some("cancelled")
+            }
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn http2_clients_with_prior_knowledge_are_served() {
+    use http_body_util::{BodyExt, Empty};
+
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let io = hyper_util::rt::TokioIo::new(connect(&stack).await);
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2");
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("{}/healthz", stack.gateway_url(0)))
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+
+    let response = sender.send_request(request).await.expect("answer");
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(serde_json::from_slice::<Value>(&body).expect("json")["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_lets_open_streams_run_for_the_drain_time_then_ends_them_and_exits() {
+    let mut stack =
+        TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+            settings.gateway.shutdown_drain_s = 1;
+        })
+        .await;
+    let created: Value =
+        stack.post_chat(0, &serde_json::json!({"message": "drained"})).await.json().await.expect("json");
+    let mut events = stack.open_events(0, created["events_url"].as_str().expect("url")).await;
+    assert_eq!(events.next_event_within(LIMIT).await.expect("queued").event, "queued");
+
+    let gateway = stack.gateways.remove(0);
+    let address = gateway.address.expect("address");
+    let stopped = tokio::spawn(gateway.stop());
+
+    // The stream ends without a final event (the client may resume elsewhere), and the gateway exits.
+    let rest = events.collect_all_within(LIMIT).await;
+    assert!(rest.iter().all(|event| event.event == "queued"), "{rest:?}");
+    tokio::time::timeout(LIMIT, stopped).await.expect("the gateway stops").expect("join");
+    assert!(TcpStream::connect(address).await.is_err(), "nothing listens any more");
+}
