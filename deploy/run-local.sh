@@ -7,7 +7,7 @@
 # Knobs (none starts with DAM_: every DAM_* variable is a service setting, and unknown settings are refused):
 #   PROFILE=release|debug     which cargo profile to build and run (default release)
 #   SCALE_GATEWAY=2           gateways, on ports GATEWAY_PORT_BASE, GATEWAY_PORT_BASE+1, ...
-#   SCALE_WORKER=4            llm-workers
+#   SCALE_WORKER=2            llm-workers (one runtime thread each: one per core of a small machine)
 #   PUBLIC_PORT=8080          nginx, the only public entry (DAM_PUBLIC_PORT is accepted as an alias)
 #   GATEWAY_PORT_BASE=8081  REDIS_PORT=6390  MOCK_LLM_PORT=9090  ADMIN_PORT=9100 (dam)
 #   RUN_DIR=.run              logs, pids, nginx prefix and redis dir (absolute, or relative to the repo root)
@@ -39,7 +39,7 @@ die() { log "error: $*"; exit 1; }
 # Knobs
 PROFILE="${PROFILE:-release}"
 SCALE_GATEWAY="${SCALE_GATEWAY:-2}"
-SCALE_WORKER="${SCALE_WORKER:-4}"
+SCALE_WORKER="${SCALE_WORKER:-2}"
 PUBLIC_PORT="${PUBLIC_PORT:-${DAM_PUBLIC_PORT:-8080}}"
 GATEWAY_PORT_BASE="${GATEWAY_PORT_BASE:-8081}"
 REDIS_PORT="${REDIS_PORT:-6390}"
@@ -433,6 +433,10 @@ else
 fi
 start_service dam dam -- serve
 ready_checks+=("dam|http|http://127.0.0.1:$ADMIN_PORT/readyz")
+# Runtime threads: the gateways share the machine's cores (at least one thread each) rather than each starting one
+# thread per core; a worker runs on one thread (worker.runtime_threads). A DAM_ setting wins.
+cores="$(nproc 2>/dev/null || echo 1)"
+export DAM_GATEWAY__RUNTIME_THREADS="${DAM_GATEWAY__RUNTIME_THREADS:-$(((cores / SCALE_GATEWAY) > 1 ? cores / SCALE_GATEWAY : 1))}"
 for ((index = 0; index < SCALE_GATEWAY; index++)); do
     name="gateway-$((index + 1))"
     start_service "$name" gateway "DAM_GATEWAY__PORT=${GATEWAY_PORTS[index]}"

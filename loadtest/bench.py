@@ -14,7 +14,7 @@ Loops are bounded in time.
 
 Knobs (environment): BENCH_DURATION_S, BENCH_CHATS, BENCH_STREAM_COUNTS; BENCH_OVERHEAD_LEVELS (1,50,200,1000),
 BENCH_OVERHEAD_DURATION_S (20), BENCH_OVERHEAD_WARM_UP_S (3), BENCH_OVERHEAD_BROWSER (1), BENCH_OVERHEAD_MONITOR_S
-(3; 0 skips counting batches), BENCH_OVERHEAD_GATEWAYS (2), BENCH_OVERHEAD_WORKERS (4); BENCH_DAM_LOAD (a
+(3; 0 skips counting batches), BENCH_OVERHEAD_GATEWAYS (2), BENCH_OVERHEAD_WORKERS (2); BENCH_DAM_LOAD (a
 dam-load binary to use); SKIP_BUILD=1 and CARGO_TARGET_DIR as for deploy/run-local.sh.
 """
 
@@ -757,7 +757,7 @@ def bench_overhead() -> None:
     browser_flow = os.environ.get("BENCH_OVERHEAD_BROWSER", "1") == "1"
     monitor_s = float(os.environ.get("BENCH_OVERHEAD_MONITOR_S", "3"))
     gateways = int(os.environ.get("BENCH_OVERHEAD_GATEWAYS", "2"))
-    workers = int(os.environ.get("BENCH_OVERHEAD_WORKERS", "4"))
+    workers = int(os.environ.get("BENCH_OVERHEAD_WORKERS", "2"))
     binary = dam_load_binary()
     settings = overhead_settings(levels, workers)
     stack = start_stack("overhead", gateways=gateways, workers=workers, settings=settings)

@@ -227,7 +227,7 @@ impl Http1Connection {
             BodyFraming::Length(_) | BodyFraming::Chunked => {}
         }
         if head.expects_continue && self.received.is_empty() {
-            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            self.write_bytes(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         let read = async {
             match head.body {
@@ -311,14 +311,14 @@ impl Http1Connection {
     async fn write_answer(&mut self, answer: EncodedAnswer) -> io::Result<()> {
         let EncodedAnswer { mut output, body, chunked, .. } = answer;
         let Some(mut body) = body else {
-            return self.stream.write_all(&output).await;
+            return self.write_bytes(&output).await;
         };
         // The head goes out with whatever the body already has, so a small answer is one write.
         let ended = gather_ready_frames(&mut body, &mut output, chunked)?;
         if ended && chunked {
             output.extend_from_slice(LAST_CHUNK);
         }
-        self.stream.write_all(&output).await?;
+        self.write_bytes(&output).await?;
         if ended {
             return Ok(());
         }
@@ -335,7 +335,7 @@ impl Http1Connection {
                     }
                 }
                 BodyProgress::Frame(Some(Err(error))) => return Err(io::Error::other(error)),
-                BodyProgress::Frame(None) if chunked => return self.stream.write_all(LAST_CHUNK).await,
+                BodyProgress::Frame(None) if chunked => return self.write_bytes(LAST_CHUNK).await,
                 BodyProgress::Frame(None) => return Ok(()),
                 BodyProgress::ClientReadable => watching_client = self.check_on_client()?,
             }
@@ -346,7 +346,7 @@ impl Http1Connection {
     /// when the answer is chunked.
     async fn write_body_data(&mut self, data: &[u8], chunked: bool) -> io::Result<()> {
         if !chunked {
-            return self.stream.write_all(data).await;
+            return self.write_bytes(data).await;
         }
         let mut size_line = [0_u8; 20];
         let size_line_length = {
@@ -356,15 +356,15 @@ impl Http1Connection {
         };
         let mut slices =
             [IoSlice::new(&size_line[..size_line_length]), IoSlice::new(data), IoSlice::new(b"\r\n")];
-        let mut remaining = &mut slices[..];
-        while !remaining.is_empty() {
-            let written = self.stream.write_vectored(remaining).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut remaining, written);
-        }
-        Ok(())
+        self.write_slices(&mut slices).await
+    }
+
+    async fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_slices(&mut [IoSlice::new(bytes)]).await
+    }
+
+    async fn write_slices(&mut self, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        write_all_within(&self.stream, slices, self.context.limits.response_write_timeout).await
     }
 
     /// Waits for the body's next frame and, meanwhile, for the client's side of the connection, so that a client
@@ -472,6 +472,36 @@ fn encode_response_head(
     EncodedAnswer { output, body: has_body.then_some(body), chunked, keep_alive }
 }
 
+/// Writes all of `slices`. A write that finds the client's receive window full waits for room, but only up to
+/// `stall_limit` (`gateway.response_write_timeout_ms`): a client that stopped reading is cut rather than held for
+/// ever. The common case, room in the window, costs no timer.
+async fn write_all_within(
+    stream: &TcpStream,
+    slices: &mut [IoSlice<'_>],
+    stall_limit: Duration,
+) -> io::Result<()> {
+    let mut remaining = slices;
+    while !remaining.is_empty() {
+        match stream.try_write_vectored(remaining) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(stall_limit, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client took nothing of the response within gateway.response_write_timeout_ms",
+                        ));
+                    }
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 /// Whether what the connection received so far may be the HTTP/2 preface.
 fn opens_like_http2(received: &[u8]) -> bool {
     !received.is_empty() && HTTP2_PREFACE.starts_with(&received[..received.len().min(HTTP2_PREFACE.len())])
@@ -525,6 +555,26 @@ mod tests {
         assert!(opens_like_http2(HTTP2_PREFACE));
         assert!(!opens_like_http2(b"POST / HTTP/1.1\r\n"));
         assert!(!opens_like_http2(b""));
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_client_that_stopped_reading_ends_after_the_stall_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let block = vec![b'x'; 64 * 1024];
+        // The client reads nothing: the kernel's buffers (a few MiB on loopback) fill, then a write must wait.
+        let mut outcome = Ok(());
+        for _ in 0..2_000 {
+            outcome =
+                write_all_within(&server, &mut [IoSlice::new(&block)], Duration::from_millis(200)).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let error = outcome.expect_err("the writes stop once the client's window is full");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        drop(client);
     }
 
     #[test]

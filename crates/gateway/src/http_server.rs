@@ -45,6 +45,8 @@ pub struct ConnectionLimits {
     pub max_body_bytes: usize,
     /// A client must send a request's whole body within this time; slower gets 408.
     pub body_read_timeout: Duration,
+    /// A response the client takes nothing of for this long is cut.
+    pub response_write_timeout: Duration,
 }
 
 /// What every connection shares.

@@ -80,6 +80,7 @@ pub async fn run(
         max_header_bytes: settings.gateway.max_header_bytes,
         max_body_bytes: settings.gateway.max_body_bytes,
         body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
+        response_write_timeout: Duration::from_millis(settings.gateway.response_write_timeout_ms),
     };
     let state = build_app_state(settings, background.clone())?;
     let stream_shutdown = state.stream_shutdown.clone();

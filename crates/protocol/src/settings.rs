@@ -114,6 +114,10 @@ pub struct GatewaySettings {
     pub body_read_timeout_ms: u64,
     /// Largest request header block; larger gets 431.
     pub max_header_bytes: usize,
+    /// A client that takes none of a response's bytes for this long (its receive window stays full) is
+    /// disconnected: its stream ends and an OpenAI chat it started is cancelled, so a stalled reader holds
+    /// nothing for ever.
+    pub response_write_timeout_ms: u64,
     /// Runtime threads of one gateway process; 0 means one per core.
     pub runtime_threads: usize,
 }
@@ -131,6 +135,7 @@ impl Default for GatewaySettings {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             max_header_bytes: 16_384,
+            response_write_timeout_ms: 60_000,
             runtime_threads: 0,
         }
     }
