@@ -96,6 +96,9 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
                 drop(slot);
             });
         }
+        // Let the new jobs send their start (and permit request) before this loop asks Redis for more work: the
+        // start is on the first token's path, the next claim is not.
+        tokio::task::yield_now().await;
     }
 
     let drain_time = Duration::from_secs(settings.worker.drain_timeout_s);
