@@ -26,7 +26,9 @@ use crate::group_commit::GroupCommit;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
 use crate::stream_writer::StreamWriter;
-use crate::upstream_permits::{PermitWait, permit_request, settle_upstream_permit, wait_for_upstream_permit};
+use crate::upstream_permits::{
+    PermitLine, PermitLineSeat, PermitWait, permit_request, settle_upstream_permit, wait_for_upstream_permit,
+};
 
 /// What every job of this worker shares.
 #[derive(Debug, Clone)]
@@ -40,9 +42,8 @@ pub struct JobContext {
     /// The limits in force, kept current from Redis.
     pub limits: tokio::sync::watch::Receiver<Arc<protocol::limits::Limits>>,
     pub cancels: CancelRegistry,
-    /// Jobs of this worker ask for upstream permits one at a time, in arrival order: without this queue every
-    /// waiting job would ask Redis again each time a place frees, a storm that grows with the backlog.
-    pub permit_queue: Arc<tokio::sync::Mutex<()>>,
+    /// This worker's jobs waiting for upstream capacity (see `PermitLine`).
+    pub permit_line: Arc<PermitLine>,
 }
 
 /// How a job attempt ended, for logs and metrics.
@@ -80,12 +81,14 @@ enum AnswerOutcome {
 type WriteInFlight<'a> = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send + 'a>>;
 
 /// Runs `envelope` (claimed as `raw_envelope`) to its end, or until `stop` is cancelled (then the job stays in
-/// the processing list, to be put back).
+/// the processing list, to be put back). `seat` is the job's place in the permit line since its claim, given up
+/// with its first permit answer.
 pub async fn run_claimed_job(
     context: &JobContext,
     envelope: &JobEnvelope,
     raw_envelope: &str,
     stop: &CancellationToken,
+    seat: PermitLineSeat,
 ) -> Result<JobOutcome, WorkerError> {
     // Registered before the start, so a cancellation sent once the job runs here always finds it. An unattended
     // job (an operator's replay) is never cancelled for want of listeners.
@@ -149,6 +152,7 @@ pub async fn run_claimed_job(
         write_in_flight: None,
         reserve_tokens,
         early_permit,
+        seat_until_first_permit: Some(seat),
     };
     // Cancelled while an earlier attempt ran (that worker then died): this attempt only ends it.
     if cancel_requested {
@@ -185,6 +189,9 @@ struct RunningJob<'a> {
     reserve_tokens: u64,
     /// The permit answer had with the start, for the first upstream call.
     early_permit: Option<PermitDecision>,
+    /// Held from the claim until the first permit answer (see `PermitLine`).
+    #[expect(dead_code, reason = "held for its drop, which leaves the permit line")]
+    seat_until_first_permit: Option<PermitLineSeat>,
 }
 
 impl RunningJob<'_> {

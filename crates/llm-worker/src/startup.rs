@@ -106,7 +106,7 @@ pub async fn run(
         provider,
         limits,
         cancels,
-        permit_queue: Default::default(),
+        permit_line: Default::default(),
     };
     consume_jobs_until_stopped(context, stop_intake).await;
 

@@ -2,6 +2,8 @@
 //! budget, the circuit breaker), reserves its start slot and sleeps until it, and settles the call afterwards
 //! with its real token use and outcome. The jobs of one worker ask one at a time, in arrival order.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protocol::upstream_capacity::{
@@ -19,6 +21,51 @@ use crate::job_runner::JobContext;
 const LONGEST_CAPACITY_PAUSE: Duration = Duration::from_millis(1_000);
 /// Pause before asking again when Redis did not answer a permit request.
 const PERMIT_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// This worker's jobs that wait for upstream capacity. They ask Redis one at a time, in arrival order: without
+/// the turn every waiting job would ask again each time a place frees, a storm that grows with the backlog. And
+/// while any waits, the worker claims no more jobs: they wait in their lane instead, where their clients see
+/// their place in line and an ETA, and where any worker with capacity can take them.
+#[derive(Debug, Default)]
+pub struct PermitLine {
+    turn: tokio::sync::Mutex<()>,
+    waiting: AtomicUsize,
+    emptied: tokio::sync::Notify,
+}
+
+impl PermitLine {
+    /// Returns once no job of this worker waits for upstream capacity.
+    pub async fn wait_until_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// A place in the line, held until dropped. A claimed job holds one from its claim until its first permit
+    /// answer, so the worker does not claim more before it knows whether the upstream has room.
+    pub fn take_seat(self: &Arc<Self>) -> PermitLineSeat {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        PermitLineSeat { line: self.clone() }
+    }
+}
+
+/// A job's place in the permit line, left when dropped.
+#[derive(Debug)]
+pub struct PermitLineSeat {
+    line: Arc<PermitLine>,
+}
+
+impl Drop for PermitLineSeat {
+    fn drop(&mut self) {
+        if self.line.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.line.emptied.notify_waiters();
+        }
+    }
+}
 
 /// What a permit wait can be interrupted by.
 #[derive(Debug, Clone, Copy)]
@@ -62,12 +109,13 @@ pub async fn wait_for_upstream_permit(
         return sleep_until_start_slot(context, permit, interrupt).await.map(Some);
     }
     let deadline_in = Duration::from_millis(envelope.deadline_ms.saturating_sub(unix_time_ms()));
+    let _seat = context.permit_line.take_seat();
     // Only the first job in this worker's line asks Redis; the others wait their turn here.
     let turn = tokio::select! {
         _ = interrupt.stop.cancelled() => return Err(WorkerError::Stopped),
         _ = interrupt.cancel.cancelled() => return Err(WorkerError::CancelRequested),
         _ = tokio::time::sleep(deadline_in) => return Ok(None),
-        turn = context.permit_queue.lock() => turn,
+        turn = context.permit_line.turn.lock() => turn,
     };
     let permit = loop {
         if unix_time_ms() > envelope.deadline_ms {

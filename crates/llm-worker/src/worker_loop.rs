@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::job_runner::{JobContext, run_claimed_job};
+use crate::upstream_permits::PermitLineSeat;
 
 /// Pause after a failed claim, so a Redis outage is not hammered.
 const CLAIM_RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -41,6 +42,11 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
     loop {
         // Reap finished tasks so the set does not grow without bound.
         while running.try_join_next().is_some() {}
+        // While the upstream's capacity holds jobs of this worker back, more jobs wait in their lane, visibly.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = context.permit_line.wait_until_empty() => {}
+        }
         let first_slot = tokio::select! {
             _ = shutdown.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
@@ -91,8 +97,9 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
         for (claimed, slot) in claimed.into_iter().zip(free_slots) {
             let context = context.clone();
             let stop = stop_running_jobs.child_token();
+            let seat = context.permit_line.take_seat();
             running.spawn(async move {
-                run_one_job(&context, claimed, &stop).await;
+                run_one_job(&context, claimed, &stop, seat).await;
                 drop(slot);
             });
         }
@@ -121,7 +128,12 @@ fn lanes_by_weight(limits: &Limits) -> [(Lane, u32); 2] {
     [(Lane::Premium, limits.premium_weight), (Lane::Standard, limits.standard_weight)]
 }
 
-async fn run_one_job(context: &JobContext, claimed: ClaimedJob, stop: &CancellationToken) {
+async fn run_one_job(
+    context: &JobContext,
+    claimed: ClaimedJob,
+    stop: &CancellationToken,
+    seat: PermitLineSeat,
+) {
     let envelope = match JobEnvelope::decode(&claimed.raw_envelope) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -130,7 +142,7 @@ async fn run_one_job(context: &JobContext, claimed: ClaimedJob, stop: &Cancellat
         }
     };
     metrics::gauge!("dam_worker_jobs_running").increment(1.0);
-    let outcome = run_claimed_job(context, &envelope, &claimed.raw_envelope, stop).await;
+    let outcome = run_claimed_job(context, &envelope, &claimed.raw_envelope, stop, seat).await;
     metrics::gauge!("dam_worker_jobs_running").decrement(1.0);
     match outcome {
         Ok(outcome) => {

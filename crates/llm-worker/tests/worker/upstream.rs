@@ -202,3 +202,30 @@ async fn one_shared_provider_reports_each_calls_own_retry_after() {
     assert_eq!(retry_after(unavailable), Some(Duration::from_secs(2)));
     assert_eq!(retry_after(plain), None, "an answer without the header reports none");
 }
+
+#[tokio::test]
+async fn while_the_upstream_rate_holds_jobs_back_the_rest_wait_visibly_in_their_lane() {
+    let stack = TestStack::start_with(
+        StackOptions { gateways: 0, workers: 1, ..StackOptions::default() },
+        |settings| {
+            settings.limits.llm.max_requests_per_second = 1.0;
+            settings.worker.concurrency = 32;
+        },
+    )
+    .await;
+    let jobs: Vec<_> = (0..40).map(|index| chat_envelope(&format!("held back {index}"))).collect();
+    for job in &jobs {
+        enqueue(&stack, job).await;
+    }
+    stack
+        .wait_until("the first job reached the upstream", Duration::from_secs(10), || async {
+            stack.mock_llm.stats().await.requests >= 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // One claim took at most 16; with most of those waiting for their start, the worker took no more.
+    let mut connection = stack.redis_connection().await;
+    let queued: u64 = connection.llen(stack.keys().lane_queue(protocol::Lane::Standard)).await.expect("llen");
+    assert!(queued >= 40 - 16, "only {queued} of 40 still wait in the lane");
+}
