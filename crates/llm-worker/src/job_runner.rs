@@ -189,8 +189,7 @@ struct RunningJob<'a> {
     reserve_tokens: u64,
     /// The permit answer had with the start, for the first upstream call.
     early_permit: Option<PermitDecision>,
-    /// Held from the claim until the first permit answer (see `PermitLine`).
-    #[expect(dead_code, reason = "held for its drop, which leaves the permit line")]
+    /// Held from the claim until the first permit answer (see `PermitLine`); dropping it leaves the line.
     seat_until_first_permit: Option<PermitLineSeat>,
 }
 
@@ -206,15 +205,17 @@ impl RunningJob<'_> {
         for upstream_attempt in 1..=max_attempts {
             let interrupt = PermitWait { stop: self.stop, cancel: &self.cancel };
             let first_answer = self.early_permit.take();
-            let Some(permit) = wait_for_upstream_permit(
+            let waited = wait_for_upstream_permit(
                 self.context,
                 self.envelope,
                 self.reserve_tokens,
                 first_answer,
                 interrupt,
             )
-            .await?
-            else {
+            .await;
+            // The first answer is in: the worker may claim more if nothing else waits.
+            self.seat_until_first_permit = None;
+            let Some(permit) = waited? else {
                 return self.end_expired().await;
             };
             let answer = self.stream_one_answer().await;

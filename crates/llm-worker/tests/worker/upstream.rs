@@ -229,3 +229,32 @@ async fn while_the_upstream_rate_holds_jobs_back_the_rest_wait_visibly_in_their_
     let queued: u64 = connection.llen(stack.keys().lane_queue(protocol::Lane::Standard)).await.expect("llen");
     assert!(queued >= 40 - 16, "only {queued} of 40 still wait in the lane");
 }
+
+#[tokio::test]
+async fn while_the_upstream_has_room_a_worker_runs_as_many_jobs_as_its_concurrency() {
+    let stack = TestStack::start_with(
+        StackOptions {
+            gateways: 0,
+            workers: 1,
+            mock_llm: MockLlmSettings {
+                tokens_per_answer: 10,
+                time_to_first_token_ms: 400,
+                inter_token_delay_ms: 50,
+                ..MockLlmSettings::default()
+            },
+        },
+        |settings| settings.worker.concurrency = 40,
+    )
+    .await;
+    let jobs: Vec<_> = (0..40).map(|index| chat_envelope(&format!("all at once {index}"))).collect();
+    for job in &jobs {
+        enqueue(&stack, job).await;
+    }
+    for job in &jobs {
+        let events = replay_log_when_final(&stack, &job.id).await;
+        assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    }
+    // Claims take 16 at a time; each batch that got its permits at once lets the next claim go.
+    let stats = stack.mock_llm.stats().await;
+    assert!(stats.max_in_flight > 16, "at most {} upstream calls ran at once", stats.max_in_flight);
+}
