@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import resource
@@ -1030,9 +1031,10 @@ def process_sort_key(name: str) -> tuple:
 
 
 def write_overhead_plot(rows: list[dict], path: Path) -> None:
-    """Two panels against concurrency (evenly spaced): first token added (p50, p99) and the throughput ratio, with
-    the targets as dashed lines. Plain SVG, no fonts or libraries needed."""
-    width, height, margin_left, margin_top, panel_height, gap = 760, 560, 70, 40, 200, 60
+    """Two panels against concurrency (evenly spaced): first token added (p50, p99; a log scale, since it spans
+    milliseconds to seconds) and the throughput ratio, with the targets as dashed lines. Plain SVG, no fonts or
+    libraries needed."""
+    width, height, margin_left, margin_top, panel_height, gap = 760, 560, 90, 40, 200, 60
     plot_width = width - margin_left - 40
     levels = [row["streams"] for row in rows]
 
@@ -1040,25 +1042,34 @@ def write_overhead_plot(rows: list[dict], path: Path) -> None:
         return margin_left + (plot_width * (index + 0.5) / max(len(levels), 1))
 
     def panel(top: float, title: str, series: list[tuple[str, str, list[float]]],
-              references: list[tuple[str, float]], unit: str) -> list[str]:
-        values = [value for _, _, points in series for value in points] + [value for _, value in references] + [0.0]
-        low, high = min(values), max(values)
-        high = high + (high - low) * 0.1 or 1.0
-        low = low - (high - low) * 0.05 if low < 0 else 0.0
+              references: list[tuple[str, float]], unit: str, log_scale: bool = False) -> list[str]:
+        values = [value for _, _, points in series for value in points] + [value for _, value in references]
+        if log_scale:
+            # Decades from the smallest to the largest value; values at or below the floor sit on the floor.
+            floor = 10 ** math.floor(math.log10(max(min(value for value in values if value > 0), 0.01)))
+            low, high = math.log10(floor), math.ceil(math.log10(max(max(values), floor * 10)))
+        else:
+            values.append(0.0)
+            low, high = min(values), max(values)
+            high = high + (high - low) * 0.1 or 1.0
+            low = low - (high - low) * 0.05 if low < 0 else 0.0
 
         def y_at(value: float) -> float:
+            if log_scale:
+                value = math.log10(max(value, 10 ** low))
             return top + panel_height - (value - low) / (high - low) * panel_height
 
         parts = [f'<text x="{margin_left}" y="{top - 12}" font-size="14" font-weight="bold">{escape(title)}</text>',
                  f'<rect x="{margin_left}" y="{top}" width="{plot_width}" height="{panel_height}" fill="none" '
                  f'stroke="#999"/>']
-        for step in range(5):
-            value = low + (high - low) * step / 4
+        ticks = [10 ** decade for decade in range(int(low), int(high) + 1)] if log_scale else [
+            low + (high - low) * step / 4 for step in range(5)]
+        for value in ticks:
             y = y_at(value)
             parts.append(f'<line x1="{margin_left}" y1="{y:.1f}" x2="{margin_left + plot_width}" y2="{y:.1f}" '
                          f'stroke="#eee"/>')
             parts.append(f'<text x="{margin_left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
-                         f'{value:.2f}{unit}</text>')
+                         f'{value:g}{unit}</text>')
         for index, level in enumerate(levels):
             parts.append(f'<text x="{x_at(index):.1f}" y="{top + panel_height + 16}" font-size="11" '
                          f'text-anchor="middle">{streams_text(level)}</text>')
@@ -1084,11 +1095,11 @@ def write_overhead_plot(rows: list[dict], path: Path) -> None:
     added = [row["added_first_token_ms"] for row in rows]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>']
-    parts += panel(margin_top, "First token added by the dam (ms, dam minus direct)",
+    parts += panel(margin_top, "First token added by the dam (ms, dam minus direct; log scale)",
                    [("p50", "#1f77b4", [value["p50"] for value in added]),
                     ("p99", "#ff7f0e", [value["p99"] for value in added])],
                    [("target: p99 ≤ 20 ms at 200", 20.0), ("p99 ≤ 5 ms at 50", 5.0), ("p50 ≤ 1 ms at 50", 1.0)],
-                   " ms")
+                   " ms", log_scale=True)
     parts += panel(margin_top + panel_height + gap + 20, "Throughput through the dam ÷ direct",
                    [("ratio", "#2ca02c", [row["throughput_ratio"] for row in rows])],
                    [("target: ≥ 0.95 at 200", 0.95), ("≥ 0.9 at 1000", 0.9)], "")
