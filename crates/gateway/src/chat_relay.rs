@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use protocol::stream_event::PUBLISHED_EVENT_SEPARATOR;
+use protocol::stream_event::published_event_ranges;
 use protocol::{JobId, Lane, StreamEvent};
 use redis::RedisResult;
 use serde::Deserialize;
@@ -301,15 +301,8 @@ impl ChatRelay {
 
     /// Takes one published message: the events of one batch, in seq order (one event is a batch of one).
     fn accept_published(&mut self, message: &Arc<str>) {
-        let mut start = 0;
-        while start < message.len() {
-            let end = message[start..].find(PUBLISHED_EVENT_SEPARATOR).map_or(message.len(), |at| start + at);
-            let range = (start, end);
-            start = end + PUBLISHED_EVENT_SEPARATOR.len_utf8();
-            if range.0 == range.1 {
-                continue;
-            }
-            let event = match StoredEvent::read(message, range.0, range.1) {
+        for range in published_event_ranges(message) {
+            let event = match StoredEvent::read(message, range.start, range.end) {
                 Ok(event) => event,
                 Err(StoredEventError::UnknownKind { seq, kind }) if seq == self.last_seq + 1 => {
                     tracing::warn!(seq, kind, "stream event of an unknown type skipped");

@@ -32,8 +32,10 @@ struct SseStream<F> {
     relay: ChatRelay,
     format: F,
     keep_alive: Duration,
-    /// One timer for the stream's life, pushed back after every write.
+    /// One timer for the stream's life. It is not pushed back at every write (a timer-wheel update per event):
+    /// when it fires it checks `last_write`, and re-arms itself if the stream was not quiet for long enough.
     keep_alive_timer: Pin<Box<Sleep>>,
+    last_write: Instant,
     ended: bool,
     events_relayed: metrics::Counter,
     _open_stream: OpenStreamGuard,
@@ -60,10 +62,18 @@ impl<F: StreamFormat> SseStream<F> {
                     }
                     self.events_relayed.increment(events);
                 }
-                _ = self.keep_alive_timer.as_mut() => chunk.extend_from_slice(KEEP_ALIVE_COMMENT),
+                _ = self.keep_alive_timer.as_mut() => {
+                    let due = self.last_write + self.keep_alive;
+                    if Instant::now() >= due {
+                        chunk.extend_from_slice(KEEP_ALIVE_COMMENT);
+                        self.keep_alive_timer.as_mut().reset(Instant::now() + self.keep_alive);
+                    } else {
+                        self.keep_alive_timer.as_mut().reset(due);
+                    }
+                }
             }
-            self.keep_alive_timer.as_mut().reset(Instant::now() + self.keep_alive);
         }
+        self.last_write = Instant::now();
         (!chunk.is_empty()).then(|| chunk.freeze())
     }
 }
@@ -81,6 +91,7 @@ pub fn relay_as_sse<F: StreamFormat>(
         format,
         keep_alive,
         keep_alive_timer: Box::pin(tokio::time::sleep(keep_alive)),
+        last_write: Instant::now(),
         ended: false,
         events_relayed,
         _open_stream: open_stream,

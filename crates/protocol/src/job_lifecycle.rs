@@ -248,6 +248,9 @@ pub struct ClaimedJob {
 /// `lanes_by_priority` pairs each lane with its weight (at least 1 is used). Each worker keeps its own turn count,
 /// so the shares hold across the fleet without a shared counter.
 pub fn lanes_in_claim_order(turn: u64, lanes_by_priority: &[(Lane, u32)]) -> Vec<Lane> {
+    if lanes_by_priority.is_empty() {
+        return Vec::new();
+    }
     let total: u64 = lanes_by_priority.iter().map(|(_, weight)| u64::from((*weight).max(1))).sum();
     let slot = turn % total.max(1);
     let mut cumulative = 0;

@@ -65,16 +65,33 @@ impl StreamEvent {
         serde_json::from_str(text)
     }
 
-    /// The events of one message published on a job's event channel. A worker publishes each batch it writes as
-    /// one message: the events' JSON, in seq order, joined by [`PUBLISHED_EVENT_SEPARATOR`] (JSON text never
-    /// holds a raw newline, so the split is exact). The replay log keeps one event per entry.
+    /// The events of one message published on a job's event channel (see [`published_event_ranges`]).
     pub fn decode_published(payload: &str) -> impl Iterator<Item = Result<Self, serde_json::Error>> + '_ {
-        payload.split(PUBLISHED_EVENT_SEPARATOR).filter(|line| !line.is_empty()).map(Self::decode)
+        published_event_ranges(payload).map(|range| Self::decode(&payload[range]))
     }
 }
 
-/// Separates the events of one published message (see [`StreamEvent::decode_published`]).
+/// Separates the events of one published message.
 pub const PUBLISHED_EVENT_SEPARATOR: char = '\n';
+
+/// Where each event's JSON lies in one message published on a job's event channel. A worker publishes each batch
+/// it writes as one message: the events' JSON, in seq order, joined by [`PUBLISHED_EVENT_SEPARATOR`] (JSON text
+/// never holds a raw newline, so the split is exact). The replay log keeps one event per entry. Ranges let a relay
+/// keep each event as a slice of the message rather than a copy.
+pub fn published_event_ranges(payload: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        while start < payload.len() {
+            let end = payload[start..].find(PUBLISHED_EVENT_SEPARATOR).map_or(payload.len(), |at| start + at);
+            let range = start..end;
+            start = end + PUBLISHED_EVENT_SEPARATOR.len_utf8();
+            if !range.is_empty() {
+                return Some(range);
+            }
+        }
+        None
+    })
+}
 
 #[cfg(test)]
 mod tests {
@@ -119,6 +136,8 @@ mod tests {
             StreamEvent::decode_published(&payload).collect::<Result<_, _>>().expect("decodes");
         assert_eq!(decoded, batch);
         assert_eq!(StreamEvent::decode_published(&batch[1].encode()).count(), 1);
+        let ranges: Vec<_> = published_event_ranges("a\n\nbc\n").collect();
+        assert_eq!(ranges, vec![0..1, 3..5], "empty lines are no events");
     }
 
     #[test]

@@ -136,14 +136,16 @@ async fn a_client_that_leaves_an_openai_stream_cancels_its_chat_before_anything_
     drop(connection);
 
     let mut redis = stack.redis_connection().await;
-    let job_keys = format!("{}job:", stack.settings.redis.key_prefix);
-    let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{job_keys}*")).query_async(&mut redis).await.expect("keys");
-    // The job's state hash is `job:<id>`; its other keys have a suffix.
-    let state_key = keys
-        .into_iter()
-        .find(|key| key.strip_prefix(&job_keys).is_some_and(|id| !id.contains(':')))
-        .expect("the chat's state");
+    // The chat waits in its lane (no workers): its envelope names it.
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(stack.keys().lane_queue(protocol::Lane::Standard))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("lrange");
+    let envelope = protocol::JobEnvelope::decode(queued.first().expect("the chat waits")).expect("envelope");
+    let state_key = stack.keys().job_state(&envelope.id);
     stack
         .wait_until("the chat is cancelled", LIMIT, || {
             let state_key = state_key.clone();
@@ -203,4 +205,31 @@ async fn a_stopping_gateway_lets_open_streams_run_for_the_drain_time_then_ends_t
     assert!(rest.iter().all(|event| event.event == "queued"), "{rest:?}");
     tokio::time::timeout(LIMIT, stopped).await.expect("the gateway stops").expect("join");
     assert!(TcpStream::connect(address).await.is_err(), "nothing listens any more");
+}
+
+#[tokio::test]
+async fn a_quiet_event_stream_gets_keep_alive_comments() {
+    let stack = TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+        settings.gateway.queue_update_interval_ms = 60_000;
+        settings.gateway.sse_keep_alive_s = 1;
+    })
+    .await;
+    let created: Value =
+        stack.post_chat(0, &serde_json::json!({"message": "quiet"})).await.json().await.expect("json");
+    let events_url = created["events_url"].as_str().expect("url");
+    let mut connection = connect(&stack).await;
+    let request = format!("GET {events_url} HTTP/1.1\r\nHost: x\r\n\r\n");
+    connection.write_all(request.as_bytes()).await.expect("write");
+
+    let mut received = String::new();
+    let mut buffer = vec![0_u8; 4096];
+    while !received.contains("\r\n:\n\n") {
+        let read = tokio::time::timeout(LIMIT, connection.read(&mut buffer))
+            .await
+            .expect("a keep-alive comes while nothing else does")
+            .expect("read");
+        assert!(read > 0, "the stream stays open: {received}");
+        received.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    assert!(received.contains("event: queued"), "{received}");
 }
