@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::harness_failure::HarnessFailure;
+
 /// One SSE event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -31,19 +33,35 @@ impl SseReader {
         Self { body: response.bytes_stream().boxed(), buffer: String::new() }
     }
 
-    /// The next event, or `None` when the stream ended. Comments (keep-alives) are skipped.
+    /// The next event, or `None` when the stream ended cleanly. Comments (keep-alives) are skipped. A stream that
+    /// breaks (a failed body, or an end in the middle of an event) panics: a test must not read it as a clean end.
+    /// Tests that break streams on purpose use [`Self::try_next_event`].
     pub async fn next_event(&mut self) -> Option<SseEvent> {
+        self.try_next_event().await.unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// The next event, `Ok(None)` when the stream ended cleanly, or the failure that broke it.
+    pub async fn try_next_event(&mut self) -> Result<Option<SseEvent>, HarnessFailure> {
         loop {
             if let Some(event) = self.take_buffered_event() {
-                return Some(event);
+                return Ok(Some(event));
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => {
                     self.buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
                 }
-                Some(Err(_)) | None => return None,
+                Some(Err(error)) => return Err(HarnessFailure::EventStreamBroke(error)),
+                None => return self.end_of_body(),
             }
         }
+    }
+
+    /// A body that ended is a clean end only if no event was left half written (comments and blank lines are
+    /// not events).
+    fn end_of_body(&mut self) -> Result<Option<SseEvent>, HarnessFailure> {
+        let leftover = std::mem::take(&mut self.buffer);
+        let half_written = leftover.lines().any(|line| !line.is_empty() && !line.starts_with(':'));
+        if half_written { Err(HarnessFailure::EventStreamEndedMidEvent(leftover)) } else { Ok(None) }
     }
 
     /// Like [`Self::next_event`], but panics if nothing arrives within `limit`.
