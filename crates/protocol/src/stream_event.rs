@@ -142,9 +142,18 @@ mod tests {
 
     #[test]
     fn only_done_and_error_end_a_stream() {
-        assert!(!StreamEvent::Token { seq: 1, text: String::new() }.is_terminal());
-        assert!(!StreamEvent::Reset { seq: 1 }.is_terminal());
-        assert!(StreamEvent::Error { seq: 1, code: String::new(), message: String::new() }.is_terminal());
-        assert_eq!(StreamEvent::Queued { position: 1, ahead: 0, eta_ms: None }.seq(), None);
+        let done = StreamEvent::Done {
+            seq: 1,
+            usage: Usage { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+            finish_reason: "stop".to_owned(),
+        };
+        let error = StreamEvent::Error { seq: 1, code: String::new(), message: String::new() };
+        let queued = StreamEvent::Queued { position: 1, ahead: 0, eta_ms: None };
+        let token = StreamEvent::Token { seq: 1, text: String::new() };
+        let reset = StreamEvent::Reset { seq: 1 };
+        let ending: Vec<bool> = [&done, &error, &queued, &token, &reset].map(StreamEvent::is_terminal).into();
+        assert_eq!(ending, [true, true, false, false, false], "done, error | queued, token, reset");
+        // A queued update is not part of the log, so it has no seq.
+        assert_eq!(queued.seq(), None);
     }
 }

@@ -103,12 +103,18 @@ async fn blocks_paused_intake_and_an_open_circuit_refuse_before_any_limit_is_spe
     let (reason, retry_after_ms) =
         rejection(&admit(&mut connection, &keys, &request(&job, NOW_MS, generous())).await);
     assert_eq!((reason, retry_after_ms), (RejectionReason::UpstreamUnavailable, 5_000));
+    let rate: Option<String> = connection.get(keys.rate_bucket(&job.identity)).await.expect("get");
+    assert_eq!(rate, None, "three refusals spent no rate");
     // Past its cool-down the circuit lets work through again (the workers probe it).
     let later = admit(&mut connection, &keys, &request(&job, NOW_MS + 5_001, generous())).await;
-    assert!(matches!(later, AdmissionDecision::Admitted { .. }), "{later:?}");
+    let AdmissionDecision::Admitted { rate, .. } = later else { panic!("admitted: {later:?}") };
+    assert_eq!(rate.remaining, 999, "the admitted chat spent one of its 1000 burst");
 
-    let rate: Option<String> = connection.get(keys.rate_bucket(&job.identity)).await.expect("get");
-    assert!(rate.is_some(), "only the admitted chat spent rate");
+    // The rate state is GCRA's theoretical arrival time: one emission interval (1 ms at 1000 per second) past
+    // the admission, so exactly one chat was charged.
+    let arrival: String = connection.get(keys.rate_bucket(&job.identity)).await.expect("get");
+    let arrival: f64 = arrival.parse().expect("a number of ms");
+    assert_eq!(arrival, (NOW_MS + 5_001 + 1) as f64, "only the admitted chat spent rate");
     let rejected: u64 = connection
         .hget(keys.admission_counts(NOW_MS / 1000 / ADMISSION_STATS_BUCKET_S), "maintenance")
         .await
