@@ -5,10 +5,10 @@ mod cancellation;
 mod recovery;
 mod upstream;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use protocol::job_lifecycle::enqueue_job;
-use protocol::{JobEnvelope, JobId, Lane, StreamEvent, unix_time_ms};
+use protocol::{JobEnvelope, JobId, JobStatus, Lane, StreamEvent, unix_time_ms};
 use redis::AsyncCommands;
 use test_support::{StackOptions, TestStack};
 
@@ -21,22 +21,35 @@ pub async fn enqueue(stack: &TestStack, envelope: &JobEnvelope) {
     enqueue_job(&mut connection, &stack.keys(), envelope, 600).await.expect("enqueue").expect("new job");
 }
 
-/// Waits (bounded) until the job reaches a final status, and returns its replay log.
+/// Waits (bounded) until the job reaches a final status, and returns its replay log. The final status must be the
+/// one the log's last event tells the client: `done` for a done event, and for an error event the status its code
+/// names (`cancelled`, `expired`), `failed` for any other code.
 pub async fn replay_log_when_final(stack: &TestStack, job_id: &JobId) -> Vec<StreamEvent> {
-    let mut connection = stack.redis_connection().await;
-    let started = Instant::now();
-    loop {
-        let status: Option<String> =
-            connection.hget(stack.keys().job_state(job_id), "status").await.expect("hget");
-        if let Some(status) = status.filter(|status| status != "queued" && status != "running") {
-            let entries: Vec<String> =
-                connection.lrange(stack.keys().job_replay_log(job_id), 0, -1).await.expect("lrange");
-            assert!(!status.is_empty());
-            return entries.iter().map(|entry| StreamEvent::decode(entry).expect("event")).collect();
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "job {job_id} did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let connection = stack.redis_connection().await;
+    let state_key = stack.keys().job_state(job_id);
+    let status = stack
+        .wait_for(&format!("job {job_id} reached a final status"), Duration::from_secs(20), || {
+            let (mut connection, state_key) = (connection.clone(), state_key.clone());
+            async move {
+                let status: Option<String> = connection.hget(&state_key, "status").await.expect("hget");
+                status.filter(|status| status != "queued" && status != "running")
+            }
+        })
+        .await;
+    let mut connection = connection;
+    let entries: Vec<String> =
+        connection.lrange(stack.keys().job_replay_log(job_id), 0, -1).await.expect("lrange");
+    let events: Vec<StreamEvent> =
+        entries.iter().map(|entry| StreamEvent::decode(entry).expect("event")).collect();
+    let status_told_by_the_log = match events.last() {
+        Some(StreamEvent::Done { .. }) => JobStatus::Done,
+        Some(StreamEvent::Error { code, .. }) if code == "cancelled" => JobStatus::Cancelled,
+        Some(StreamEvent::Error { code, .. }) if code == "expired" => JobStatus::Expired,
+        Some(StreamEvent::Error { .. }) => JobStatus::Failed,
+        other => panic!("job {job_id} is {status}, but its log does not end with done or error: {other:?}"),
+    };
+    assert_eq!(status, status_told_by_the_log.as_str(), "job {job_id}'s status matches its last event");
+    events
 }
 
 pub fn token_text(events: &[StreamEvent]) -> String {
@@ -185,15 +198,13 @@ async fn an_upstream_error_ends_the_job_with_an_error_event() {
 async fn a_stopped_worker_deregisters_and_removes_its_heartbeat() {
     let mut stack = TestStack::start(StackOptions { gateways: 0, ..StackOptions::default() }).await;
     let mut connection = stack.redis_connection().await;
-    let started = Instant::now();
-    loop {
-        let registered: u64 = connection.scard(stack.keys().worker_registry()).await.expect("scard");
-        if registered == 1 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "the worker registers");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stack
+        .wait_until("the worker registered", Duration::from_secs(5), || {
+            let mut connection = connection.clone();
+            let registry = stack.keys().worker_registry();
+            async move { connection.scard::<_, u64>(registry).await.expect("scard") == 1 }
+        })
+        .await;
     let worker = stack.workers.pop().expect("one worker");
     worker.stop().await;
     let registered: u64 = connection.scard(stack.keys().worker_registry()).await.expect("scard");

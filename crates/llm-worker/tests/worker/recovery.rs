@@ -115,25 +115,48 @@ async fn a_job_whose_workers_keep_dying_goes_to_the_dead_letter_list_as_a_poison
 
 #[tokio::test]
 async fn a_stopping_worker_finishes_what_it_can_and_puts_the_rest_back() {
+    // A drain long enough for a 1.2 s answer; a hung answer never finishes within it.
     let mut stack =
-        TestStack::start_with(slow_answers(), |settings| settings.worker.drain_timeout_s = 0).await;
+        TestStack::start_with(slow_answers(), |settings| settings.worker.drain_timeout_s = 8).await;
     stack.add_worker();
-    let created: Value =
+    let finishing: Value =
+        stack.post_chat(0, &json!({"message": "finished while draining"})).await.json().await.expect("json");
+    let finishing_id: protocol::JobId = finishing["id"].as_str().expect("id").parse().expect("job id");
+    let mut finishing_events = stack.open_events(0, finishing["events_url"].as_str().expect("url")).await;
+    while finishing_events.next_event_within(Duration::from_secs(10)).await.expect("an event").event
+        != "token"
+    {}
+
+    // The next upstream call hangs, so its chat is still running when the drain ends.
+    stack.configure_mock_llm(json!({"hang_rate": 1.0})).await;
+    let interrupted: Value =
         stack.post_chat(0, &json!({"message": "interrupted"})).await.json().await.expect("json");
-    let job_id: protocol::JobId = created["id"].as_str().expect("id").parse().expect("job id");
-    let mut events = stack.open_events(0, created["events_url"].as_str().expect("url")).await;
-    while events.next_event_within(Duration::from_secs(10)).await.expect("an event").event != "token" {}
+    let interrupted_id: protocol::JobId = interrupted["id"].as_str().expect("id").parse().expect("job id");
+    stack
+        .wait_until("the second chat's upstream call hangs", Duration::from_secs(10), || async {
+            stack.mock_llm.stats().await.hung == 1
+        })
+        .await;
 
     let stopping = stack.workers.pop().expect("the worker");
     stopping.stop().await;
     let mut redis = stack.redis_connection().await;
-    let status: String = redis.hget(stack.keys().job_state(&job_id), "status").await.expect("hget");
+    let status: String = redis.hget(stack.keys().job_state(&finishing_id), "status").await.expect("hget");
+    assert_eq!(status, "done", "the running chat finished during the drain");
+    let status: String = redis.hget(stack.keys().job_state(&interrupted_id), "status").await.expect("hget");
     assert_eq!(status, "queued", "the unfinished job is back on its lane");
     let registered: u64 = redis.scard(stack.keys().worker_registry()).await.expect("scard");
     assert_eq!(registered, 0, "and the worker left cleanly");
+    let finished = finishing_events.collect_all_within(Duration::from_secs(10)).await;
+    assert_eq!(finished.last().expect("events").event, "done");
+    assert!(finished.iter().all(|event| event.event != "reset"), "it ran once, without a restart");
 
+    stack.configure_mock_llm(json!({"hang_rate": 0.0})).await;
     stack.add_worker();
-    let rest = events.collect_all_within(Duration::from_secs(30)).await;
-    assert!(rest.iter().any(|event| event.event == "reset"));
-    assert_eq!(rest.last().expect("events").event, "done");
+    let rest = stack
+        .open_events(0, interrupted["events_url"].as_str().expect("url"))
+        .await
+        .collect_all_within(Duration::from_secs(30))
+        .await;
+    assert_eq!(rest.last().expect("events").event, "done", "the job put back was served by another worker");
 }

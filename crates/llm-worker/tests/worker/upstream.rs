@@ -1,6 +1,6 @@
 //! The LLM never overrun, its failures handled: global rate, retries, the circuit breaker, budgets.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::StreamEvent;
 use protocol::limits::TierLimits;
@@ -43,14 +43,22 @@ async fn safe_failures_are_retried_honouring_retry_after_and_a_job_that_still_fa
         settings.llm.retry_base_delay_ms = 10;
     })
     .await;
-    let throttled = chat_envelope("busy [[mock status=429 retry_after_s=0]]");
+    // The retry delay of 10 ms is far below the Retry-After of 1 s, so only a worker that waits out Retry-After
+    // takes two seconds over three attempts.
+    let throttled = chat_envelope("busy [[mock status=429 retry_after_s=1]]");
+    let enqueued_at = Instant::now();
     enqueue(&stack, &throttled).await;
     let events = replay_log_when_final(&stack, &throttled.id).await;
+    let took = enqueued_at.elapsed();
     assert!(
         matches!(events.last(), Some(StreamEvent::Error { code, .. }) if code == "upstream_error"),
         "{events:?}"
     );
     assert_eq!(stack.mock_llm.stats().await.requests, 3, "429 is retried up to the attempt limit");
+    assert!(
+        took >= Duration::from_secs(2),
+        "two retries each waited out Retry-After: 1, but all took {took:?}"
+    );
 
     let rejected = chat_envelope("bad [[mock status=400]]");
     enqueue(&stack, &rejected).await;
@@ -111,7 +119,8 @@ async fn a_failing_upstream_opens_the_circuit_so_gateways_refuse_at_once_until_i
         settings.llm.max_attempts = 1;
         settings.llm.circuit_min_calls = 3;
         settings.llm.circuit_failure_ratio = 0.5;
-        settings.llm.circuit_cool_down_ms = 1_000;
+        // Longer than any test: the test itself ends the cool-down, so nothing depends on scheduling.
+        settings.llm.circuit_cool_down_ms = 600_000;
     })
     .await;
     for index in 0..3 {
@@ -134,23 +143,32 @@ async fn a_failing_upstream_opens_the_circuit_so_gateways_refuse_at_once_until_i
     assert_eq!(body["error"]["code"], "upstream_unavailable");
 
     stack.configure_mock_llm(json!({"failure_rate": 0.0})).await;
-    let mut served = None;
-    for _ in 0..100 {
-        let response = stack.post_chat(0, &json!({"message": "after recovery"})).await;
-        if response.status() == 202 {
-            served = Some(response.json::<Value>().await.expect("json"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let served = served.expect("gateways admit again once the cool-down is over");
+    let mut redis = stack.redis_connection().await;
+    let open_until: u64 =
+        redis.hget(stack.keys().circuit_breaker(), "open_until_ms").await.expect("the circuit is open");
+    assert!(open_until > protocol::unix_time_ms() + 60_000, "the circuit stays open for its whole cool-down");
+    assert_eq!(stack.post_chat(0, &json!({"message": "still open"})).await.status(), 503);
+    // The cool-down ends now.
+    let _: () = redis
+        .hset(stack.keys().circuit_breaker(), "open_until_ms", protocol::unix_time_ms().saturating_sub(1))
+        .await
+        .expect("hset");
+    let served: Value = stack
+        .wait_for("gateways admit again once the cool-down is over", Duration::from_secs(10), || async {
+            let response = stack.post_chat(0, &json!({"message": "after recovery"})).await;
+            match response.status().as_u16() {
+                202 => Some(response.json::<Value>().await.expect("json")),
+                503 => None,
+                other => panic!("unexpected status {other}"),
+            }
+        })
+        .await;
     let events = stack
         .open_events(0, served["events_url"].as_str().expect("url"))
         .await
         .collect_all_within(Duration::from_secs(10))
         .await;
     assert_eq!(events.last().expect("an end").event, "done", "the probe succeeded");
-    let mut redis = stack.redis_connection().await;
     let state: Option<String> = redis.hget(stack.keys().circuit_breaker(), "state").await.expect("hget");
     assert_eq!(state, None, "the circuit closed by itself");
 }
