@@ -36,7 +36,7 @@ async fn status_and_code(response: reqwest::Response) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_callers_admitted_count_is_rate_times_window_plus_burst_across_two_gateways() {
+async fn one_callers_admitted_count_stays_within_rate_times_window_plus_burst_across_two_gateways() {
     let (rate, burst) = (10.0, 5);
     let stack = TestStack::start_with(no_workers(), |settings| {
         anonymous(settings, TierLimits { rate_per_second: rate, burst, ..generous() })
@@ -44,23 +44,29 @@ async fn one_callers_admitted_count_is_rate_times_window_plus_burst_across_two_g
     .await;
 
     let started = Instant::now();
-    let mut admitted = 0;
+    let (mut admitted, mut refused) = (0_u32, 0_u32);
     let mut index = 0;
-    // Ask well above the rate for two seconds, alternating gateways.
+    // Ask above the rate for two seconds, alternating gateways.
     while started.elapsed() < Duration::from_secs(2) {
         let response = stack.post_chat(index % 2, &json!({ "message": format!("chat {index}") })).await;
         match response.status().as_u16() {
             202 => admitted += 1,
-            429 => assert_eq!(response.headers()["x-dam-reason"], "rate_limited"),
+            429 => {
+                assert_eq!(response.headers()["x-dam-reason"], "rate_limited");
+                refused += 1;
+            }
             other => panic!("unexpected status {other}"),
         }
         index += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let window_s = started.elapsed().as_secs_f64();
-    let expected = rate * window_s + f64::from(burst);
-    assert!(index as f64 > expected * 2.0, "the test asked well above the rate ({index} requests)");
-    assert!((admitted as f64 - expected).abs() <= 1.5, "admitted {admitted}, expected {expected:.1} ± 1");
+    // Every admission happened inside the window, so none can be beyond what the window allows (1 ms more for
+    // the gateways' whole-millisecond clock). Exact counts at window edges are the fixed-clock script test's job.
+    let window_s = started.elapsed().as_secs_f64() + 0.001;
+    let allowed = (rate * window_s).floor() as u32 + burst;
+    assert!(refused > 0, "the test asked above the rate ({admitted} admitted, none refused)");
+    assert!(admitted >= burst, "at least the burst got in: {admitted}");
+    assert!(admitted <= allowed, "admitted {admitted}, more than rate x window + burst = {allowed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,11 +91,18 @@ async fn concurrency_per_caller_and_the_global_queue_bound_hold_under_200_concur
         }
     }))
     .await;
-    let statuses: Vec<u16> = one_caller.iter().map(|response| response.status().as_u16()).collect();
-    assert_eq!(statuses.iter().filter(|status| **status == 202).count(), 5);
-    for response in one_caller.into_iter().filter(|response| response.status() == 429) {
-        assert_eq!(status_and_code(response).await, (429, "too_many_active_chats".to_owned()));
+    let mut one_caller_answers = Vec::new();
+    for response in one_caller {
+        one_caller_answers.push(status_and_code(response).await);
     }
+    let admitted = one_caller_answers.iter().filter(|answer| **answer == (202, String::new())).count();
+    let refused =
+        one_caller_answers.iter().filter(|answer| **answer == (429, "too_many_active_chats".to_owned()));
+    assert_eq!(
+        (admitted, refused.count()),
+        (5, 195),
+        "every answer is one of the two: {one_caller_answers:?}"
+    );
 
     // 200 callers at once: the queue takes 15 more, then it is full.
     let many_callers = join_all((0..200).map(|index| {
@@ -100,13 +113,23 @@ async fn concurrency_per_caller_and_the_global_queue_bound_hold_under_200_concur
         }
     }))
     .await;
-    let admitted = many_callers.iter().filter(|response| response.status() == 202).count();
+    let mut admitted = 0;
+    for response in many_callers {
+        match response.status().as_u16() {
+            202 => admitted += 1,
+            429 => {
+                let retry_after = response.headers().get("retry-after").cloned();
+                let body: Value = response.json().await.expect("json");
+                assert_eq!(body["error"]["code"], "queue_full", "{body}");
+                let retry_after_s = body["error"]["retry_after_s"].as_u64().expect("retry_after_s");
+                assert!(retry_after_s >= 1, "{body}");
+                let header = retry_after.expect("a Retry-After header");
+                assert_eq!(header.to_str().expect("header"), retry_after_s.to_string());
+            }
+            other => panic!("unexpected status {other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
     assert_eq!(admitted, 15);
-    let rejected = many_callers.into_iter().find(|response| response.status() == 429).expect("rejections");
-    assert!(rejected.headers().contains_key("retry-after"));
-    let body: Value = rejected.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "queue_full");
-    assert!(body["error"]["retry_after_s"].as_u64().expect("retry_after_s") >= 1);
 
     let mut redis = stack.redis_connection().await;
     let depth: u64 = redis.llen(stack.keys().lane_queue(Lane::Standard)).await.expect("llen");
@@ -207,9 +230,16 @@ async fn rejections_say_why_when_to_retry_and_the_rate_standing_on_both_flows() 
         .await
         .expect("post");
     assert_eq!(openai.status(), 429);
+    let headers = openai.headers().clone();
+    assert_eq!(headers["x-dam-reason"], "rate_limited");
+    let retry_after: u64 = headers["retry-after"].to_str().expect("header").parse().expect("seconds");
+    assert!((1..=2).contains(&retry_after), "until the next chat is allowed: {retry_after}");
+    assert_eq!(headers["ratelimit-policy"], "\"burst\";q=1;w=2");
+    assert!(headers["ratelimit"].to_str().expect("header").starts_with("\"burst\";r=0;t="));
     let body: Value = openai.json().await.expect("json");
     assert_eq!(body["error"]["code"], "rate_limited");
-    assert!(body["error"]["message"].is_string());
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(body["error"]["message"].as_str().is_some_and(|message| !message.is_empty()), "{body}");
 }
 
 #[tokio::test]
@@ -248,17 +278,29 @@ async fn paused_intake_blocks_and_an_open_circuit_refuse_new_chats_with_their_ow
 }
 
 #[tokio::test]
-async fn limits_written_to_redis_apply_on_running_gateways_within_a_second() {
+async fn limits_written_to_redis_apply_on_running_gateways_without_a_restart() {
     let stack = TestStack::start(no_workers()).await;
     assert_eq!(stack.post_chat(0, &json!({"message": "a"})).await.status(), 202);
     let mut limits = stack.settings.limits.clone();
     limits.max_queue_depth = 1;
     let mut redis = stack.redis_connection().await;
     let _: () = redis.set(stack.keys().live_limits(), limits.encode()).await.expect("set");
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
     for gateway in 0..2 {
-        let (status, code) = status_and_code(stack.post_chat(gateway, &json!({"message": "b"})).await).await;
-        assert_eq!((status, code.as_str()), (429, "queue_full"), "gateway {gateway}");
+        stack
+            .wait_until(
+                &format!("gateway {gateway} applies the new queue bound"),
+                Duration::from_secs(10),
+                || async {
+                    let (status, code) =
+                        status_and_code(stack.post_chat(gateway, &json!({"message": "b"})).await).await;
+                    assert!(
+                        status == 202 || (status, code.as_str()) == (429, "queue_full"),
+                        "{status} {code}"
+                    );
+                    status == 429
+                },
+            )
+            .await;
     }
 }
 
@@ -309,31 +351,54 @@ async fn an_unreachable_redis_gets_a_prompt_503_and_service_resumes_when_it_retu
     assert!(started.elapsed() < Duration::from_secs(3), "answered, not hung: {:?}", started.elapsed());
 
     stack.redis.restart().await;
-    let mut recovered = false;
-    for _ in 0..50 {
-        if stack.post_chat(0, &json!({"message": "after"})).await.status() == 202 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "admission resumes by itself");
+    stack
+        .wait_until("admission resumes by itself", Duration::from_secs(10), || async {
+            let (status, code) =
+                status_and_code(stack.post_chat(0, &json!({"message": "after"})).await).await;
+            assert!(status == 202 || code == "backend_unavailable", "{status} {code}");
+            status == 202
+        })
+        .await;
 }
 
 #[tokio::test]
 async fn the_connection_gate_refuses_streams_past_the_limit_without_touching_redis() {
-    let stack = TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
-        settings.limits.max_open_streams = 2;
-    })
-    .await;
+    let mut stack =
+        TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+            settings.limits.max_open_streams = 2;
+        })
+        .await;
     let created: Value = stack.post_chat(0, &json!({"message": "wait"})).await.json().await.expect("json");
     let url = created["events_url"].as_str().expect("url").to_owned();
     let first = stack.open_events(0, &url).await;
     let second = stack.open_events(0, &url).await;
+
+    // With Redis gone, anything that asked it would answer 503: a 429 shows the gate decided alone.
+    stack.redis.stop();
     let third = stack.http.get(format!("{}{url}", stack.gateway_url(0))).send().await.expect("get");
     assert_eq!(third.headers()["retry-after"], "1");
+    assert_eq!(third.headers()["x-dam-reason"], "too_many_connections");
     assert_eq!(status_and_code(third).await, (429, "too_many_connections".to_owned()));
+
+    // The restarted Redis (without persistence) has forgotten the chat: a new one needs a slot of its own.
+    stack.redis.restart().await;
     drop((first, second));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _again = stack.open_events(0, &url).await;
+    let created: Value = stack
+        .wait_for("admission resumes after the restart", Duration::from_secs(10), || async {
+            let response = stack.post_chat(0, &json!({"message": "after the restart"})).await;
+            (response.status() == 202).then_some(response).map(|response| response.json())
+        })
+        .await
+        .await
+        .expect("json");
+    let url = created["events_url"].as_str().expect("url").to_owned();
+    stack
+        .wait_until("a freed slot lets a stream open again", Duration::from_secs(10), || async {
+            let again = stack.http.get(format!("{}{url}", stack.gateway_url(0))).send().await.expect("get");
+            let status = again.status().as_u16();
+            // 503 while the gateway's pub/sub connection to the restarted Redis comes back.
+            assert!(status == 200 || status == 429 || status == 503, "unexpected status {status}");
+            status == 200
+        })
+        .await;
 }

@@ -45,30 +45,51 @@ async fn a_chat_streams_its_answer_token_by_token_and_ends_with_done() {
 
 #[tokio::test]
 async fn a_queued_chat_is_told_its_position_until_a_worker_takes_it() {
-    let mut stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
-    let first: Value = stack.post_chat(0, &json!({"message": "one"})).await.json().await.expect("json");
-    let second: Value = stack.post_chat(0, &json!({"message": "two"})).await.json().await.expect("json");
-    assert_eq!(first["position"], 1);
-    assert_eq!(second["position"], 2);
+    // One chat at a time, each ahead of the watched one taking over 0.6 s: the watched chat's position
+    // goes down step by step, with several updates (every 200 ms) at each step.
+    let mut stack =
+        TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+            settings.worker.concurrency = 1;
+        })
+        .await;
+    for index in 1..=3 {
+        let ahead: Value = stack
+            .post_chat(
+                0,
+                &json!({ "message": format!("ahead {index} [[mock tokens=3 inter_token_ms=300]]") }),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(ahead["position"], index);
+    }
+    let watched: Value = stack.post_chat(0, &json!({"message": "watched"})).await.json().await.expect("json");
+    assert_eq!(watched["position"], 4);
 
-    let mut events = stack.open_events(0, second["events_url"].as_str().expect("url")).await;
+    let mut events = stack.open_events(0, watched["events_url"].as_str().expect("url")).await;
     let queued = events.next_event_within(STREAM_LIMIT).await.expect("an event");
     assert_eq!(queued.event, "queued");
-    assert_eq!(data(&queued)["position"], 2);
-    assert_eq!(data(&queued)["ahead"], 1);
+    assert_eq!(data(&queued)["position"], 4);
+    assert_eq!(data(&queued)["ahead"], 3);
     // Updates keep coming while it waits.
     let again = events.next_event_within(Duration::from_secs(5)).await.expect("another event");
     assert_eq!(again.event, "queued");
+    assert_eq!(data(&again)["position"], 4, "nothing moved without a worker");
 
     stack.add_worker();
     let rest = events.collect_all_within(STREAM_LIMIT).await;
     assert_eq!(rest.last().expect("events").event, "done");
-    let positions: Vec<u64> = rest
+    let positions: Vec<u64> = [queued, again]
         .iter()
+        .chain(&rest)
         .filter(|event| event.event == "queued")
         .map(|event| data(event)["position"].as_u64().expect("position"))
         .collect();
     assert!(positions.windows(2).all(|pair| pair[1] <= pair[0]), "positions never increase: {positions:?}");
+    let mut distinct = positions.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "the position went down while the chats ahead ran: {positions:?}");
 }
 
 #[tokio::test]

@@ -22,24 +22,79 @@ async fn readiness_follows_redis_while_liveness_does_not() {
     assert_eq!(stack.http.get(format!("{base}/healthz")).send().await.expect("get").status(), 200);
 
     stack.redis.restart().await;
-    let mut ready = false;
-    for _ in 0..50 {
-        if stack.http.get(format!("{base}/readyz")).send().await.expect("get").status() == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "readiness recovers by itself when redis returns");
+    stack
+        .wait_until("readiness recovers by itself when redis returns", Duration::from_secs(10), || async {
+            let status = stack.http.get(format!("{base}/readyz")).send().await.expect("get").status();
+            assert!(status == 200 || status == 503, "readiness is either: {status}");
+            status == 200
+        })
+        .await;
+}
+
+/// Set in the child process that [`metrics_count_exactly_what_this_test_caused`] starts.
+const METRICS_CHILD: &str = "DAM_TEST_METRICS_IN_A_PROCESS_OF_ITS_OWN";
+
+/// The metrics registry is one per process, and every test of this binary runs gateways in it. So the test runs
+/// its requests in a process of its own (this test binary again, running only the ignored test below), where
+/// every count is this test's.
+#[tokio::test]
+async fn metrics_count_exactly_what_this_test_caused() {
+    let child = tokio::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "health::metrics_counted_in_a_process_of_their_own", "--ignored", "--nocapture"])
+        .env(METRICS_CHILD, "1")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("the child test ends")
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the metrics test failed in its own process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The value of the sample `name{labels}` in Prometheus text, labels in any order; `None` if absent.
+fn sample_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        let wanted = labels.iter().map(|(label, value)| format!("{label}=\"{value}\""));
+        let matches = series_name == name
+            && series_labels.trim_end_matches('}').split(',').filter(|label| !label.is_empty()).count()
+                == labels.len()
+            && wanted.into_iter().all(|label| series_labels.contains(&label));
+        matches.then(|| value.parse().expect("a numeric sample"))
+    })
 }
 
 #[tokio::test]
-async fn metrics_are_prometheus_text() {
-    let stack = TestStack::start(StackOptions::default()).await;
-    let response = stack.post_chat(0, &serde_json::json!({"message": "count me"})).await;
-    assert_eq!(response.status(), 202);
+#[ignore = "runs only inside metrics_count_exactly_what_this_test_caused, in a process of its own"]
+async fn metrics_counted_in_a_process_of_their_own() {
+    if std::env::var_os(METRICS_CHILD).is_none() {
+        return;
+    }
+    let stack = TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+        settings.limits.tiers.anonymous.rate_per_second = 0.001;
+        settings.limits.tiers.anonymous.burst = 2;
+    })
+    .await;
+    for (index, expected) in [202, 202, 429].into_iter().enumerate() {
+        let response = stack.post_chat(0, &serde_json::json!({"message": format!("count me {index}")})).await;
+        assert_eq!(response.status(), expected);
+    }
     let metrics = stack.http.get(format!("{}/metrics", stack.gateway_url(0))).send().await.expect("get");
     assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"].to_str().expect("header").starts_with("text/plain"),
+        "Prometheus text format"
+    );
     let text = metrics.text().await.expect("text");
-    assert!(text.contains("dam_gateway_admission_decisions_total"), "{text}");
+    let decisions = "dam_gateway_admission_decisions_total";
+    assert!(text.contains(&format!("# TYPE {decisions} counter")), "{text}");
+    let count = |decision| sample_value(&text, decisions, &[("decision", decision), ("flow", "browser")]);
+    assert_eq!(count("admitted"), Some(2.0), "{text}");
+    assert_eq!(count("rate_limited"), Some(1.0), "{text}");
+    assert_eq!(sample_value(&text, decisions, &[("decision", "admitted"), ("flow", "openai")]), None);
 }
