@@ -339,29 +339,70 @@ def check_clients_behind_nginx_stay_apart(stack: Stack) -> None:
     assert chat_ids[0] != chat_ids[1], f"two clients behind nginx were merged into one chat {chat_ids[0]}"
 
 
+# Each request a check wants to find in nginx's access log carries a marker of its own in its query string (the
+# gateway ignores queries), so the check reads its own lines only, never other checks' traffic.
+_log_markers = iter(range(1, 10_000))
+
+
+def log_marker(check: str) -> str:
+    return f"e2e-{check}-{os.getpid()}-{next(_log_markers)}"
+
+
+def access_log_upstreams(stack: Stack, markers: list[str]) -> dict[str, str]:
+    """The `upstream=` field of the access log line of each marked request: a gateway's address when nginx passed
+    the request on, `-` when nginx answered itself. nginx writes the line as the request ends, which can be a moment
+    after the client has its answer, so this waits (bounded) for every marker."""
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + 10
+    while True:
+        access_log = (stack.run_dir / "logs" / "nginx-access.log").read_text()
+        for line in access_log.splitlines():
+            for marker in markers:
+                if f"e2e={marker} " in line or f"e2e={marker}&" in line:
+                    upstream = re.search(r"upstream=(\S+)", line)
+                    found[marker] = upstream.group(1) if upstream else "?"
+        if len(found) == len(markers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    missing = [marker for marker in markers if marker not in found]
+    assert not missing, f"no access log line for {missing}"
+    return found
+
+
 def check_body_limits(stack: Stack) -> None:
+    gateway_addresses = {f"127.0.0.1:{port}" for port in stack.ports.gateways}
     # Just over the gateway's 256 KiB: nginx lets it through and the gateway answers in JSON.
+    to_gateway = log_marker("g")
     over_gateway = json.dumps({"message": "x" * (300 * 1024)}).encode()
-    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats", over_gateway,
-                                         {"content-type": "application/json"})
+    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats?e2e={to_gateway}", over_gateway,
+                                         {"content-type": "application/json", "x-forwarded-for": client_address()})
     assert status == 413, f"a 300 KiB body answered {status}"
     assert json.loads(body)["error"]["code"] == "body_too_large", f"not a JSON 413: {body[:200]!r}"
     # Far over: nginx stops it, in the same JSON shape.
+    at_nginx = log_marker("g")
     far_over = json.dumps({"message": "x" * (1024 * 1024)}).encode()
-    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats", far_over,
-                                         {"content-type": "application/json"})
+    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats?e2e={at_nginx}", far_over,
+                                         {"content-type": "application/json", "x-forwarded-for": client_address()})
     assert status == 413, f"a 1 MiB body answered {status}"
     assert json.loads(body)["error"]["code"] == "body_too_large", f"not a JSON 413: {body[:200]!r}"
+    # Both bodies are the same JSON; the access log says who answered each.
+    upstreams = access_log_upstreams(stack, [to_gateway, at_nginx])
+    assert upstreams[to_gateway] in gateway_addresses, (
+        f"the 300 KiB body was answered by {upstreams[to_gateway]!r}, not by a gateway {sorted(gateway_addresses)}"
+    )
+    assert upstreams[at_nginx] == "-", f"the 1 MiB body reached {upstreams[at_nginx]!r}; nginx must stop it"
 
 
 def check_load_reaches_every_gateway(stack: Stack) -> None:
-    for _ in range(6):
-        status, _, _ = http_request("GET", f"{stack.base_url}/readyz")
+    markers = [log_marker("h") for _ in range(6)]
+    for marker in markers:
+        status, _, _ = http_request("GET", f"{stack.base_url}/readyz?e2e={marker}")
         assert status == 200, f"GET /readyz answered {status}"
-    access_log = (stack.run_dir / "logs" / "nginx-access.log").read_text()
-    used = set(int(port) for port in re.findall(r"upstream=127\.0\.0\.1:(\d+)", access_log))
-    assert used >= set(stack.ports.gateways), (
-        f"requests reached gateways {sorted(used)}, not all of {stack.ports.gateways}"
+    # Only this check's own requests count: the other checks' traffic reached gateways too.
+    upstreams = access_log_upstreams(stack, markers)
+    used = set(int(upstream.rsplit(":", 1)[1]) for upstream in upstreams.values() if ":" in upstream)
+    assert used == set(stack.ports.gateways), (
+        f"this check's requests reached gateways {sorted(used)}, not all of {stack.ports.gateways}: {upstreams}"
     )
 
 
