@@ -244,12 +244,14 @@ where
 /// Redis, mock-llm, gateways and workers for one test.
 #[derive(Debug)]
 pub struct TestStack {
+    // Fields drop in this order: the services go (and report any crash) before the Redis and mock-llm they use,
+    // so the end of a test is never mistaken for an outage.
+    pub gateways: Vec<ServiceHandle>,
+    pub workers: Vec<ServiceHandle>,
     pub redis: RedisServer,
     pub mock_llm: MockLlmHandle,
     /// The settings every service of this stack was started with (unique key prefix, mock-llm URL).
     pub settings: Settings,
-    pub gateways: Vec<ServiceHandle>,
-    pub workers: Vec<ServiceHandle>,
     pub http: reqwest::Client,
 }
 
