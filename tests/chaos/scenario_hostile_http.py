@@ -313,6 +313,8 @@ ADMIN_PATHS = [
     ("GET", "/v1/../admin/status"),
     ("GET", "/admin/status?token=x"),
     ("GET", "/metrics"),
+    # The nginx template's internal error locations are not reachable from outside either.
+    ("GET", "/.dam-edge/malformed_request"),
 ]
 
 
