@@ -25,6 +25,7 @@ from hostile_http_client import (  # noqa: E402
     follow_chat,
     open_fds,
     open_socket,
+    parse_answer,
     raw_exchange,
     request,
     request_bytes,
@@ -36,6 +37,7 @@ DESCRIPTION = "hostile HTTP: malformed, oversized, smuggled, slow and spoofed re
 
 # The gateway's limits as this stack runs them; the catalogue's expectations are computed from these.
 HEADER_READ_TIMEOUT_S = 4.0
+BODY_READ_TIMEOUT_S = 4.0
 RESPONSE_WRITE_TIMEOUT_S = 5.0
 MAX_BODY_BYTES = 256 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -62,6 +64,7 @@ SETTINGS = {
     "DAM_AUTH__TRUSTED_PROXIES": "127.0.0.1/32",
     "DAM_GATEWAY__HEADER_READ_TIMEOUT_MS": str(int(HEADER_READ_TIMEOUT_S * 1000)),
     "DAM_GATEWAY__RESPONSE_WRITE_TIMEOUT_MS": str(int(RESPONSE_WRITE_TIMEOUT_S * 1000)),
+    "DAM_GATEWAY__BODY_READ_TIMEOUT_MS": str(int(BODY_READ_TIMEOUT_S * 1000)),
     "DAM_CHAT__MAX_TOKENS_LIMIT": str(STALLED_ANSWER_TOKENS + 1000),
     "DAM_LIMITS__TIERS__ANONYMOUS__RATE_PER_SECOND": str(ANONYMOUS_RATE_PER_SECOND),
     "DAM_LIMITS__TIERS__ANONYMOUS__BURST": str(ANONYMOUS_BURST),
@@ -461,6 +464,42 @@ def slowloris_case(catalogue: Catalogue, target: str, port: int, header_timeout_
         len(closed_at) == count and served_meanwhile == 200)
 
 
+def slow_body_case(catalogue: Catalogue, port: int, sources: SourceAddresses) -> None:
+    """A complete head, then a body dribbled one byte a second: the gateway answers 408 request_timeout once its
+    body timeout has passed. (Only against a gateway: nginx's client_body_timeout is a limit between two reads,
+    so nginx takes a dribbled body, however slow, and forwards it whole.)"""
+    connection = open_socket(port, sources.take(), 5.0)
+    connection.sendall(b"POST /api/chats HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 200\r\n\r\n{")
+    connection.setblocking(False)
+    started = time.monotonic()
+    received = b""
+    ended = False
+    while time.monotonic() - started < BODY_READ_TIMEOUT_S + CLOSE_SLACK_S and not ended:
+        try:
+            chunk = connection.recv(4096)
+            received += chunk
+            ended = not chunk or b"\r\n\r\n" in received
+        except BlockingIOError:
+            pass
+        except OSError:
+            ended = True
+        if not ended:
+            try:
+                connection.send(b" ")
+            except OSError:
+                pass
+            time.sleep(1.0)
+    elapsed = time.monotonic() - started
+    connection.close()
+    answer = RawAnswer()
+    parse_answer(received, answer)
+    passed, observed = refused(answer, 408, "request_timeout", edge_allowed=False)
+    catalogue.record("a body dribbled one byte a second", "gateway-1",
+                     f"408 request_timeout after the body timeout ({BODY_READ_TIMEOUT_S:.0f}s)",
+                     f"{observed} after {elapsed:.1f}s", passed)
+
+
 def idle_connections_case(catalogue: Catalogue, stack: ChaosStack, target: str, port: int, count: int,
                           sources: SourceAddresses, holders: list[int], public_port: int) -> None:
     """`count` idle connections from one address: other callers are still served (a chat completes) while they
@@ -630,6 +669,7 @@ def run_catalogue(stack: ChaosStack, long: bool, result: ScenarioResult) -> None
             gateway_ports[1])),
         ("slowloris nginx", "nginx", lambda: slowloris_case(
             catalogue, "nginx", public_port, NGINX_HEADER_TIMEOUT_S, 200 if long else 20, sources, public_port)),
+        ("slow body gateway", "gateway-1", lambda: slow_body_case(catalogue, gateway_ports[0], sources)),
         ("stalled reader gateway", "gateway-1", lambda: stalled_reader_case(
             catalogue, stack, "gateway-1", gateway_ports[0], [gateway_pids[0]], sources, via_nginx=False)),
     ]
