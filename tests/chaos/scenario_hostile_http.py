@@ -49,9 +49,9 @@ ANONYMOUS_BURST = 5
 # Slack over a server-side timeout before a connection that is still open counts as not closed: scheduling on a
 # loaded 2-core machine, and the one-second step of the dribbling client.
 CLOSE_SLACK_S = 6.0
-# A stalled stream's answer: far more than a stingy client's connection buffers (about 200 KB), so the server's
-# writes must stall.
-STALLED_ANSWER_TOKENS = 50_000
+# A stalled stream's answer (about 1.4 MB of events): far more than a stingy client's connection to a gateway
+# holds (about 200 KB), so the gateway's writes must stall.
+STALLED_ANSWER_TOKENS = 150_000
 # nginx's send_timeout towards a client (deploy/nginx/nginx.conf.template).
 NGINX_SEND_TIMEOUT_S = 60.0
 # What a stalled stream may leave behind in the gateways' resident memory once it is closed.
@@ -535,12 +535,11 @@ def idle_connections_case(catalogue: Catalogue, stack: ChaosStack, target: str, 
         len(connections) == count and health == 200 and problem is None and after <= before + 30)
 
 
-def stalled_reader_case(catalogue: Catalogue, stack: ChaosStack, target: str, port: int,
-                        gateway_pids: list[int], sources: SourceAddresses, via_nginx: bool) -> None:
-    """A client opens the event stream of a long answer and never reads it. Directly on a gateway, the gateway's
-    write timeout must cut the stream (its end of the connection leaves ESTABLISHED); behind nginx, nginx's own
-    send_timeout closes the client's connection. Either way the stream ends before the answer's `done`, and the
-    gateways' memory comes back to where it was."""
+def stalled_reader_case(catalogue: Catalogue, target: str, port: int, gateway_pids: list[int],
+                        sources: SourceAddresses) -> None:
+    """A client opens the event stream of a long answer on a gateway and never reads it: the gateway's write
+    timeout must cut the stream (its end of the connection leaves ESTABLISHED) before the answer's `done`, and
+    the gateway's memory comes back to where it was."""
     source = sources.take()
     prompt = f"stalled reader {uuid.uuid4()} [[mock tokens={STALLED_ANSWER_TOKENS} ttft_ms=0 inter_token_ms=0]]"
     created = request(port, "POST", "/api/chats", {"message": prompt, "max_tokens": STALLED_ANSWER_TOKENS},
@@ -554,10 +553,10 @@ def stalled_reader_case(catalogue: Catalogue, stack: ChaosStack, target: str, po
     client_address = connection.getsockname()
     connection.sendall(f"GET {events_url} HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n".encode())
     opened = time.monotonic()
-    # Not reading at all: the windows fill, the server's writes stall, and after its timeout it closes its side.
-    closing_timeout_s = NGINX_SEND_TIMEOUT_S if via_nginx else RESPONSE_WRITE_TIMEOUT_S
-    # Filling the buffers takes a few seconds of answer (about 60 KB a second from the debug build's worker).
-    bound_s = closing_timeout_s + 20 + CLOSE_SLACK_S
+    # Not reading at all: the windows fill, the gateway's writes stall, and after its timeout it closes its side.
+    closing_timeout_s = RESPONSE_WRITE_TIMEOUT_S
+    # Filling the buffers takes seconds of answer (the debug build's worker writes about 60 KB of events a second).
+    bound_s = closing_timeout_s + 30 + CLOSE_SLACK_S
     peak, state, closed_after = rss_before, "ESTABLISHED", None
     while time.monotonic() - opened < bound_s:
         peak = max(peak, sum(rss_kib(pid) for pid in gateway_pids))
@@ -589,10 +588,10 @@ def stalled_reader_case(catalogue: Catalogue, stack: ChaosStack, target: str, po
     rss_after = sum(rss_kib(pid) for pid in gateway_pids)
     growth_mib = (rss_after - rss_before) / 1024
     passed = closed_after is not None and ended and not saw_done and growth_mib < MAX_RSS_GROWTH_MIB
-    closer = "nginx's send_timeout" if via_nginx else "the gateway's write timeout"
     catalogue.record(
         "a reader that never reads its event stream", target,
-        f"closed by {closer} ({closing_timeout_s:.0f}s once stalled), before the answer's end; gateway memory back "
+        f"closed by the gateway's write timeout ({closing_timeout_s:.0f}s once stalled), before the answer's end; "
+        "gateway memory back "
         f"within {MAX_RSS_GROWTH_MIB} MiB",
         f"server side {state}"
         + (f" after {closed_after:.1f}s" if closed_after is not None else f" after {bound_s:.0f}s (not closed)")
@@ -600,6 +599,63 @@ def stalled_reader_case(catalogue: Catalogue, stack: ChaosStack, target: str, po
         f"{'seen' if saw_done else 'not seen'}; gateway RSS {rss_before / 1024:.0f} -> peak {peak / 1024:.0f} -> "
         f"{rss_after / 1024:.0f} MiB",
         passed)
+
+
+def stalled_pipeline_case(catalogue: Catalogue, port: int, nginx_pids: list[int], sources: SourceAddresses,
+                          count: int) -> None:
+    """Through nginx a stalled event stream costs the gateway nothing: nginx takes the answer into its socket's send
+    buffer, which the kernel grows up to 4 MiB (a 1.4 MB answer was taken whole), so the gateway's writes never
+    stall. What holds nginx's side is its send_timeout. A client that pipelines `count` requests for the chat
+    page and never reads an answer makes nginx's writes stall: nginx must close it within send_timeout (60 s),
+    and its workers' memory must come back."""
+    source = sources.take()
+    rss_before = sum(rss_kib(pid) for pid in nginx_pids)
+    connection = open_socket(port, source, 5.0, stingy=True)
+    client_address = connection.getsockname()
+    sent = 0
+    try:
+        for _ in range(count):
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            sent += 1
+    except OSError:
+        pass  # nginx stopped reading requests once its writes stalled: what was sent is enough
+    opened = time.monotonic()
+    bound_s = NGINX_SEND_TIMEOUT_S + 30 + CLOSE_SLACK_S
+    state, closed_after, peak = "ESTABLISHED", None, rss_before
+    while time.monotonic() - opened < bound_s:
+        peak = max(peak, sum(rss_kib(pid) for pid in nginx_pids))
+        state = server_side_state(port, client_address)
+        if state != "ESTABLISHED":
+            closed_after = time.monotonic() - opened
+            break
+        time.sleep(0.5)
+    received, ended = b"", False
+    connection.settimeout(3.0)
+    drain_deadline = time.monotonic() + 30
+    while time.monotonic() < drain_deadline:
+        try:
+            chunk = connection.recv(1 << 20)
+        except TimeoutError:
+            break
+        except OSError:
+            ended = True
+            break
+        if not chunk:
+            ended = True
+            break
+        received += chunk
+    connection.close()
+    answers = received.count(b"HTTP/1.1 200")
+    rss_after = sum(rss_kib(pid) for pid in nginx_pids)
+    catalogue.record(
+        f"{count} pipelined requests whose answers are never read", "nginx",
+        f"closed by nginx's send_timeout ({NGINX_SEND_TIMEOUT_S:.0f}s once stalled) before every answer went out; "
+        f"nginx memory back within {MAX_RSS_GROWTH_MIB} MiB",
+        f"sent {sent}; server side {state}"
+        + (f" after {closed_after:.1f}s" if closed_after is not None else f" after {bound_s:.0f}s (not closed)")
+        + f"; {answers} answers ({len(received) / 1e6:.1f} MB) delivered then {'end' if ended else 'no end'}; "
+        f"nginx RSS {rss_before / 1024:.0f} -> peak {peak / 1024:.0f} -> {rss_after / 1024:.0f} MiB",
+        closed_after is not None and ended and answers < sent and (rss_after - rss_before) / 1024 < MAX_RSS_GROWTH_MIB)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -671,12 +727,12 @@ def run_catalogue(stack: ChaosStack, long: bool, result: ScenarioResult) -> None
             catalogue, "nginx", public_port, NGINX_HEADER_TIMEOUT_S, 200 if long else 20, sources, public_port)),
         ("slow body gateway", "gateway-1", lambda: slow_body_case(catalogue, gateway_ports[0], sources)),
         ("stalled reader gateway", "gateway-1", lambda: stalled_reader_case(
-            catalogue, stack, "gateway-1", gateway_ports[0], [gateway_pids[0]], sources, via_nginx=False)),
+            catalogue, "gateway-1", gateway_ports[0], [gateway_pids[0]], sources)),
     ]
     if long:
         # nginx holds a stalled client for its send_timeout (60 s): too long for the smoke run.
-        slow_cases.append(("stalled reader nginx", "nginx", lambda: stalled_reader_case(
-            catalogue, stack, "nginx", public_port, gateway_pids, sources, via_nginx=True)))
+        slow_cases.append(("stalled pipeline nginx", "nginx", lambda: stalled_pipeline_case(
+            catalogue, public_port, nginx_pids, sources, count=2000)))
     threads = [threading.Thread(target=catalogue.guarded, args=(name, target, function), daemon=True)
                for name, target, function in slow_cases]
     for thread in threads:
@@ -694,8 +750,11 @@ def run_catalogue(stack: ChaosStack, long: bool, result: ScenarioResult) -> None
     catalogue.guarded("idle gateway", "gateway-2", lambda: idle_connections_case(
         catalogue, stack, "gateway-2", gateway_ports[1], idle_count // 2, sources, [gateway_pids[1]], public_port))
 
-    for thread in threads:
-        thread.join(timeout=120)
+    # Each slow case bounds its own waits (the longest, nginx's stalled pipeline, about 130 s).
+    for (name, target, _), thread in zip(slow_cases, threads):
+        thread.join(timeout=200)
+        if thread.is_alive():
+            catalogue.record(name, target, "the case to finish within 200 s", "still running", False)
     # Let each background user finish the chat it is in, so every chat that started is judged whole.
     users.stop()
     elapsed = time.monotonic() - started
