@@ -25,6 +25,7 @@ use crate::error::WorkerError;
 use crate::group_commit::GroupCommit;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
+use crate::reaper::Reaper;
 use crate::stream_writer::StreamWriter;
 use crate::upstream_permits::{
     PermitLine, PermitLineSeat, PermitWait, permit_request, settle_upstream_permit, wait_for_upstream_permit,
@@ -44,6 +45,8 @@ pub struct JobContext {
     pub cancels: CancelRegistry,
     /// This worker's jobs waiting for upstream capacity (see `PermitLine`).
     pub permit_line: Arc<PermitLine>,
+    /// Hands an attempt that lost Redis (or its ownership) back: requeued, released or ended (see `reaper`).
+    pub reaper: Reaper,
 }
 
 /// How a job attempt ended, for logs and metrics.
@@ -141,6 +144,7 @@ pub async fn run_claimed_job(
         worker_id: &context.worker_id,
         attempt,
         raw_envelope,
+        created_at_ms: envelope.created_at_ms,
     };
     let mut job = RunningJob {
         context,
