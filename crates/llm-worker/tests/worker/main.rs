@@ -2,6 +2,7 @@
 //! would, and the replay log is read back.
 
 mod cancellation;
+mod lost_attempts;
 mod recovery;
 mod upstream;
 
