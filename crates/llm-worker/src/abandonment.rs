@@ -18,6 +18,8 @@ pub const LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a job's channel must have stayed silent, sample after sample, before the job may be cancelled,
 /// however long ago its grace ran out: a client that lost its gateway reconnects after EventSource's retry delay
 /// (the gateway sends `retry: 2000`) plus the failed attempt and nginx's pick of another gateway, a few seconds.
+/// A grace configured shorter than this shortens it too (that operator chose to wait less), but a job is always
+/// judged on at least two samples.
 pub const SILENCE_CONFIRMATION: Duration = Duration::from_secs(5);
 
 /// What the checks know of one job's listeners.
@@ -27,6 +29,8 @@ pub struct ListenerWatch {
     last_heard: Instant,
     /// The first of the samples in a row that found nobody, if the last one did.
     silent_since: Option<Instant>,
+    /// How many samples in a row found nobody.
+    silent_samples: u32,
 }
 
 /// What one sample tells about a job.
@@ -42,7 +46,7 @@ pub enum ListenerVerdict {
 
 impl ListenerWatch {
     pub fn new(last_heard: Instant) -> Self {
-        Self { last_heard, silent_since: None }
+        Self { last_heard, silent_since: None, silent_samples: 0 }
     }
 
     /// Takes one sample taken at `now` that counted `listeners`.
@@ -50,10 +54,13 @@ impl ListenerWatch {
         if listeners > 0 {
             self.last_heard = now;
             self.silent_since = None;
+            self.silent_samples = 0;
             return ListenerVerdict::Heard;
         }
         let silent_since = *self.silent_since.get_or_insert(now);
-        let confirmed = now.duration_since(silent_since) >= SILENCE_CONFIRMATION;
+        self.silent_samples += 1;
+        let confirmed =
+            self.silent_samples >= 2 && now.duration_since(silent_since) >= SILENCE_CONFIRMATION.min(grace);
         if confirmed && now.duration_since(self.last_heard) > grace {
             ListenerVerdict::Abandoned
         } else {
@@ -135,6 +142,18 @@ mod tests {
         assert_eq!(watch.record(created + seconds(64), 0, GRACE), ListenerVerdict::Waiting);
         assert_eq!(watch.record(created + seconds(75), 0, GRACE), ListenerVerdict::Waiting);
         assert_eq!(watch.record(created + seconds(79), 0, GRACE), ListenerVerdict::Abandoned);
+    }
+
+    #[test]
+    fn a_grace_shorter_than_the_confirmation_shortens_it_but_one_sample_never_decides() {
+        let created = Instant::now();
+        let short = Duration::from_millis(300);
+        let mut watch = ListenerWatch::new(created);
+        assert_eq!(watch.record(created + seconds(60), 0, short), ListenerVerdict::Waiting);
+        assert_eq!(watch.record(created + seconds(61), 0, short), ListenerVerdict::Abandoned);
+        let mut no_grace = ListenerWatch::new(created);
+        assert_eq!(no_grace.record(created + seconds(1), 0, Duration::ZERO), ListenerVerdict::Waiting);
+        assert_eq!(no_grace.record(created + seconds(2), 0, Duration::ZERO), ListenerVerdict::Abandoned);
     }
 
     #[test]

@@ -488,7 +488,7 @@ impl RunningJob<'_> {
         if matches!(counted, Ok((_, listeners)) if listeners > 0) {
             return Ok(());
         }
-        let longest_wait = SILENCE_CONFIRMATION + LISTENER_CHECK_INTERVAL * 3;
+        let longest_wait = SILENCE_CONFIRMATION.min(grace) + LISTENER_CHECK_INTERVAL * 3;
         tokio::select! {
             _ = self.stop.cancelled() => Err(WorkerError::Stopped),
             _ = self.cancel.cancelled() => Ok(()),

@@ -9,18 +9,19 @@ use test_support::{StackOptions, TestStack};
 
 use crate::{chat_envelope, enqueue, replay_log_when_final, token_text};
 
-/// A stack with no worker yet, whose workers give up on a silent chat after one second.
+/// A stack with no worker yet, whose workers give up on a chat silent for four seconds (so the silence is also
+/// confirmed over four seconds of samples).
 async fn short_grace() -> TestStack {
     TestStack::start_with(StackOptions { gateways: 0, workers: 0, ..StackOptions::default() }, |settings| {
-        settings.worker.abandon_grace_ms = 1_000
+        settings.worker.abandon_grace_ms = 4_000
     })
     .await
 }
 
-/// A chat created five seconds ago: it waited in the queue longer than the grace.
+/// A chat created ten seconds ago: it waited in the queue longer than the grace.
 fn long_waiting(prompt: &str) -> JobEnvelope {
     let mut envelope = chat_envelope(prompt);
-    envelope.created_at_ms = unix_time_ms() - 5_000;
+    envelope.created_at_ms = unix_time_ms() - 10_000;
     envelope
 }
 
