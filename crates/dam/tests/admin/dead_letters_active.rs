@@ -84,3 +84,14 @@ async fn dropping_a_dead_letter_takes_its_bytes_off_the_lists_size() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(dead_letter_bytes(&app).await, kept_record.len() as u64);
 }
+
+#[tokio::test]
+async fn the_status_reports_how_many_dead_letters_the_caps_dropped() {
+    let app = AdminTestApp::start(dam_only()).await;
+    let _: () = app.redis().await.set(app.keys().dead_letters_dropped(), 4).await.expect("set");
+
+    let (status, report) = app.get("/admin/status").await;
+
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["dead_letters"]["dropped_total"], 4, "{report}");
+}

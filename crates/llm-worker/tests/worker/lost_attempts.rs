@@ -203,3 +203,44 @@ async fn a_cancel_published_the_moment_the_job_starts_is_not_lost() {
     }
     assert_eq!(processing_entries(&stack, &worker_id).await, 0);
 }
+
+#[tokio::test]
+async fn an_attempt_lost_to_redis_does_not_poison_a_job_but_a_job_that_keeps_losing_them_ends() {
+    let stack = TestStack::start(StackOptions { gateways: 0, workers: 0, ..StackOptions::default() }).await;
+    let keys = stack.keys();
+    let reaper = llm_worker::reaper::Reaper {
+        redis: protocol::RedisConnections::new(&stack.settings.redis).expect("connections"),
+        keys: keys.clone(),
+        worker_id: "w-live".to_owned(),
+        max_recoveries: 1,
+        replay_ttl_s: 60,
+        dead_letter_caps: protocol::dead_letter::DeadLetterCaps::from_settings(&stack.settings),
+    };
+    let mut connection = stack.redis_connection().await;
+    // Two jobs a live worker lost to Redis: one on its second attempt, one on its ninth (with 1 recovery allowed,
+    // 4 × 2 = 8 attempts is the most).
+    let first_loss = JobEnvelope { attempt: 2, ..unattended("lost once") };
+    let keeps_losing = JobEnvelope { attempt: 9, ..unattended("lost again and again") };
+    for job in [&first_loss, &keeps_losing] {
+        enqueue(&stack, job).await;
+        let _: () = connection.hset(keys.job_state(&job.id), "status", "running").await.expect("hset");
+        let _: () = connection.hset(keys.job_state(&job.id), "worker", "w-live").await.expect("hset");
+        let _: () =
+            connection.rpush(keys.worker_processing_list("w-live"), job.encode()).await.expect("rpush");
+    }
+    let _: () = connection.del(keys.lane_queue(first_loss.lane)).await.expect("del");
+
+    let cause = llm_worker::reaper::RecoveryCause::AttemptLost;
+    let requeued = reaper.recover_one("w-live", &first_loss.encode(), cause).await.expect("recover");
+    let poisoned = reaper.recover_one("w-live", &keeps_losing.encode(), cause).await.expect("recover");
+
+    assert_eq!(requeued, protocol::job_lifecycle::RecoveryOutcome::Requeued);
+    let waiting: Vec<String> =
+        connection.lrange(keys.lane_queue(first_loss.lane), 0, -1).await.expect("lrange");
+    let waiting = JobEnvelope::decode(&waiting[0]).expect("envelope");
+    assert_eq!((waiting.attempt, waiting.recoveries), (3, 0), "not counted as a recovery");
+    assert_eq!(poisoned, protocol::job_lifecycle::RecoveryOutcome::DeadLettered);
+    let letters: Vec<String> = connection.lrange(keys.dead_letters(), 0, -1).await.expect("lrange");
+    let letter = protocol::dead_letter::DeadLetter::decode(&letters[0]).expect("dead letter");
+    assert_eq!((letter.reason.as_str(), letter.job_id), ("poison_job", Some(keeps_losing.id)));
+}
