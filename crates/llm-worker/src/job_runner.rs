@@ -488,6 +488,10 @@ impl RunningJob<'_> {
         if matches!(counted, Ok((_, listeners)) if listeners > 0) {
             return Ok(());
         }
+        // Waiting for a listener is not waiting for upstream capacity: the worker may claim more meanwhile, and
+        // a permit had with the start goes back (the job asks again if it starts).
+        self.seat_until_first_permit = None;
+        give_back_unused_permit(self.context, self.early_permit.take()).await;
         let longest_wait = SILENCE_CONFIRMATION.min(grace) + LISTENER_CHECK_INTERVAL * 3;
         tokio::select! {
             _ = self.stop.cancelled() => Err(WorkerError::Stopped),

@@ -73,3 +73,21 @@ async fn a_long_waiting_chat_nobody_listens_to_is_cancelled_before_it_reaches_th
     }
     assert_eq!(stack.mock_llm.stats().await.requests, 0, "no tokens spent on it");
 }
+
+#[tokio::test]
+async fn a_chat_waiting_to_hear_its_listener_does_not_hold_up_the_workers_other_chats() {
+    let mut stack = short_grace().await;
+    let waiting = long_waiting("is anyone there");
+    enqueue(&stack, &waiting).await;
+    stack.add_worker();
+    wait_until_running(&stack, &waiting).await;
+
+    let fresh = JobEnvelope { unattended: true, ..chat_envelope("meanwhile") };
+    enqueue(&stack, &fresh).await;
+    let events = replay_log_when_final(&stack, &fresh.id).await;
+
+    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    let mut connection = stack.redis_connection().await;
+    let waiting_log: u64 = connection.llen(stack.keys().job_replay_log(&waiting.id)).await.expect("llen");
+    assert_eq!(waiting_log, 0, "the other chat was served while this one still waited for its listener");
+}
