@@ -3,7 +3,9 @@
 //! change is one atomic step on one exact record (`replay_dead_letter.lua`, `LREM`), so no job is ever lost or
 //! queued twice, even with several operators at work.
 
-use protocol::dead_letter::{DeadLetter, replay_dead_letter};
+use protocol::dead_letter::{
+    DeadLetter, ReplayOutcome, drop_dead_letter as drop_dead_letter_record, replay_dead_letter,
+};
 use protocol::{JobEnvelope, JobId, Lane, Settings, unix_time_ms};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -220,7 +222,11 @@ pub async fn replay_one_dead_letter(
     let envelope = record
         .replayable_envelope(&state.settings, unix_time_ms())
         .map_err(|reason| AdminError::NotReplayable { id: record.id(), reason })?;
-    let position = requeue(state, &record.stored, &envelope).await?.ok_or_else(|| not_found(handle))?;
+    let position = match requeue(state, &record.stored, &envelope).await? {
+        Requeued::Queued(position) => position,
+        Requeued::NotInList => return Err(not_found(handle)),
+        Requeued::JobActive => return Err(AdminError::DeadLetterJobActive(record.id())),
+    };
     Ok(ReplayedJob {
         job_id: envelope.id,
         lane: envelope.lane,
@@ -276,16 +282,23 @@ pub async fn replay_all_dead_letters(
                         position: None,
                     });
                 }
-                Ok(envelope) => {
-                    // `None`: another operator took this record meanwhile; either way it left the list.
-                    if let Some(position) = requeue(state, &record.stored, &envelope).await? {
-                        report.jobs.push(ReplayAllJob {
-                            job_id: envelope.id,
-                            lane: envelope.lane,
-                            position: Some(position),
+                Ok(envelope) => match requeue(state, &record.stored, &envelope).await? {
+                    Requeued::Queued(position) => report.jobs.push(ReplayAllJob {
+                        job_id: envelope.id,
+                        lane: envelope.lane,
+                        position: Some(position),
+                    }),
+                    // Another operator took this record meanwhile; either way it left the list.
+                    Requeued::NotInList => {}
+                    // Its job is alive (queued or running): the record stays, and is reported.
+                    Requeued::JobActive => {
+                        kept += 1;
+                        report.not_replayable.push(NotReplayableRecord {
+                            id: record.id(),
+                            reason: "its job is queued or running".to_owned(),
                         });
                     }
-                }
+                },
             }
         }
     }
@@ -297,14 +310,12 @@ pub async fn drop_dead_letter(
     handle: &DeadLetterHandle,
 ) -> Result<DroppedDeadLetter, AdminError> {
     let record = find_dead_letter(state, handle).await?;
-    let (list, stored) = (state.keys.dead_letters(), record.stored.clone());
-    let removed: u64 = state
+    let (keys, stored) = (&state.keys, record.stored.as_str());
+    let removed = state
         .redis
-        .run(|mut connection| async move {
-            redis::cmd("LREM").arg(list).arg(1).arg(stored).query_async(&mut connection).await
-        })
+        .run(|mut connection| async move { drop_dead_letter_record(&mut connection, keys, stored).await })
         .await?;
-    if removed == 0 {
+    if !removed {
         return Err(not_found(handle));
     }
     tracing::info!(id = %record.id(), "dead letter dropped");
@@ -312,12 +323,18 @@ pub async fn drop_dead_letter(
     Ok(DroppedDeadLetter { id: record.id(), job_id: record.decoded.and_then(|letter| letter.job_id) })
 }
 
-/// Moves one exact record back onto its lane; `None` when it was no longer in the list.
-async fn requeue(
-    state: &AdminState,
-    stored: &str,
-    envelope: &JobEnvelope,
-) -> Result<Option<u64>, AdminError> {
+/// What `requeue` did with one record.
+enum Requeued {
+    /// Back on its lane at this position.
+    Queued(u64),
+    /// It was no longer in the list.
+    NotInList,
+    /// Its job is queued or running: replaying would replace a live copy's state, so it was left alone.
+    JobActive,
+}
+
+/// Moves one exact record back onto its lane.
+async fn requeue(state: &AdminState, stored: &str, envelope: &JobEnvelope) -> Result<Requeued, AdminError> {
     let (keys, stored, envelope_to_queue) = (state.keys.clone(), stored.to_owned(), envelope.clone());
     let ttl_s = state.settings.job_state_ttl_s();
     let queued = state
@@ -326,11 +343,16 @@ async fn requeue(
             replay_dead_letter(&mut connection, &keys, &stored, &envelope_to_queue, ttl_s).await
         })
         .await?;
-    if let Some(job) = &queued {
-        // Counted in Redis by the script itself; `/metrics` shows that total as `dam_dead_letters_replayed_total`.
-        tracing::info!(job_id = %envelope.id, lane = envelope.lane.as_str(), position = job.position, "dead letter replayed");
-    }
-    Ok(queued.map(|job| job.position))
+    Ok(match queued {
+        ReplayOutcome::Queued(job) => {
+            // Counted in Redis by the script itself; `/metrics` shows that total as
+            // `dam_dead_letters_replayed_total`.
+            tracing::info!(job_id = %envelope.id, lane = envelope.lane.as_str(), position = job.position, "dead letter replayed");
+            Requeued::Queued(job.position)
+        }
+        ReplayOutcome::NotInList => Requeued::NotInList,
+        ReplayOutcome::JobActive => Requeued::JobActive,
+    })
 }
 
 /// The first record `handle` names, searched page by page from the oldest.

@@ -28,6 +28,9 @@ pub enum AdminError {
     DeadLetterNotFound(String),
     #[error("dead letter {id} cannot be replayed: {reason} (it can still be dropped)")]
     NotReplayable { id: String, reason: String },
+    /// A replay would replace the state of a live copy of the job (queued or running).
+    #[error("dead letter {0} cannot be replayed now: its job is queued or running")]
+    DeadLetterJobActive(String),
     #[error("no API key matches {0}")]
     KeyNotFound(String),
     #[error("{0} is not blocked")]
@@ -63,7 +66,7 @@ impl AdminError {
             | AdminError::KeyNotFound(_)
             | AdminError::BlockNotFound(_)
             | AdminError::RouteNotFound => StatusCode::NOT_FOUND,
-            AdminError::NotReplayable { .. } => StatusCode::CONFLICT,
+            AdminError::NotReplayable { .. } | AdminError::DeadLetterJobActive(_) => StatusCode::CONFLICT,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::UnsafeStartup(_) | AdminError::Settings(_) | AdminError::Server(_) => {
@@ -83,6 +86,7 @@ impl AdminError {
             AdminError::InvalidIdentity { .. } => "invalid_identity",
             AdminError::DeadLetterNotFound(_) => "dead_letter_not_found",
             AdminError::NotReplayable { .. } => "not_replayable",
+            AdminError::DeadLetterJobActive(_) => "job_active",
             AdminError::KeyNotFound(_) => "key_not_found",
             AdminError::BlockNotFound(_) => "block_not_found",
             AdminError::BackendUnavailable(_) => "backend_unavailable",

@@ -84,6 +84,9 @@ pub struct DeadLetterCounts {
     pub size: u64,
     /// Dead letters put back on a lane by operators, ever (from the replay counter).
     pub replayed_total: u64,
+    /// The oldest records dropped to keep the list within its caps, ever (from the drop counter).
+    #[serde(default)]
+    pub dropped_total: u64,
 }
 
 /// Reads everything the report shows.
@@ -110,7 +113,9 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
         .cmd("LLEN")
         .arg(keys.dead_letters())
         .cmd("GET")
-        .arg(keys.dead_letter_replays());
+        .arg(keys.dead_letter_replays())
+        .cmd("GET")
+        .arg(keys.dead_letters_dropped());
     for age in 0..ADMISSION_WINDOW_BUCKETS {
         overview.cmd("HGETALL").arg(keys.admission_counts(newest_bucket.saturating_sub(age)));
     }
@@ -140,6 +145,7 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
     let stored_limits: Option<String> = replies.next()?;
     let dead_letter_size: u64 = replies.next()?;
     let replayed_total: Option<String> = replies.next()?;
+    let dropped_total: Option<String> = replies.next()?;
     let mut buckets = Vec::new();
     for _ in 0..ADMISSION_WINDOW_BUCKETS {
         buckets.push(replies.next::<HashMap<String, String>>()?);
@@ -169,6 +175,7 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
         dead_letters: DeadLetterCounts {
             size: dead_letter_size,
             replayed_total: replayed_total.and_then(|text| text.parse().ok()).unwrap_or(0),
+            dropped_total: dropped_total.and_then(|text| text.parse().ok()).unwrap_or(0),
         },
         limits: limits_in_force(stored_limits.as_deref(), &state.settings.limits),
     })

@@ -16,17 +16,20 @@ const CANCELLED_MESSAGE: &str = "the chat was cancelled by its client";
 /// the worker when it runs.
 pub async fn cancel_chat(state: &AppState, job_id: JobId) -> Result<CancelOutcome, GatewayError> {
     let state_key = state.keys.job_state(&job_id);
-    let identity: Option<String> = state
+    let (identity, created_at_ms): (Option<String>, Option<u64>) = state
         .redis
         .run(|mut connection| async move {
-            redis::cmd("HGET")
+            redis::cmd("HMGET")
                 .arg(&state_key)
                 .arg(job_state_field::IDENTITY)
+                .arg(job_state_field::CREATED_AT_MS)
                 .query_async(&mut connection)
                 .await
         })
         .await?;
     let identity = identity.ok_or_else(|| GatewayError::ChatNotFound(job_id.to_string()))?;
+    // The budget day admission reserved on; a job whose state lacks it (none should) settles on today's.
+    let created_at_ms = created_at_ms.unwrap_or_else(unix_time_ms);
     let keys = &state.keys;
     let replay_ttl_s = state.settings.chat.replay_ttl_s;
     let outcome = state
@@ -37,6 +40,7 @@ pub async fn cancel_chat(state: &AppState, job_id: JobId) -> Result<CancelOutcom
                 keys,
                 &job_id,
                 &identity,
+                created_at_ms,
                 CANCELLED_MESSAGE,
                 replay_ttl_s,
                 unix_time_ms(),

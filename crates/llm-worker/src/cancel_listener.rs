@@ -12,6 +12,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use protocol::keys::job_state_field;
 use protocol::{JobId, RedisConnections, RedisKeys};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Pause before reconnecting a lost pub/sub connection.
@@ -32,7 +34,26 @@ struct RegisteredJob {
     token: CancellationToken,
     reason: Arc<Mutex<&'static str>>,
     /// The job's event channel when it must have a listener (every job but an operator's replay).
-    listened_channel: Option<String>,
+    listened_channel: Option<ListenedChannel>,
+    /// Told each time a check finds a listener, so a job waiting to know whether anyone listens can start.
+    listener_heard: Arc<Notify>,
+}
+
+/// A job's event channel, and when a listener was last known to be there (at first: the job's creation, when its
+/// client asked for it), from which the abandonment check counts its grace.
+#[derive(Debug, Clone)]
+pub struct ListenedChannel {
+    pub channel: String,
+    pub last_heard: Instant,
+}
+
+/// A registered job whose channel must have a listener, as the abandonment check sees it.
+#[derive(Debug, Clone)]
+pub struct ListenedJob {
+    pub job_id: JobId,
+    pub channel: String,
+    /// When a listener was last known to be there before any check of this process counted.
+    pub last_heard: Instant,
 }
 
 /// Keeps a job registered while it runs.
@@ -42,12 +63,18 @@ pub struct CancelRegistration {
     job_id: JobId,
     pub token: CancellationToken,
     reason: Arc<Mutex<&'static str>>,
+    listener_heard: Arc<Notify>,
 }
 
 impl CancelRegistration {
     /// Why the job was cancelled, once its token fired.
     pub fn reason(&self) -> &'static str {
         *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Completes once a check found a listener on the job's channel (at once when one did since the last wait).
+    pub async fn listener_heard(&self) {
+        self.listener_heard.notified().await;
     }
 }
 
@@ -58,12 +85,26 @@ impl Drop for CancelRegistration {
 }
 
 impl CancelRegistry {
-    pub fn register(&self, job_id: JobId, listened_channel: Option<String>) -> CancelRegistration {
+    /// Registers a job while it runs; `listened_channel` when it must have a listener.
+    pub fn register(&self, job_id: JobId, listened_channel: Option<ListenedChannel>) -> CancelRegistration {
         let token = CancellationToken::new();
         let reason = Arc::new(Mutex::new(CANCELLED_BY_CLIENT));
-        let job = RegisteredJob { token: token.clone(), reason: reason.clone(), listened_channel };
+        let listener_heard = Arc::new(Notify::new());
+        let job = RegisteredJob {
+            token: token.clone(),
+            reason: reason.clone(),
+            listened_channel,
+            listener_heard: listener_heard.clone(),
+        };
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner).insert(job_id, job);
-        CancelRegistration { registry: self.clone(), job_id, token, reason }
+        CancelRegistration { registry: self.clone(), job_id, token, reason, listener_heard }
+    }
+
+    /// A check found a listener on the job's channel: wakes the job if it waits for one.
+    pub fn listener_heard(&self, job_id: &JobId) {
+        if let Some(job) = self.jobs.lock().unwrap_or_else(PoisonError::into_inner).get(job_id) {
+            job.listener_heard.notify_one();
+        }
     }
 
     /// Fires the job's token; returns whether the job runs here.
@@ -87,10 +128,16 @@ impl CancelRegistry {
     }
 
     /// The running jobs that must have a listener, with their event channels.
-    pub fn listened_channels(&self) -> Vec<(JobId, String)> {
+    pub fn listened_jobs(&self) -> Vec<ListenedJob> {
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         jobs.iter()
-            .filter_map(|(id, job)| job.listened_channel.clone().map(|channel| (*id, channel)))
+            .filter_map(|(id, job)| {
+                job.listened_channel.as_ref().map(|listened| ListenedJob {
+                    job_id: *id,
+                    channel: listened.channel.clone(),
+                    last_heard: listened.last_heard,
+                })
+            })
             .collect()
     }
 }

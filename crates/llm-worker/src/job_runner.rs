@@ -20,11 +20,13 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cancel_listener::{ABANDONED, CANCELLED_BY_CLIENT, CancelRegistration, CancelRegistry};
+use crate::abandonment::{LISTENER_CHECK_INTERVAL, SILENCE_CONFIRMATION};
+use crate::cancel_listener::{CANCELLED_BY_CLIENT, CancelRegistration, CancelRegistry, ListenedChannel};
 use crate::error::WorkerError;
 use crate::group_commit::GroupCommit;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ProviderError, ProviderEvent};
+use crate::reaper::Reaper;
 use crate::stream_writer::StreamWriter;
 use crate::upstream_permits::{
     PermitLine, PermitLineSeat, PermitWait, permit_request, settle_upstream_permit, wait_for_upstream_permit,
@@ -44,6 +46,8 @@ pub struct JobContext {
     pub cancels: CancelRegistry,
     /// This worker's jobs waiting for upstream capacity (see `PermitLine`).
     pub permit_line: Arc<PermitLine>,
+    /// Hands an attempt that lost Redis (or its ownership) back: requeued, released or ended (see `reaper`).
+    pub reaper: Reaper,
 }
 
 /// How a job attempt ended, for logs and metrics.
@@ -92,7 +96,12 @@ pub async fn run_claimed_job(
 ) -> Result<JobOutcome, WorkerError> {
     // Registered before the start, so a cancellation sent once the job runs here always finds it. An unattended
     // job (an operator's replay) is never cancelled for want of listeners.
-    let listened_channel = (!envelope.unattended).then(|| context.keys.job_event_channel(&envelope.id));
+    // Its client was there when it asked for the chat: the grace for a silent channel counts from then.
+    let waited = Duration::from_millis(unix_time_ms().saturating_sub(envelope.created_at_ms));
+    let listened_channel = (!envelope.unattended).then(|| ListenedChannel {
+        channel: context.keys.job_event_channel(&envelope.id),
+        last_heard: Instant::now().checked_sub(waited).unwrap_or_else(Instant::now),
+    });
     let registration = context.cancels.register(envelope.id, listened_channel);
     let (job_id, worker_id, keys) = (envelope.id, &context.worker_id, &context.keys);
     let new_log_ttl_s = context.settings.job_state_ttl_s();
@@ -141,6 +150,7 @@ pub async fn run_claimed_job(
         worker_id: &context.worker_id,
         attempt,
         raw_envelope,
+        created_at_ms: envelope.created_at_ms,
     };
     let mut job = RunningJob {
         context,
@@ -198,8 +208,9 @@ impl RunningJob<'_> {
         if unix_time_ms() > self.envelope.deadline_ms {
             return self.end_expired().await;
         }
-        if self.abandoned_before_start().await {
-            return self.end_cancelled(ABANDONED, 0).await;
+        self.wait_for_a_listener_after_a_long_wait().await?;
+        if self.cancel.is_cancelled() {
+            return self.end_cancelled(self.registration.reason(), 0).await;
         }
         let max_attempts = self.context.settings.llm.max_attempts.max(1);
         for upstream_attempt in 1..=max_attempts {
@@ -455,13 +466,16 @@ impl RunningJob<'_> {
         Ok(JobOutcome::Failed)
     }
 
-    /// A job queued longer than the grace period whose client is not listening is not worth starting (while it
-    /// runs, the worker's abandonment check watches it).
-    async fn abandoned_before_start(&mut self) -> bool {
+    /// A job that waited longer than the grace period may have lost its client meanwhile: it is not started
+    /// before somebody is known to listen. One sample now; when it finds nobody, the job waits for the worker's
+    /// abandonment check, which judges over several samples (see `abandonment`): a listener heard (a client that
+    /// reconnected) starts it, a confirmed silence cancels it before it reaches the LLM. Without evidence (Redis
+    /// not answering) it starts after a bounded wait: a chat is never dropped on a guess.
+    async fn wait_for_a_listener_after_a_long_wait(&mut self) -> Result<(), WorkerError> {
         let grace = Duration::from_millis(self.context.settings.worker.abandon_grace_ms);
         let waited = Duration::from_millis(unix_time_ms().saturating_sub(self.envelope.created_at_ms));
         if self.envelope.unattended || waited <= grace {
-            return false;
+            return Ok(());
         }
         let channel = self.context.keys.job_event_channel(&self.envelope.id);
         let counted: redis::RedisResult<(String, u64)> = self
@@ -471,7 +485,20 @@ impl RunningJob<'_> {
                 redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut connection).await
             })
             .await;
-        matches!(counted, Ok((_, 0)))
+        if matches!(counted, Ok((_, listeners)) if listeners > 0) {
+            return Ok(());
+        }
+        // Waiting for a listener is not waiting for upstream capacity: the worker may claim more meanwhile, and
+        // a permit had with the start goes back (the job asks again if it starts).
+        self.seat_until_first_permit = None;
+        give_back_unused_permit(self.context, self.early_permit.take()).await;
+        let longest_wait = SILENCE_CONFIRMATION.min(grace) + LISTENER_CHECK_INTERVAL * 3;
+        tokio::select! {
+            _ = self.stop.cancelled() => Err(WorkerError::Stopped),
+            _ = self.cancel.cancelled() => Ok(()),
+            _ = self.registration.listener_heard() => Ok(()),
+            _ = tokio::time::sleep(longest_wait) => Ok(()),
+        }
     }
 
     fn estimated_usage(&self, completion_pieces: u64) -> Usage {

@@ -1,16 +1,27 @@
 //! Recovery of jobs left behind: one worker at a time (holding a lease in Redis) looks for registered workers
 //! whose heartbeat expired and takes their processing lists apart, job by job and atomically: back to the head
 //! of the lane with the attempt raised, or, for a job recovered too often (a poison job), to the dead-letter
-//! list with an error its client sees. A stopping worker puts its own unfinished jobs back the same way.
+//! list with an error its client sees. A stopping worker puts its own unfinished jobs back the same way, and a live
+//! worker whose attempt lost Redis hands that one job back the same way too (see `recover_one`).
 
 use std::time::Duration;
 
-use protocol::dead_letter::DeadLetter;
-use protocol::job_lifecycle::{RecoveryOutcome, dead_letter_job, recover_job};
+use protocol::dead_letter::{DeadLetter, DeadLetterCaps};
+use protocol::job_lifecycle::{JobRecovery, RecoveryOutcome, dead_letter_job, recover_job};
 use protocol::{JobEnvelope, RedisConnections, RedisKeys, unix_time_ms};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel_listener::CANCELLED_BY_CLIENT;
 use crate::error::WorkerError;
+
+/// What the client of a poison job sees.
+const POISON_JOB_MESSAGE: &str = "the chat failed repeatedly while being answered and was set aside";
+
+/// Attempts lost to Redis (a stall, an outage) do not count as recoveries, so an outage never poisons a job; but a
+/// job that keeps losing its attempts must still end: past this many attempts per allowed recovery (plus one),
+/// whatever ended them, an attempt lost to Redis makes it a poison job. With the default 3 recoveries: 16
+/// attempts, far more than any outage or rolling restart accounts for.
+const ATTEMPTS_PER_ALLOWED_RECOVERY: u32 = 4;
 
 /// What recovering needs to know.
 #[derive(Debug, Clone)]
@@ -20,13 +31,16 @@ pub struct Reaper {
     pub worker_id: String,
     pub max_recoveries: u32,
     pub replay_ttl_s: u64,
+    pub dead_letter_caps: DeadLetterCaps,
 }
 
-/// Why a recovered job is put back: its worker died (counts towards poison) or stopped (does not).
+/// Why a recovered job is put back: its worker died (counts towards poison), stopped (does not), or its attempt
+/// lost Redis or its ownership while the worker lives (does not, up to a bound on all attempts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryCause {
     WorkerDied,
     WorkerStopped,
+    AttemptLost,
 }
 
 impl Reaper {
@@ -145,7 +159,9 @@ impl Reaper {
         Ok(requeued)
     }
 
-    async fn recover_one(
+    /// Takes one entry out of `worker_id`'s processing list (see `recover_job.lua`): released when its job ended
+    /// or another attempt owns it, ended when its client cancelled it, dead-lettered when poisoned, else requeued.
+    pub async fn recover_one(
         &self,
         worker_id: &str,
         raw_envelope: &str,
@@ -162,48 +178,56 @@ impl Reaper {
                 dead_at_ms: unix_time_ms(),
                 raw_envelope: raw_envelope.to_owned(),
             };
-            self.redis.run(|mut connection| async move { dead_letter_job(&mut connection, &keys, &dead_letter).await }).await?;
-            return Ok(RecoveryOutcome::DeadLettered);
+            let caps = self.dead_letter_caps;
+            let moved = self
+                .redis
+                .run(|mut connection| async move {
+                    dead_letter_job(&mut connection, &keys, &dead_letter, caps).await
+                })
+                .await?;
+            return Ok(if moved { RecoveryOutcome::DeadLettered } else { RecoveryOutcome::Absent });
         };
         envelope.attempt += 1;
         if cause == RecoveryCause::WorkerDied {
             envelope.recoveries += 1;
         }
-        let poisoned = envelope.recoveries > self.max_recoveries;
-        let dead_letter = poisoned.then(|| DeadLetter {
+        let most_attempts =
+            self.max_recoveries.saturating_add(1).saturating_mul(ATTEMPTS_PER_ALLOWED_RECOVERY);
+        let last_error = if envelope.recoveries > self.max_recoveries {
+            Some(format!("its worker died with it {} times", envelope.recoveries))
+        } else if cause == RecoveryCause::AttemptLost && envelope.attempt > most_attempts {
+            Some(format!("it was started {} times without ending", envelope.attempt - 1))
+        } else {
+            None
+        };
+        let dead_letter = last_error.map(|last_error| DeadLetter {
             job_id: Some(envelope.id),
             reason: "poison_job".to_owned(),
-            last_error: format!("its worker died with it {} times", envelope.recoveries),
+            last_error,
             attempts: envelope.attempt - 1,
             worker_id: worker_id.to_owned(),
             dead_at_ms: unix_time_ms(),
             raw_envelope: raw_envelope.to_owned(),
         });
-        let replay_ttl_s = self.replay_ttl_s;
+        let (replay_ttl_s, dead_letter_caps) = (self.replay_ttl_s, self.dead_letter_caps);
         let outcome = self
             .redis
             .run(|mut connection| async move {
-                recover_job(
-                    &mut connection,
-                    &keys,
+                let recovery = JobRecovery {
                     worker_id,
                     raw_envelope,
-                    &envelope,
-                    dead_letter.as_ref(),
-                    "the chat failed repeatedly while being answered and was set aside",
+                    requeued: &envelope,
+                    dead_letter: dead_letter.as_ref(),
+                    dead_lettered_message: POISON_JOB_MESSAGE,
+                    cancelled_message: CANCELLED_BY_CLIENT,
                     replay_ttl_s,
-                    unix_time_ms(),
-                )
-                .await
+                    now_ms: unix_time_ms(),
+                    dead_letter_caps,
+                };
+                recover_job(&mut connection, &keys, recovery).await
             })
             .await?;
-        let label = match outcome {
-            RecoveryOutcome::Requeued => "requeued",
-            RecoveryOutcome::DeadLettered => "dead_lettered",
-            RecoveryOutcome::Dropped => "dropped",
-            RecoveryOutcome::Absent => "absent",
-        };
-        metrics::counter!("dam_worker_jobs_recovered_total", "outcome" => label).increment(1);
+        metrics::counter!("dam_worker_jobs_recovered_total", "outcome" => outcome.as_str()).increment(1);
         Ok(outcome)
     }
 }

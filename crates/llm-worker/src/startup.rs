@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::dead_letter::DeadLetterCaps;
 use protocol::live_limits::watch_live_limits;
 use protocol::{RedisConnections, RedisKeys, Settings};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,7 @@ pub async fn run(
         worker_id: worker_id.clone(),
         max_recoveries: settings.worker.max_recoveries,
         replay_ttl_s: settings.chat.replay_ttl_s,
+        dead_letter_caps: DeadLetterCaps::from_settings(&settings),
     };
     // A worker restarted under the same id finds its earlier life's jobs: they were interrupted, not finished.
     match reaper.recover_processing_list(&worker_id, RecoveryCause::WorkerDied).await {
@@ -107,6 +109,7 @@ pub async fn run(
         limits,
         cancels,
         permit_line: Default::default(),
+        reaper: reaper.clone(),
     };
     consume_jobs_until_stopped(context, stop_intake).await;
 

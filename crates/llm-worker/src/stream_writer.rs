@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::dead_letter::DeadLetterCaps;
 use protocol::job_lifecycle::{
     AppendOutcome, FinishOutcome, JobEnding, JobFence, JobStreamKeys, append_stream_events, finish_job,
 };
@@ -15,7 +16,7 @@ use protocol::{StreamEvent, Usage, unix_time_ms};
 use crate::error::WorkerError;
 use crate::job_runner::JobContext;
 
-/// Tries of one stream write before the attempt gives up and leaves the job for recovery.
+/// Tries of one stream write before the attempt gives up and hands the job back (see `worker_loop`).
 const STREAM_WRITE_TRIES: u32 = 3;
 /// Pause before the second try; it grows linearly with each further try.
 const STREAM_WRITE_RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -106,6 +107,7 @@ impl<'a> StreamWriter<'a> {
         let replay_log_length_after = self.next_seq - 1;
         let new_log_ttl_s = std::mem::take(&mut self.new_log_ttl_s);
         let replay_ttl_s = self.context.settings.chat.replay_ttl_s;
+        let dead_letter_caps = DeadLetterCaps::from_settings(&self.context.settings);
         let mut tries = 0;
         loop {
             tries += 1;
@@ -124,6 +126,7 @@ impl<'a> StreamWriter<'a> {
                         new_log_ttl_s,
                         replay_ttl_s,
                         unix_time_ms(),
+                        dead_letter_caps,
                     )
                     .await
                 })

@@ -2,11 +2,13 @@
 //! on its own task; when every lane is empty it blocks on the doorbell list, with a claim pipelined behind the
 //! wait, so idle workers cost Redis nothing and a new job is claimed the moment it is queued.
 //! On shutdown it stops claiming, lets running jobs finish within the drain time, then stops the rest.
+//! Every attempt ends in a terminal event, a requeue or a dead letter: an attempt that lost Redis or its
+//! ownership hands its job back through `recover_job`, retried until it lands or the worker stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::dead_letter::DeadLetter;
+use protocol::dead_letter::{DeadLetter, DeadLetterCaps};
 use protocol::job_lifecycle::{
     ClaimedJob, claim_jobs, dead_letter_job, lanes_in_claim_order, wait_for_doorbell_then_claim,
 };
@@ -16,11 +18,17 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::WorkerError;
 use crate::job_runner::{JobContext, run_claimed_job};
+use crate::reaper::RecoveryCause;
 use crate::upstream_permits::PermitLineSeat;
 
 /// Pause after a failed claim, so a Redis outage is not hammered.
 const CLAIM_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// First pause before handing a lost attempt back again; it doubles each try (with full jitter, so a fleet that
+/// lost Redis together does not come back in step) up to `HAND_BACK_MAX_DELAY`.
+const HAND_BACK_BASE_DELAY: Duration = Duration::from_millis(100);
+const HAND_BACK_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Most jobs one claim takes: enough that a worker's intake keeps up with a burst in a few round trips, few
 /// enough that one worker does not take a whole backlog while the others have room.
 const MOST_JOBS_PER_CLAIM: usize = 16;
@@ -137,7 +145,7 @@ async fn run_one_job(
     let envelope = match JobEnvelope::decode(&claimed.raw_envelope) {
         Ok(envelope) => envelope,
         Err(error) => {
-            dead_letter_undecodable(context, claimed, error.to_string()).await;
+            dead_letter_undecodable(context, claimed, error.to_string(), stop).await;
             return;
         }
     };
@@ -149,14 +157,39 @@ async fn run_one_job(
             metrics::counter!("dam_worker_jobs_total", "outcome" => outcome.as_str()).increment(1);
             tracing::debug!(job_id = %envelope.id, outcome = outcome.as_str(), "job ended");
         }
+        // The stopping worker puts its whole processing list back once its jobs returned.
+        Err(WorkerError::Stopped) => {
+            metrics::counter!("dam_worker_jobs_total", "outcome" => "stopped").increment(1);
+        }
         Err(error) => {
-            metrics::counter!("dam_worker_jobs_total", "outcome" => "abandoned").increment(1);
-            tracing::warn!(job_id = %envelope.id, %error, "job attempt abandoned; it stays in the processing list");
+            // Lost Redis (a start, a write or the ending did not land) or ownership (another attempt has the
+            // job): the job is handed back, and `recover_job` decides by its state whether it is requeued (the
+            // next start appends a `reset`), released (it ended, or runs elsewhere) or ended.
+            metrics::counter!("dam_worker_jobs_total", "outcome" => "handed_back").increment(1);
+            tracing::warn!(job_id = %envelope.id, %error, "job attempt lost; handing the job back");
+            hand_back_lost_attempt(context, &claimed.raw_envelope, stop).await;
         }
     }
 }
 
-async fn dead_letter_undecodable(context: &JobContext, claimed: ClaimedJob, error: String) {
+/// Takes a lost attempt's entry out of this worker's processing list through `recover_job`: `recover_job`
+/// decides by the job's state. A Redis outage must not lose the decision, so it is tried until it lands.
+async fn hand_back_lost_attempt(context: &JobContext, raw_envelope: &str, stop: &CancellationToken) {
+    let handed_back = until_it_lands(stop, "hand a lost attempt back", || {
+        context.reaper.recover_one(&context.worker_id, raw_envelope, RecoveryCause::AttemptLost)
+    })
+    .await;
+    if let Some(outcome) = handed_back {
+        tracing::info!(outcome = outcome.as_str(), "lost attempt handed back");
+    }
+}
+
+async fn dead_letter_undecodable(
+    context: &JobContext,
+    claimed: ClaimedJob,
+    error: String,
+    stop: &CancellationToken,
+) {
     tracing::error!(%error, "undecodable job envelope sent to the dead-letter list");
     let dead_letter = DeadLetter {
         job_id: None,
@@ -167,14 +200,40 @@ async fn dead_letter_undecodable(context: &JobContext, claimed: ClaimedJob, erro
         dead_at_ms: unix_time_ms(),
         raw_envelope: claimed.raw_envelope,
     };
-    let keys = context.keys.clone();
-    let moved = context
-        .redis
-        .run(|mut connection| async move { dead_letter_job(&mut connection, &keys, &dead_letter).await })
-        .await;
-    metrics::counter!("dam_worker_jobs_total", "outcome" => "dead_lettered").increment(1);
-    if let Err(error) = moved {
-        tracing::error!(%error, "could not dead-letter the envelope; it stays in the processing list");
+    let (keys, caps, dead_letter) =
+        (&context.keys, DeadLetterCaps::from_settings(&context.settings), &dead_letter);
+    let moved = until_it_lands(stop, "dead-letter an undecodable envelope", || {
+        context.redis.run(|mut connection| async move {
+            dead_letter_job(&mut connection, keys, dead_letter, caps).await
+        })
+    })
+    .await;
+    if moved.is_some() {
+        metrics::counter!("dam_worker_jobs_total", "outcome" => "dead_lettered").increment(1);
+    }
+}
+
+/// Runs `step` until it succeeds, pausing between tries with jittered exponential backoff (so a fleet that lost
+/// Redis together does not come back in step). `None` when `stop` fired first: the stopping worker's own
+/// recovery of its processing list then does what `step` could not.
+async fn until_it_lands<T, E, Step, Fut>(stop: &CancellationToken, what: &str, mut step: Step) -> Option<T>
+where
+    E: std::fmt::Display,
+    Step: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut ceiling = HAND_BACK_BASE_DELAY;
+    loop {
+        match step().await {
+            Ok(done) => return Some(done),
+            Err(error) => tracing::warn!(%error, "could not {what} yet; trying again"),
+        }
+        let pause = ceiling.mul_f64(rand::random::<f64>());
+        ceiling = (ceiling * 2).min(HAND_BACK_MAX_DELAY);
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(pause) => {}
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The dead-letter record: a job that could not be completed, kept with why, so an operator can inspect it and
-//! replay it. Jobs are never dropped silently. Also the replay itself: `lua/replay_dead_letter.lua` moves one
-//! record back onto its lane atomically. Listing, paging and choosing what to replay belong to the dam.
+//! replay it. Jobs are never dropped silently: the list is capped by count and bytes (`DeadLetterCaps`), and the
+//! oldest records dropped to keep it so are counted. Also the replay itself: `lua/replay_dead_letter.lua` moves
+//! one record back onto its lane atomically, and the operator's drop. Listing, paging and choosing what to replay
+//! belong to the dam.
 
 use std::sync::LazyLock;
 
@@ -11,9 +13,39 @@ use serde::{Deserialize, Serialize};
 use crate::job::{JobEnvelope, JobId};
 use crate::job_lifecycle::{DOORBELL_CAPACITY, EnqueuedJob};
 use crate::keys::RedisKeys;
+use crate::settings::Settings;
 
 static REPLAY_DEAD_LETTER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/replay_dead_letter.lua")));
+static DROP_DEAD_LETTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/drop_dead_letter.lua")));
+
+/// How large the dead-letter list may grow: every script that adds a record drops the oldest ones while the list
+/// holds more than `max_records` records or more than `max_bytes` bytes of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterCaps {
+    pub max_records: u64,
+    pub max_bytes: u64,
+}
+
+impl DeadLetterCaps {
+    /// The configured caps (`worker.dead_letters_max_count`, `worker.dead_letters_max_bytes`).
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            max_records: settings.worker.dead_letters_max_count.max(1),
+            max_bytes: settings.worker.dead_letters_max_bytes.max(1),
+        }
+    }
+}
+
+/// Counts the records a script dropped to keep the list within its caps, in this process's metrics (Redis keeps
+/// the fleet's total beside the list).
+pub(crate) fn count_dropped_dead_letters(dropped: u64) {
+    if dropped > 0 {
+        tracing::warn!(dropped, "the dead-letter list is full: its oldest records were dropped");
+        metrics::counter!("dam_dead_letters_dropped_total").increment(dropped);
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -75,16 +107,27 @@ impl DeadLetter {
     }
 }
 
-/// Removes `stored_record` (the dead-letter record exactly as it sits in the list) and, only if it was there,
-/// queues `envelope` at the tail of its lane as a fresh job (old state and replay log replaced) and counts the
-/// replay. Returns `None`, changing nothing, when the record was no longer in the list.
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// The record left the list and its job is queued again.
+    Queued(EnqueuedJob),
+    /// The record was no longer in the list; nothing changed.
+    NotInList,
+    /// The record's job is queued or running (a live copy: its state must not be replaced); nothing changed.
+    JobActive,
+}
+
+/// Removes `stored_record` (the dead-letter record exactly as it sits in the list) and, only if it was there and
+/// its job is neither queued nor running, queues `envelope` at the tail of its lane as a fresh job (old state and
+/// replay log replaced) and counts the replay.
 pub async fn replay_dead_letter(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     stored_record: &str,
     envelope: &JobEnvelope,
     state_ttl_s: u64,
-) -> RedisResult<Option<EnqueuedJob>> {
+) -> RedisResult<ReplayOutcome> {
     let (ticket, position): (i64, i64) = REPLAY_DEAD_LETTER
         .key(keys.dead_letters())
         .key(keys.lane_queue(envelope.lane))
@@ -94,6 +137,7 @@ pub async fn replay_dead_letter(
         .key(keys.queue_doorbell())
         .key(keys.job_replay_log(&envelope.id))
         .key(keys.dead_letter_replays())
+        .key(keys.dead_letter_bytes())
         .arg(stored_record)
         .arg(envelope.encode())
         .arg(&envelope.identity)
@@ -103,10 +147,29 @@ pub async fn replay_dead_letter(
         .arg(DOORBELL_CAPACITY)
         .invoke_async(connection)
         .await?;
-    if ticket < 0 {
-        return Ok(None);
-    }
-    Ok(Some(EnqueuedJob { ticket: ticket as u64, position: position.max(1) as u64 }))
+    Ok(match ticket {
+        -2 => ReplayOutcome::JobActive,
+        ticket if ticket < 0 => ReplayOutcome::NotInList,
+        ticket => {
+            ReplayOutcome::Queued(EnqueuedJob { ticket: ticket as u64, position: position.max(1) as u64 })
+        }
+    })
+}
+
+/// Removes `stored_record` (exactly as stored) from the dead-letter list, and its bytes from the list's size.
+/// Returns false, changing nothing, when it was no longer there.
+pub async fn drop_dead_letter(
+    connection: &mut impl ConnectionLike,
+    keys: &RedisKeys,
+    stored_record: &str,
+) -> RedisResult<bool> {
+    let removed: i64 = DROP_DEAD_LETTER
+        .key(keys.dead_letters())
+        .key(keys.dead_letter_bytes())
+        .arg(stored_record)
+        .invoke_async(connection)
+        .await?;
+    Ok(removed == 1)
 }
 
 #[cfg(test)]

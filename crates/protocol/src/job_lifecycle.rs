@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Script, ScriptInvocation};
 
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, DeadLetterCaps, count_dropped_dead_letters};
 use crate::job::{JobEnvelope, JobId, JobStatus, Lane};
 use crate::keys::{ADMISSION_STATS_BUCKET_S, RedisKeys};
 use crate::limits::TierLimits;
@@ -506,13 +506,16 @@ pub struct JobFence<'a> {
     pub attempt: u32,
     /// The envelope exactly as claimed.
     pub raw_envelope: &'a str,
+    /// The envelope's `created_at_ms`: the ending settles the budget of that UTC day, the one admission reserved
+    /// on, whatever the clock says when the job ends.
+    pub created_at_ms: u64,
 }
 
 /// How a job ends, written together with its last events.
 #[derive(Debug, Clone, Copy)]
 pub struct JobEnding<'a> {
     pub status: JobStatus,
-    /// Charged to the caller's daily token budget.
+    /// Charged to the caller's daily token budget, against what admission reserved for the job.
     pub tokens_used: u64,
     /// Kept when the job failed for good.
     pub dead_letter: Option<&'a DeadLetter>,
@@ -531,7 +534,8 @@ pub enum FinishOutcome {
 }
 
 /// Appends and publishes a job's last `events` and ends it with `ending`, once (see `finish_job.lua`).
-/// `new_log_ttl_s` is given when this is the attempt's first write (0 otherwise).
+/// `new_log_ttl_s` is given when this is the attempt's first write (0 otherwise); a dead letter is kept within
+/// `dead_letter_caps`.
 #[allow(clippy::too_many_arguments)]
 pub async fn finish_job(
     connection: &mut impl ConnectionLike,
@@ -543,6 +547,7 @@ pub async fn finish_job(
     new_log_ttl_s: u64,
     replay_ttl_s: u64,
     now_ms: u64,
+    dead_letter_caps: DeadLetterCaps,
 ) -> RedisResult<FinishOutcome> {
     let mut invocation = FINISH_JOB.key(keys.job_state(fence.job_id));
     invocation
@@ -551,8 +556,10 @@ pub async fn finish_job(
         .key(keys.worker_processing_list(fence.worker_id))
         .key(keys.active_chats(fence.identity))
         .key(keys.dead_letters())
-        .key(keys.token_budget(fence.identity, now_ms / DAY_MS))
+        .key(keys.token_budget(fence.identity, fence.created_at_ms / DAY_MS))
         .key(keys.job_outcome_counts(now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
+        .key(keys.dead_letter_bytes())
+        .key(keys.dead_letters_dropped())
         .arg(fence.worker_id)
         .arg(fence.attempt)
         .arg(replay_ttl_s.max(1))
@@ -563,11 +570,14 @@ pub async fn finish_job(
         .arg(ending.dead_letter.map(DeadLetter::encode).unwrap_or_default())
         .arg(ending.tokens_used)
         .arg(replay_log_length_after)
-        .arg(new_log_ttl_s);
+        .arg(new_log_ttl_s)
+        .arg(dead_letter_caps.max_records)
+        .arg(dead_letter_caps.max_bytes);
     for event in events {
         invocation.arg(event.encode());
     }
-    let length: i64 = invocation.invoke_async(connection).await?;
+    let (length, dropped): (i64, u64) = invocation.invoke_async(connection).await?;
+    count_dropped_dead_letters(dropped);
     Ok(match length {
         -1 => FinishOutcome::Fenced,
         -2 => FinishOutcome::AlreadyFinished,
@@ -581,32 +591,65 @@ static CANCEL_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(
 /// What became of a job taken out of a processing list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryOutcome {
-    /// Back at the head of its lane.
+    /// Back at the head of its lane, and the doorbell rung.
     Requeued,
     /// Ended for good: dead-letter record, `failed`, and an error event for its client.
     DeadLettered,
+    /// Its client had cancelled it: ended as `cancelled` rather than run again.
+    Cancelled,
+    /// It had already ended, or another attempt owns it now: only the processing entry was removed.
+    Released,
     /// Its state had expired: nobody could see it any more, so it was dropped.
     Dropped,
     /// It was not in the processing list (someone else recovered or finished it); nothing changed.
     Absent,
 }
 
-/// Takes `raw_envelope` out of `worker_id`'s processing list: requeues `requeued` (the envelope with its attempt
-/// raised) at the head of its lane, or, given a dead letter, ends the job with `client_message`.
-#[allow(clippy::too_many_arguments)]
+impl RecoveryOutcome {
+    /// The outcome's name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryOutcome::Requeued => "requeued",
+            RecoveryOutcome::DeadLettered => "dead_lettered",
+            RecoveryOutcome::Cancelled => "cancelled",
+            RecoveryOutcome::Released => "released",
+            RecoveryOutcome::Dropped => "dropped",
+            RecoveryOutcome::Absent => "absent",
+        }
+    }
+}
+
+/// One job to take out of a processing list (see `recover_job.lua`).
+#[derive(Debug, Clone, Copy)]
+pub struct JobRecovery<'a> {
+    /// The worker whose processing list holds the entry.
+    pub worker_id: &'a str,
+    /// The entry exactly as it sits there.
+    pub raw_envelope: &'a str,
+    /// The envelope to put back (its attempt raised) when the job is requeued.
+    pub requeued: &'a JobEnvelope,
+    /// Given when the job is to end for good (a poison job).
+    pub dead_letter: Option<&'a DeadLetter>,
+    /// What the client sees when the job is dead-lettered.
+    pub dead_lettered_message: &'a str,
+    /// What the client sees when the job ends because its client had cancelled it.
+    pub cancelled_message: &'a str,
+    pub replay_ttl_s: u64,
+    pub now_ms: u64,
+    pub dead_letter_caps: DeadLetterCaps,
+}
+
+/// Takes one entry out of a processing list and, looking at the job's state, releases it (ended, or owned by
+/// another attempt), ends it as cancelled (its client cancelled it), dead-letters it (given a dead letter) or
+/// requeues it at the head of its lane. One round trip.
 pub async fn recover_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
-    worker_id: &str,
-    raw_envelope: &str,
-    requeued: &JobEnvelope,
-    dead_letter: Option<&DeadLetter>,
-    client_message: &str,
-    replay_ttl_s: u64,
-    now_ms: u64,
+    recovery: JobRecovery<'_>,
 ) -> RedisResult<RecoveryOutcome> {
-    let outcome: String = RECOVER_JOB
-        .key(keys.worker_processing_list(worker_id))
+    let requeued = recovery.requeued;
+    let (outcome, dropped): (String, u64) = RECOVER_JOB
+        .key(keys.worker_processing_list(recovery.worker_id))
         .key(keys.lane_queue(requeued.lane))
         .key(keys.lane_served_tickets(requeued.lane))
         .key(keys.job_state(&requeued.id))
@@ -614,19 +657,31 @@ pub async fn recover_job(
         .key(keys.job_event_channel(&requeued.id))
         .key(keys.dead_letters())
         .key(keys.active_chats(&requeued.identity))
-        .key(keys.job_outcome_counts(now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
-        .arg(raw_envelope)
+        .key(keys.job_outcome_counts(recovery.now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
+        .key(keys.queue_doorbell())
+        .key(keys.token_budget(&requeued.identity, requeued.created_at_ms / DAY_MS))
+        .key(keys.dead_letter_bytes())
+        .key(keys.dead_letters_dropped())
+        .arg(recovery.raw_envelope)
         .arg(requeued.encode())
-        .arg(dead_letter.map(DeadLetter::encode).unwrap_or_default())
+        .arg(recovery.dead_letter.map(DeadLetter::encode).unwrap_or_default())
         .arg(requeued.id.to_string())
-        .arg(now_ms)
-        .arg(replay_ttl_s.max(1))
-        .arg(client_message)
+        .arg(recovery.now_ms)
+        .arg(recovery.replay_ttl_s.max(1))
+        .arg(recovery.dead_lettered_message)
+        .arg(recovery.worker_id)
+        .arg(recovery.cancelled_message)
+        .arg(DOORBELL_CAPACITY)
+        .arg(recovery.dead_letter_caps.max_records)
+        .arg(recovery.dead_letter_caps.max_bytes)
         .invoke_async(connection)
         .await?;
+    count_dropped_dead_letters(dropped);
     Ok(match outcome.as_str() {
         "requeued" => RecoveryOutcome::Requeued,
         "dead_lettered" => RecoveryOutcome::DeadLettered,
+        "cancelled" => RecoveryOutcome::Cancelled,
+        "released" => RecoveryOutcome::Released,
         "dropped" => RecoveryOutcome::Dropped,
         _ => RecoveryOutcome::Absent,
     })
@@ -648,12 +703,15 @@ pub enum CancelOutcome {
     Missing,
 }
 
-/// Cancels a job for its client. `identity` is the caller the job is charged to (from its state).
+/// Cancels a job for its client. `identity` is the caller the job is charged to and `created_at_ms` when it was
+/// created (both from its state): a queued job gives back what admission reserved on that day's budget.
+#[allow(clippy::too_many_arguments)]
 pub async fn cancel_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     job_id: &JobId,
     identity: &str,
+    created_at_ms: u64,
     client_message: &str,
     replay_ttl_s: u64,
     now_ms: u64,
@@ -664,6 +722,7 @@ pub async fn cancel_job(
         .key(keys.job_event_channel(job_id))
         .key(keys.active_chats(identity))
         .key(keys.job_outcome_counts(now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
+        .key(keys.token_budget(identity, created_at_ms / DAY_MS))
         .arg(job_id.to_string())
         .arg(now_ms)
         .arg(replay_ttl_s.max(1))
@@ -681,19 +740,25 @@ pub async fn cancel_job(
 static DEAD_LETTER_JOB: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/dead_letter_job.lua")));
 
-/// Moves a claimed job from the worker's processing list to the dead-letter list. Returns false, changing
-/// nothing, when the job was no longer in the processing list.
+/// Moves a claimed job from the worker's processing list to the dead-letter list, kept within
+/// `dead_letter_caps`. Returns false, changing nothing, when the job was no longer in the processing list.
 pub async fn dead_letter_job(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
     dead_letter: &DeadLetter,
+    dead_letter_caps: DeadLetterCaps,
 ) -> RedisResult<bool> {
-    let moved: i64 = DEAD_LETTER_JOB
+    let (moved, dropped): (i64, u64) = DEAD_LETTER_JOB
         .key(keys.worker_processing_list(&dead_letter.worker_id))
         .key(keys.dead_letters())
+        .key(keys.dead_letter_bytes())
+        .key(keys.dead_letters_dropped())
         .arg(&dead_letter.raw_envelope)
         .arg(dead_letter.encode())
+        .arg(dead_letter_caps.max_records)
+        .arg(dead_letter_caps.max_bytes)
         .invoke_async(connection)
         .await?;
+    count_dropped_dead_letters(dropped);
     Ok(moved == 1)
 }

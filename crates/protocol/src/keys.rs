@@ -18,6 +18,9 @@ use crate::job::{JobId, Lane};
 /// - `dam:job:{id}:channel`: pub/sub channel carrying the same events live.
 /// - `dam:dead-letters`: list of jobs that could not be completed.
 /// - `dam:dead-letters:replayed`: counter of dead letters put back on their lane by an operator.
+/// - `dam:dead-letters:bytes`: the dead-letter list's size in bytes (its records' lengths), kept beside it by
+///   every script that adds or removes a record, so the byte cap costs no scan.
+/// - `dam:dead-letters:dropped`: counter of the oldest records dropped to keep the list within its caps.
 /// - `dam:control`: pub/sub channel announcing configuration changes.
 /// - `dam:limits`: the live limits (JSON); absent means the configured ones.
 /// - `dam:intake:paused`: present while an operator has paused intake.
@@ -99,6 +102,16 @@ impl RedisKeys {
     /// Counted by the replay script itself, so the total is exact across dam restarts and instances.
     pub fn dead_letter_replays(&self) -> String {
         format!("{}dead-letters:replayed", self.prefix)
+    }
+
+    /// The dead-letter list's size in bytes, for its byte cap.
+    pub fn dead_letter_bytes(&self) -> String {
+        format!("{}dead-letters:bytes", self.prefix)
+    }
+
+    /// Counted by the scripts that push a dead letter, so the total is exact across every process.
+    pub fn dead_letters_dropped(&self) -> String {
+        format!("{}dead-letters:dropped", self.prefix)
     }
 
     pub fn control_channel(&self) -> String {
@@ -214,6 +227,9 @@ pub mod job_state_field {
     pub const CREATED_AT_MS: &str = "created_at_ms";
     pub const STARTED_AT_MS: &str = "started_at_ms";
     pub const FINISHED_AT_MS: &str = "finished_at_ms";
+    /// Tokens admission reserved on the caller's budget for the day of the job's creation; the job's ending
+    /// settles against it (a missing field counts as 0).
+    pub const RESERVED_TOKENS: &str = "reserved_tokens";
 }
 
 #[cfg(test)]
@@ -237,6 +253,8 @@ mod tests {
         assert_eq!(keys.job_event_channel(&job_id), "dam:job:0192f0c1-7b7e-7cc0-8b5e-3f7d2a9b1c00:channel");
         assert_eq!(keys.dead_letters(), "dam:dead-letters");
         assert_eq!(keys.dead_letter_replays(), "dam:dead-letters:replayed");
+        assert_eq!(keys.dead_letter_bytes(), "dam:dead-letters:bytes");
+        assert_eq!(keys.dead_letters_dropped(), "dam:dead-letters:dropped");
         assert_eq!(keys.control_channel(), "dam:control");
         assert_eq!(keys.reaper_lease(), "dam:reaper:lease");
         assert_eq!(keys.worker_cancel_channel("w1"), "dam:worker:w1:cancel");

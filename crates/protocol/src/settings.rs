@@ -165,8 +165,13 @@ pub struct WorkerSettings {
     pub reaper_interval_ms: u64,
     /// Recoveries from dead workers after which a job is a poison job and goes to the dead-letter list.
     pub max_recoveries: u32,
-    /// A running job nobody listens to for this long is cancelled (its client went away).
+    /// A job nobody listens to for this long (counted from when a listener was last seen) is cancelled: its
+    /// client went away.
     pub abandon_grace_ms: u64,
+    /// Most records the dead-letter list keeps; past it the oldest are dropped (and counted).
+    pub dead_letters_max_count: u64,
+    /// Most bytes of records the dead-letter list keeps; past it the oldest are dropped (and counted).
+    pub dead_letters_max_bytes: u64,
     /// Runtime threads of one worker process; 0 means one per core. A worker mostly waits on sockets, so one
     /// thread carries hundreds of streams, and several worker processes on a small machine do not fight for it.
     pub runtime_threads: usize,
@@ -184,7 +189,13 @@ impl Default for WorkerSettings {
             drain_timeout_s: 30,
             reaper_interval_ms: 2_000,
             max_recoveries: 3,
+            // A client that lost its gateway reconnects after EventSource's retry delay (the gateway sends
+            // `retry: 2000`), plus its failed attempt and nginx picking another gateway: a few seconds. 15 s
+            // covers a reconnect through a gateway restart several times over, yet frees an abandoned job's slot
+            // and tokens soon.
             abandon_grace_ms: 15_000,
+            dead_letters_max_count: 10_000,
+            dead_letters_max_bytes: 64 * 1024 * 1024,
             runtime_threads: 1,
         }
     }

@@ -37,7 +37,12 @@ pub fn status_text(report: &StatusReport) -> String {
         ],
         vec![
             "Dead letters".to_owned(),
-            format!("{} (replayed so far: {})", report.dead_letters.size, report.dead_letters.replayed_total),
+            format!(
+                "{} (replayed so far: {}, dropped by the caps: {})",
+                report.dead_letters.size,
+                report.dead_letters.replayed_total,
+                report.dead_letters.dropped_total
+            ),
         ],
     ];
     sections.push(render_rows(&overview));

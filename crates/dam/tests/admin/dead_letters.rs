@@ -121,7 +121,10 @@ async fn a_dead_letter_replayed_through_the_api_completes_and_streams_from_its_f
         .collect();
     assert_eq!(text, mock_llm::answer_text("replay me please", 12), "no stale text, the whole answer");
     let (_, report) = app.get("/admin/status").await;
-    assert_eq!(report["dead_letters"], serde_json::json!({"size": 0, "replayed_total": 1}));
+    assert_eq!(
+        report["dead_letters"],
+        serde_json::json!({"size": 0, "replayed_total": 1, "dropped_total": 0})
+    );
 }
 
 #[tokio::test]

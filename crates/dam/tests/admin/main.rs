@@ -6,6 +6,7 @@ mod auth;
 mod blocks;
 mod cli;
 mod dead_letters;
+mod dead_letters_active;
 mod intake;
 mod limits;
 mod status;

@@ -105,7 +105,7 @@ async fn status_shows_lanes_workers_circuit_intake_limits_admissions_and_dead_le
     assert_eq!(admissions["rejected"], json!({"queue_full": 4, "rate_limited": 2}));
     assert_eq!(admissions["rejected_total"], 6);
     assert_eq!(report["job_outcomes_last_minute"], json!({"done": 8, "expired": 1}));
-    assert_eq!(report["dead_letters"], json!({"size": 1, "replayed_total": 3}));
+    assert_eq!(report["dead_letters"], json!({"size": 1, "replayed_total": 3, "dropped_total": 0}));
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn an_empty_system_reports_zeros_and_a_closed_circuit() {
     assert_eq!(status, 200);
     assert_eq!(report["circuit_breaker"], json!({"state": "closed", "open_until_ms": null}));
     assert_eq!(report["workers"], json!({"alive": [], "presumed_dead": []}));
-    assert_eq!(report["dead_letters"], json!({"size": 0, "replayed_total": 0}));
+    assert_eq!(report["dead_letters"], json!({"size": 0, "replayed_total": 0, "dropped_total": 0}));
     assert_eq!(report["admissions_last_minute"]["rejected"], json!({}));
 }
 

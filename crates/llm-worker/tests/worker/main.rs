@@ -1,7 +1,9 @@
 //! The llm-worker against a real redis-server and mock-llm: jobs are put on the lanes directly, as a gateway
 //! would, and the replay log is read back.
 
+mod abandonment_grace;
 mod cancellation;
+mod lost_attempts;
 mod recovery;
 mod upstream;
 

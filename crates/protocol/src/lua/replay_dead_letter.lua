@@ -2,7 +2,9 @@
 -- it was there, queues its job again at the tail of its lane, the way admission queues a new job (ticket, job
 -- state, lane, doorbell). The move is atomic, so the job is in exactly one of the two lists at every instant,
 -- and two operators replaying the same record at once queue it once.
--- The job's old state and replay log are replaced, so the replayed job streams from seq 1 as a fresh job.
+-- The job's old state and replay log are replaced, so the replayed job streams from seq 1 as a fresh job; which is
+-- why a record whose job is alive (queued or running: a copy that was requeued, or replayed already) is refused:
+-- deleting that state would corrupt the live copy.
 --
 -- KEYS[1]  the dead-letter list
 -- KEYS[2]  the job's lane queue
@@ -12,6 +14,7 @@
 -- KEYS[6]  worker doorbell (list)
 -- KEYS[7]  the job's replay log (list)
 -- KEYS[8]  the replay counter
+-- KEYS[9]  the dead-letter list's size in bytes
 -- ARGV[1]  the dead-letter record exactly as stored
 -- ARGV[2]  the envelope to queue (JSON, with its fresh deadline)
 -- ARGV[3]  identity
@@ -19,10 +22,20 @@
 -- ARGV[5]  created_at_ms (the replay time: the replayed job is a fresh job)
 -- ARGV[6]  job state TTL, s
 -- ARGV[7]  most items the doorbell holds
--- Returns  {ticket, position}, or {-1, 0} when the record was no longer in the list (nothing changed then).
+-- Returns  {ticket, position}; {-1, 0} when the record was no longer in the list; {-2, 0} when the job is queued
+--          or running (nothing changed in either case).
 
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then
   return {-1, 0}
+end
+local status = redis.call('HGET', KEYS[3], 'status')
+if status == 'queued' or status == 'running' then
+  return {-2, 0}
+end
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+-- Records pushed before the byte count was kept can take it below zero: it restarts at zero then.
+if redis.call('DECRBY', KEYS[9], #ARGV[1]) < 0 then
+  redis.call('SET', KEYS[9], 0)
 end
 redis.call('DEL', KEYS[3], KEYS[7])
 local ticket = redis.call('INCR', KEYS[4])

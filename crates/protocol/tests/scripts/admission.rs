@@ -260,9 +260,11 @@ async fn a_caller_holds_at_most_its_active_chats_and_a_finished_chat_frees_its_p
         worker_id: "w1",
         attempt: 1,
         raw_envelope: &claimed.raw_envelope,
+        created_at_ms: first.created_at_ms,
     };
     let ending = JobEnding { status: JobStatus::Done, tokens_used: 0, dead_letter: None };
-    finish_job(&mut connection, &keys, fence, &[], ending, 0, 0, 60, NOW_MS).await.expect("finish");
+    let caps = protocol::dead_letter::DeadLetterCaps { max_records: 1, max_bytes: 1 };
+    finish_job(&mut connection, &keys, fence, &[], ending, 0, 0, 60, NOW_MS, caps).await.expect("finish");
     assert!(matches!(
         admit(&mut connection, &keys, &request(&third, NOW_MS, limits)).await,
         AdmissionDecision::Admitted { .. }

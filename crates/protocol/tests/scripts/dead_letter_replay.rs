@@ -1,6 +1,6 @@
 //! `replay_dead_letter.lua`: an operator's replay moves one dead letter back onto its lane, atomically and once.
 
-use protocol::dead_letter::{DeadLetter, replay_dead_letter};
+use protocol::dead_letter::{DeadLetter, ReplayOutcome, replay_dead_letter};
 use protocol::job_lifecycle::{DOORBELL_CAPACITY, enqueue_job};
 use protocol::{JobEnvelope, Lane, RedisKeys, StreamEvent};
 use redis::AsyncCommands;
@@ -43,10 +43,11 @@ async fn a_replay_moves_exactly_that_record_to_the_tail_of_its_lane_as_a_fresh_q
 
     let fresh =
         DeadLetter::decode(&record).expect("decodes").replayable_envelope(1_000, 120).expect("replayable");
-    let replayed = replay_dead_letter(&mut connection, &keys, &record, &fresh, 600)
-        .await
-        .expect("replay")
-        .expect("moved");
+    let ReplayOutcome::Queued(replayed) =
+        replay_dead_letter(&mut connection, &keys, &record, &fresh, 600).await.expect("replay")
+    else {
+        panic!("moved")
+    };
 
     assert_eq!((replayed.ticket, replayed.position), (2, 2));
     let letters: Vec<String> = connection.lrange(keys.dead_letters(), 0, -1).await.expect("lrange");
@@ -96,8 +97,8 @@ async fn replaying_a_record_that_is_gone_changes_nothing_so_a_job_is_never_queue
     let first = replay_dead_letter(&mut connection, &keys, &record, &fresh, 60).await.expect("replay");
     let second = replay_dead_letter(&mut connection, &keys, &record, &fresh, 60).await.expect("replay");
 
-    assert_eq!(first.map(|job| job.position), Some(1));
-    assert_eq!(second, None);
+    assert!(matches!(first, ReplayOutcome::Queued(job) if job.position == 1), "{first:?}");
+    assert_eq!(second, ReplayOutcome::NotInList);
     let lane: u64 = connection.llen(keys.lane_queue(Lane::Premium)).await.expect("llen");
     assert_eq!(lane, 1);
     let replays: u64 = connection.get(keys.dead_letter_replays()).await.expect("get");
@@ -118,7 +119,8 @@ async fn the_doorbell_stays_capped_when_replays_pile_up() {
     let _: () = connection.rpush(keys.dead_letters(), &record).await.expect("rpush");
     let fresh = dead_letter_for(&dead).replayable_envelope(1, 60).expect("replayable");
 
-    replay_dead_letter(&mut connection, &keys, &record, &fresh, 60).await.expect("replay").expect("moved");
+    let replayed = replay_dead_letter(&mut connection, &keys, &record, &fresh, 60).await.expect("replay");
+    assert!(matches!(replayed, ReplayOutcome::Queued(_)), "moved");
 
     let doorbell: u64 = connection.llen(keys.queue_doorbell()).await.expect("llen");
     assert_eq!(doorbell, DOORBELL_CAPACITY);

@@ -1,6 +1,6 @@
 //! Enqueue, claim, start, publish and dead-letter.
 
-use protocol::dead_letter::DeadLetter;
+use protocol::dead_letter::{DeadLetter, DeadLetterCaps};
 use std::time::Duration;
 
 use protocol::job_lifecycle::{
@@ -18,6 +18,7 @@ use crate::envelope;
 
 /// Premium first, then standard (for tests that are not about weights).
 const PREMIUM_FIRST: [Lane; 2] = [Lane::Premium, Lane::Standard];
+const CAPS: DeadLetterCaps = DeadLetterCaps { max_records: 100, max_bytes: 1 << 20 };
 
 #[tokio::test]
 async fn enqueue_gives_increasing_tickets_and_positions_and_refuses_a_reused_id() {
@@ -122,9 +123,11 @@ async fn batches_are_appended_and_published_as_one_message_and_the_ending_cleans
         worker_id: "w1",
         attempt: 1,
         raw_envelope: &raw_envelope,
+        created_at_ms: job.created_at_ms,
     };
     let finished =
-        finish_job(&mut connection, &keys, fence, &[done(4)], ended(JobStatus::Done), 4, 0, 30, 7).await;
+        finish_job(&mut connection, &keys, fence, &[done(4)], ended(JobStatus::Done), 4, 0, 30, 7, CAPS)
+            .await;
     assert_eq!(finished.expect("finish"), FinishOutcome::Finished { replay_log_length: 4 });
 
     let log: Vec<String> = connection.lrange(keys.job_replay_log(&job.id), 0, -1).await.expect("lrange");
@@ -209,10 +212,21 @@ async fn a_new_attempt_appends_a_reset_and_the_earlier_attempt_can_neither_write
         worker_id: "w1",
         attempt: 1,
         raw_envelope: &raw_envelope,
+        created_at_ms: job.created_at_ms,
     };
-    let stale_end =
-        finish_job(&mut connection, &keys, stale_fence, &[done(3)], ended(JobStatus::Done), 3, 0, 30, 9)
-            .await;
+    let stale_end = finish_job(
+        &mut connection,
+        &keys,
+        stale_fence,
+        &[done(3)],
+        ended(JobStatus::Done),
+        3,
+        0,
+        30,
+        9,
+        CAPS,
+    )
+    .await;
     assert_eq!(stale_end.expect("finish"), FinishOutcome::Fenced);
 
     let fresh = [StreamEvent::Token { seq: 3, text: "second try".to_owned() }];
@@ -256,6 +270,7 @@ async fn an_ending_happens_once_even_when_it_is_sent_again() {
         worker_id: "w1",
         attempt: 1,
         raw_envelope: &raw_envelope,
+        created_at_ms: job.created_at_ms,
     };
     let letter = DeadLetter {
         job_id: Some(job.id),
@@ -270,13 +285,33 @@ async fn an_ending_happens_once_even_when_it_is_sent_again() {
         StreamEvent::Error { seq: 1, code: "upstream_error".to_owned(), message: "failed".to_owned() };
     let ending = JobEnding { status: JobStatus::Failed, tokens_used: 40, dead_letter: Some(&letter) };
     let now_ms = 1_000_000;
-    let first =
-        finish_job(&mut connection, &keys, fence, std::slice::from_ref(&failure), ending, 1, 120, 30, now_ms)
-            .await;
+    let first = finish_job(
+        &mut connection,
+        &keys,
+        fence,
+        std::slice::from_ref(&failure),
+        ending,
+        1,
+        120,
+        30,
+        now_ms,
+        CAPS,
+    )
+    .await;
     assert_eq!(first.expect("finish"), FinishOutcome::Finished { replay_log_length: 1 });
-    let again =
-        finish_job(&mut connection, &keys, fence, std::slice::from_ref(&failure), ending, 1, 120, 30, now_ms)
-            .await;
+    let again = finish_job(
+        &mut connection,
+        &keys,
+        fence,
+        std::slice::from_ref(&failure),
+        ending,
+        1,
+        120,
+        30,
+        now_ms,
+        CAPS,
+    )
+    .await;
     assert_eq!(again.expect("finish"), FinishOutcome::AlreadyFinished);
 
     let letters: u64 = connection.llen(keys.dead_letters()).await.expect("llen");
@@ -301,7 +336,7 @@ async fn a_cancellation_requested_while_an_earlier_attempt_ran_is_reported_at_th
     let job = envelope(Lane::Standard);
     claim_and_start(&mut connection, &keys, &job).await;
     let cancel =
-        protocol::job_lifecycle::cancel_job(&mut connection, &keys, &job.id, &job.identity, "bye", 30, 5)
+        protocol::job_lifecycle::cancel_job(&mut connection, &keys, &job.id, &job.identity, 1, "bye", 30, 5)
             .await
             .expect("cancel");
     assert_eq!(cancel, protocol::job_lifecycle::CancelOutcome::Cancelling { worker_id: "w1".to_owned() });
@@ -329,8 +364,8 @@ async fn dead_lettering_moves_a_claimed_job_exactly_once() {
         dead_at_ms: 9,
         raw_envelope: claimed.raw_envelope,
     };
-    assert!(dead_letter_job(&mut connection, &keys, &letter).await.expect("move"));
-    assert!(!dead_letter_job(&mut connection, &keys, &letter).await.expect("move"), "already moved");
+    assert!(dead_letter_job(&mut connection, &keys, &letter, CAPS).await.expect("move"));
+    assert!(!dead_letter_job(&mut connection, &keys, &letter, CAPS).await.expect("move"), "already moved");
     let letters: Vec<String> = connection.lrange(keys.dead_letters(), 0, -1).await.expect("lrange");
     assert_eq!(letters.len(), 1);
     assert_eq!(DeadLetter::decode(&letters[0]).expect("decodes"), letter);

@@ -2,6 +2,7 @@
 
 mod admission;
 mod dead_letter_replay;
+mod job_endings;
 mod job_lifecycle;
 mod upstream_capacity;
 
