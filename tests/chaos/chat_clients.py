@@ -52,6 +52,10 @@ class ChatOutcome:
     events: list[ReceivedEvent] = field(default_factory=list)
     connections: int = 0
     reconnect_reasons: list[str] = field(default_factory=list)
+    # Statuses of stream requests answered with something other than 200. A browser's EventSource fails for good
+    # on these (it reconnects only after a network error or a clean end); this client tries again, so the other
+    # figures stay meaningful, and a scenario decides whether any is allowed.
+    refused_stream_statuses: list[int] = field(default_factory=list)
     gave_up: str | None = None
 
     @property
@@ -154,6 +158,7 @@ def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: 
             connection.request("GET", events_url, headers=headers)
             response = connection.getresponse()
             if response.status != 200:
+                outcome.refused_stream_statuses.append(response.status)
                 body = response.read(2000).decode("utf-8", "replace")
                 reason = f"HTTP {response.status}: {body[:200]}"
                 if response.status in (400, 404, 410):
@@ -290,8 +295,21 @@ def summarize(outcomes: list[ChatOutcome]) -> dict:
         "seq_gaps": sum(1 for outcome in admitted
                         if any(problem.startswith("gap") for problem in outcome.seq_problems())),
         "reconnects": sum(outcome.reconnects for outcome in admitted),
+        "stream_requests_refused": sum(len(outcome.refused_stream_statuses) for outcome in admitted),
+        "chats_an_eventsource_would_lose": sum(1 for outcome in admitted if outcome.refused_stream_statuses),
         "resets_seen": sum(1 for outcome in admitted for event in outcome.events if event.kind == "reset"),
+        "reconnect_reasons": top_reasons(outcome.reconnect_reasons for outcome in admitted),
     }
+
+
+def top_reasons(reason_lists, limit: int = 4) -> dict[str, int]:
+    """The most frequent reconnect reasons (the first 60 characters of each), for the figures."""
+    counts: dict[str, int] = {}
+    for reasons in reason_lists:
+        for reason in reasons:
+            key = reason[:60]
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1])[:limit])
 
 
 def judge_all(outcomes: list[ChatOutcome], limit: int = 10) -> list[str]:
