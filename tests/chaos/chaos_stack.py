@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -126,7 +127,8 @@ class ChaosStack:
         if name in self._launch:
             return
         pid = self.pid(name)
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # Each argument ends with a NUL; empty arguments (redis's `--save ""`) are kept.
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().removesuffix(b"\0").split(b"\0")
         environment_entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         environment = {}
         for entry in environment_entries:
@@ -134,7 +136,7 @@ class ChaosStack:
             if separator:
                 environment[name_bytes.decode()] = value.decode()
         directory = os.readlink(f"/proc/{pid}/cwd")
-        self._launch[name] = ([part.decode() for part in command if part], environment, directory)
+        self._launch[name] = ([part.decode() for part in command], environment, directory)
 
     def kill(self, name: str, number: int = signal.SIGKILL) -> int:
         """Sends one signal to one service; returns the pid it went to. For SIGKILL, waits (bounded) until the
@@ -267,17 +269,40 @@ ADMISSION_BUCKET_PATTERN = KEY_PREFIX + "stats:admission:*"
 OUTCOME_BUCKET_PATTERN = KEY_PREFIX + "stats:outcomes:*"
 # Outcomes that are not an ending: a requeue after a dead worker puts the job back in line.
 NOT_AN_ENDING = {"requeued"}
+# Well within the buckets' 120 s life.
+LEDGER_READ_INTERVAL_S = 15.0
 
 
 class RedisLedger:
     """Adds up, over a whole run, the chats Redis admitted and the jobs Redis saw end, from the short-lived
-    statistics buckets: `read()` must run at least once a minute while load runs (and once at the end)."""
+    statistics buckets, read every LEDGER_READ_INTERVAL_S on a thread of its own from `start()` to `stop()` (a
+    read while Redis is down is skipped, the next one catches up)."""
 
     def __init__(self, chaos: ChaosStack):
         self.chaos = chaos
         # (bucket key, field) -> the highest count seen: counts only grow while a bucket lives.
         self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self.failed_reads = 0
+
+    def start(self) -> "RedisLedger":
+        self._thread = threading.Thread(target=self._read_until_stopped, name="redis-ledger", daemon=True)
+        self._thread.start()
+        return self
+
+    def _read_until_stopped(self) -> None:
+        while not self._stopping.wait(LEDGER_READ_INTERVAL_S):
+            self.read()
+
+    def stop(self) -> None:
+        """Stops the thread and reads once more: every count is then in."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if not self.read():
+            raise AssertionError("the last read of Redis's statistics failed")
 
     def read(self) -> bool:
         try:
@@ -287,7 +312,8 @@ class RedisLedger:
                     flat = self.chaos.redis("HGETALL", key).split("\n")
                     for name, value in zip(flat[0::2], flat[1::2]):
                         if value.strip().isdigit():
-                            self._counts[(key, name)] = max(self._counts.get((key, name), 0), int(value))
+                            with self._lock:
+                                self._counts[(key, name)] = max(self._counts.get((key, name), 0), int(value))
             return True
         except (RuntimeError, subprocess.TimeoutExpired):
             self.failed_reads += 1
@@ -296,7 +322,9 @@ class RedisLedger:
     def totals(self, pattern: str) -> dict[str, int]:
         prefix = pattern.rstrip("*")
         totals: dict[str, int] = {}
-        for (key, name), count in self._counts.items():
+        with self._lock:
+            counts = dict(self._counts)
+        for (key, name), count in counts.items():
             if key.startswith(prefix):
                 totals[name] = totals.get(name, 0) + count
         return totals

@@ -45,6 +45,8 @@ class ChatOutcome:
     """What one client saw of one chat, from the POST to the end of its stream."""
 
     prompt: str
+    # time.monotonic() when the POST was sent.
+    created_at: float = 0.0
     create_status: int | None = None
     create_body: object = None
     create_seconds: float | None = None
@@ -214,7 +216,7 @@ def record_event(outcome: ChatOutcome, fields: dict[str, str], connection_number
 
 def run_one_chat(base_url: str, label: str, deadline: float, directive: str = "") -> ChatOutcome:
     """Creates one chat and, when admitted, follows it to its end (or the deadline)."""
-    outcome = ChatOutcome(prompt=unique_prompt(label, directive))
+    outcome = ChatOutcome(prompt=unique_prompt(label, directive), created_at=time.monotonic())
     status, body, seconds = post_chat(base_url, outcome.prompt)
     outcome.create_status, outcome.create_body, outcome.create_seconds = status, body, seconds
     if status == 202 and isinstance(body, dict):
@@ -227,7 +229,7 @@ class SteadyLoad:
     """`clients` threads, each creating a chat and following it to its end, again and again, until `stop()`. Each
     chat, once admitted, is followed to its end even after `stop()` (up to `follow_timeout_s` from its creation)."""
 
-    def __init__(self, base_url: str, label: str, clients: int, follow_timeout_s: float = 120.0,
+    def __init__(self, base_url: str, label: str, clients: int, follow_timeout_s: float = 60.0,
                  directive: str = "", pause_after_refusal_s: float = 0.2):
         self.base_url = base_url
         self.label = label
