@@ -229,7 +229,7 @@ class SteadyLoad:
     """`clients` threads, each creating a chat and following it to its end, again and again, until `stop()`. Each
     chat, once admitted, is followed to its end even after `stop()` (up to `follow_timeout_s` from its creation)."""
 
-    def __init__(self, base_url: str, label: str, clients: int, follow_timeout_s: float = 60.0,
+    def __init__(self, base_url: str, label: str, clients: int, follow_timeout_s: float = 45.0,
                  directive: str = "", pause_after_refusal_s: float = 0.2):
         self.base_url = base_url
         self.label = label

@@ -33,7 +33,7 @@ RESTART_AFTER_S = 1.0
 KILL_INTERVAL_S = (NGINX_FAIL_TIMEOUT_S + 1.0, NGINX_FAIL_TIMEOUT_S + 3.0)
 # A chat created on a gateway that died before answering the POST has no client: it is abandoned after
 # worker.abandon_grace_ms (15 s), then cancelled.
-DRAIN_TIMEOUT_S = 60
+DRAIN_TIMEOUT_S = 30
 
 
 def run(long: bool) -> ScenarioResult:

@@ -22,7 +22,7 @@ SLOW_ANSWER = "inter_token_ms=60"
 LOAD_BEFORE_S = 2.0
 FULL_S = 3.0
 FULL_LONG_S = 10.0
-DRAIN_TIMEOUT_S = 60
+DRAIN_TIMEOUT_S = 30
 
 
 def run(long: bool) -> ScenarioResult:

@@ -31,7 +31,7 @@ LOAD_AFTER_RECOVERY_S = 4.0
 FAST_REFUSAL_S = 2.0
 # The promise: everything serves again within 5 s of Redis returning.
 SERVING_AGAIN_WITHIN_S = 5.0
-DRAIN_TIMEOUT_S = 60
+DRAIN_TIMEOUT_S = 30
 
 
 def run(long: bool) -> ScenarioResult:

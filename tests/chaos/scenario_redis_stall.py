@@ -26,7 +26,7 @@ SLOW_ANSWER = "inter_token_ms=60"
 LOAD_BETWEEN_STALLS_S = 3.0
 STALL_S = 2.0
 LOAD_AFTER_LAST_STALL_S = 4.0
-DRAIN_TIMEOUT_S = 60
+DRAIN_TIMEOUT_S = 30
 
 
 def run(long: bool) -> ScenarioResult:

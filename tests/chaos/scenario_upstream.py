@@ -40,7 +40,7 @@ OPEN_WITHIN_S = 30.0
 CLOSE_WITHIN_S = COOL_DOWN_S + 30.0
 # A refusal slower than this is not a fast 503 (the gate is one Redis round trip).
 FAST_REFUSAL_S = 1.0
-DRAIN_TIMEOUT_S = 60
+DRAIN_TIMEOUT_S = 30
 # Growth allowed between the two measurements (generous: allocators keep freed memory, tokio keeps idle threads).
 RSS_GROWTH_FACTOR = 1.5
 RSS_GROWTH_SLACK_KIB = 32 * 1024

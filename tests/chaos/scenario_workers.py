@@ -27,7 +27,7 @@ LONG_KILLS = 100
 # Between kills: long enough for chats to start on the restarted worker, short enough for many kills per minute.
 KILL_INTERVAL_S = (1.0, 2.5)
 # A killed worker's jobs wait for its heartbeat to expire (worker.heartbeat_ttl_ms, 5 s) and the reaper (2 s).
-DRAIN_TIMEOUT_S = 60
+DRAIN_TIMEOUT_S = 30
 
 
 def run(long: bool) -> ScenarioResult:
