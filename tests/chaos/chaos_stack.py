@@ -372,10 +372,11 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.1) -> bool:
 
 
 @contextlib.contextmanager
-def start_chaos_stack(name: str, gateways: int = 2, workers: int = 2, settings: dict | None = None):
+def start_chaos_stack(name: str, gateways: int = 2, workers: int = 2, settings: dict | None = None,
+                      result: ScenarioResult | None = None):
     """Starts the topology (debug build) in a fresh run directory and yields a `ChaosStack`; always stops every
-    process on the way out, restarted ones included. The run directory is kept when CHAOS_KEEP_RUN_DIR=1 or when
-    the block raised."""
+    process on the way out, restarted ones included. The run directory (logs, pids, Redis's files) is kept when
+    the block raised, when `result` holds failures, or when CHAOS_KEEP_RUN_DIR=1."""
     run_parent = Path(tempfile.mkdtemp(prefix=f"dam-chaos-{name}-"))
     stack = Stack(
         run_parent / "run",
@@ -401,7 +402,7 @@ def start_chaos_stack(name: str, gateways: int = 2, workers: int = 2, settings: 
         finally:
             chaos.stop_restarted()
             stack.emergency_stop()
-        if failed or os.environ.get("CHAOS_KEEP_RUN_DIR") == "1":
+        if failed or (result is not None and result.failures) or os.environ.get("CHAOS_KEEP_RUN_DIR") == "1":
             print(f"  run directory kept: {stack.run_dir}", flush=True)
         else:
             shutil.rmtree(run_parent, ignore_errors=True)

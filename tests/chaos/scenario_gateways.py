@@ -40,7 +40,7 @@ def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("gateways")
     kills_wanted = LONG_KILLS if long else SHORT_KILLS
     randomness = random.Random(2)
-    with start_chaos_stack("gateways", gateways=GATEWAYS, workers=2) as chaos:
+    with start_chaos_stack("gateways", gateways=GATEWAYS, workers=2, result=result) as chaos:
         ledger = RedisLedger(chaos).start()
         load = SteadyLoad(chaos.base_url, "gateways", CLIENTS, directive=SLOW_ANSWER).start()
         kills, streams_cut = 0, 0

@@ -28,7 +28,7 @@ DRAIN_TIMEOUT_S = 30
 def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("redis_full")
     refusals = []
-    with start_chaos_stack("redis-full", gateways=2, workers=2) as chaos:
+    with start_chaos_stack("redis-full", gateways=2, workers=2, result=result) as chaos:
         ledger = RedisLedger(chaos).start()
         load = SteadyLoad(chaos.base_url, "redis-full", CLIENTS, directive=SLOW_ANSWER).start()
         time.sleep(LOAD_BEFORE_S)

@@ -39,7 +39,7 @@ def run(long: bool) -> ScenarioResult:
     restarts_wanted = LONG_RESTARTS if long else SHORT_RESTARTS
     probes, slow_or_wrong_probes, recovery_seconds = 0, [], []
     crash_times = []
-    with start_chaos_stack("redis-restart", gateways=2, workers=2) as chaos:
+    with start_chaos_stack("redis-restart", gateways=2, workers=2, result=result) as chaos:
         ledger = RedisLedger(chaos).start()
         load = SteadyLoad(chaos.base_url, "redis-restart", CLIENTS, directive=SLOW_ANSWER).start()
         for _restart in range(restarts_wanted):

@@ -33,7 +33,7 @@ def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("redis_stall")
     stalls_wanted = LONG_STALLS if long else SHORT_STALLS
     stalls = 0
-    with start_chaos_stack("redis-stall", gateways=2, workers=2) as chaos:
+    with start_chaos_stack("redis-stall", gateways=2, workers=2, result=result) as chaos:
         ledger = RedisLedger(chaos).start()
         load = SteadyLoad(chaos.base_url, "redis-stall", CLIENTS, directive=SLOW_ANSWER).start()
         for _stall in range(stalls_wanted):

@@ -55,7 +55,7 @@ def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("upstream")
     cycles = LONG_CYCLES if long else SHORT_CYCLES
     faults, breaker, open_refusals = 0, [], []
-    with start_chaos_stack("upstream", gateways=2, workers=2, settings=STACK_SETTINGS) as chaos:
+    with start_chaos_stack("upstream", gateways=2, workers=2, settings=STACK_SETTINGS, result=result) as chaos:
         ledger = RedisLedger(chaos).start()
         loads = [SteadyLoad(chaos.base_url, "upstream", CLIENTS).start()]
         time.sleep(NORMAL_LOAD_S)

@@ -34,7 +34,7 @@ def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("workers")
     kills_wanted = LONG_KILLS if long else SHORT_KILLS
     randomness = random.Random(9)
-    with start_chaos_stack("workers", gateways=2, workers=WORKERS) as chaos:
+    with start_chaos_stack("workers", gateways=2, workers=WORKERS, result=result) as chaos:
         ledger = RedisLedger(chaos).start()
         load = SteadyLoad(chaos.base_url, "workers", CLIENTS).start()
         kills = 0
