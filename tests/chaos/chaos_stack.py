@@ -48,7 +48,6 @@ class ScenarioResult:
         """Records `message` as a failure when `condition` is false; returns the condition."""
         if not condition:
             self.failures.append(message)
-            print(f"  broken: {message}", flush=True)
         return condition
 
 
