@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run test test-unit test-e2e lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run test test-unit test-e2e test-chaos-smoke chaos lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,13 +19,25 @@ help: ## List the targets
 run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; Ctrl-C stops it
 	@exec deploy/run-local.sh
 
-test: deps test-unit test-e2e ## Install what the tests need if missing, cargo test --workspace, then the end-to-end test
+test: deps test-unit test-e2e test-chaos-smoke ## Install what the tests need, cargo test --workspace, the end-to-end test, the short fault tests
 
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
 
 test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SDK (tests/e2e)
 	$(PYTHON) tests/e2e/run_e2e.py
+
+test-chaos-smoke: ## The short fault tests: real processes killed, paused and starved (tests/chaos), a few minutes
+	$(PYTHON) tests/chaos/run_chaos.py
+
+# The long fault tests (at least 100 worker kills, ...), then the short fuzz run when there is one; both always run,
+# and the target fails if either did.
+chaos: ## The long fault tests (tests/chaos --long), then fuzz/run-short.sh if present
+	@status=0; \
+	$(PYTHON) tests/chaos/run_chaos.py --long || status=1; \
+	if [[ -f fuzz/run-short.sh ]]; then bash fuzz/run-short.sh || status=1; \
+	else echo "[chaos] no fuzz/run-short.sh: no fuzz run"; fi; \
+	exit $$status
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

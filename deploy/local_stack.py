@@ -1,6 +1,6 @@
 """Starting and stopping the local topology of deploy/run-local.sh from Python, for the end-to-end test
-(tests/e2e) and the benchmarks (loadtest/): free ports, the run script as a child process, its pid files, and an
-emergency stop that never leaves a process behind."""
+(tests/e2e), the fault tests (tests/chaos) and the benchmarks (loadtest/): free ports, the run script as a child
+process, its pid files, and an emergency stop that never leaves a process behind."""
 
 from __future__ import annotations
 

@@ -11,13 +11,22 @@
 #   PUBLIC_PORT=8080          nginx, the only public entry (DAM_PUBLIC_PORT is accepted as an alias)
 #   GATEWAY_PORT_BASE=8081  REDIS_PORT=6390  MOCK_LLM_PORT=9090  ADMIN_PORT=9100 (dam)
 #   RUN_DIR=.run              logs, pids, nginx prefix and redis dir (absolute, or relative to the repo root)
+#   REDIS_MAXMEMORY=1gb       Redis's memory cap (0: none); when it is full Redis refuses writes (noeviction)
 #   READY_TIMEOUT_S=90        longest wait for the whole stack to become ready
 #   STOP_TIMEOUT_S=15         longest wait per shutdown phase before SIGKILL
 #   SKIP_DEPS=1               do not check/install system packages;  SKIP_BUILD=1: do not run cargo build
 #   TRAFFIC_DAM_MODEL         with a real LLM: the model to serve (default openai/gpt-4o-mini)
 # A real LLM: DAM_LLM__BASE_URL=https://openrouter.ai/api/v1 DAM_LLM__API_KEY=sk-... make run
 #
-# `deploy/run-local.sh --clean` stops processes an earlier, killed run left behind and removes RUN_DIR.
+# Redis keeps its data in RUN_DIR/redis (append-only file, fsync every second): a restart of Redis, or of the
+# whole stack on the same RUN_DIR, keeps queues, keys, blocks, budgets and dead letters. See "Persistence" in the
+# README.
+#
+# `deploy/run-local.sh --clean` stops processes an earlier, killed run left behind and removes RUN_DIR (and so
+# Redis's data).
+#
+# A service killed while the stack runs may be started again by hand (the fault tests do): writing its new pid to
+# RUN_DIR/pids/NAME.pid makes the stop below stop that process in the old one's place.
 set -euo pipefail
 
 # A shell started with SIGINT ignored (`run-local.sh &` from another script, nohup) cannot trap it, so Ctrl-C and
@@ -49,6 +58,7 @@ READY_TIMEOUT_S="${READY_TIMEOUT_S:-90}"
 STOP_TIMEOUT_S="${STOP_TIMEOUT_S:-15}"
 SKIP_DEPS="${SKIP_DEPS:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+REDIS_MAXMEMORY="${REDIS_MAXMEMORY:-1gb}"
 RUN_DIR="${RUN_DIR:-.run}"
 [[ "$RUN_DIR" == /* ]] || RUN_DIR="$ROOT/$RUN_DIR"
 # These two would reach the services as unknown settings (and be refused), so they are read here and removed.
@@ -165,8 +175,9 @@ SERVED_MODEL="${DAM_CHAT__DEFAULT_MODEL:-mock-1}"
 # Every service on loopback, on the ports chosen here, against the Redis started here.
 export DAM_REDIS__URL="redis://127.0.0.1:$REDIS_PORT"
 export DAM_GATEWAY__HOST=127.0.0.1 DAM_DAM__HOST=127.0.0.1 DAM_DAM__PORT="$ADMIN_PORT"
-# Nobody hears a job that finishes after nginx and the gateways are gone, and Redis (persistence off) goes next:
-# a long drain would only delay Ctrl-C, so local workers hand running jobs back after 5 s (setting it wins).
+# Nobody hears a job that finishes after nginx and the gateways are gone: a long drain would only delay Ctrl-C,
+# so local workers hand running jobs back to the queue (kept in Redis's append-only file) after 5 s (setting it
+# wins).
 export DAM_WORKER__DRAIN_TIMEOUT_S="${DAM_WORKER__DRAIN_TIMEOUT_S:-5}"
 # Logs go to files: no terminal colour codes in them unless asked for (NO_COLOR= keeps them).
 export NO_COLOR="${NO_COLOR-1}"
@@ -330,6 +341,20 @@ nginx_worker_pids() {
     if [[ -n "$master" ]]; then pgrep -P "$master" 2>/dev/null || true; fi
 }
 
+# The pid of the index-th started service now: the one its pid file names when that one is alive and belongs to
+# this run (the service was started again by hand after it died), else the pid this script started.
+current_pid() {
+    local index="$1" name pid
+    name="${STARTED_NAMES[index]}"
+    pid="$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" && "$pid" != "${STARTED_PIDS[index]}" ]] && is_number "$pid" && is_alive "$pid" \
+        && belongs_to_run_dir "$pid"; then
+        echo "$pid"
+    else
+        echo "${STARTED_PIDS[index]}"
+    fi
+}
+
 # Stops everything started, in the order that loses no work: nginx and gateways (no new chats), then workers and
 # dam (running jobs finish or go back to the queue while Redis and the LLM are still up), then mock-llm and Redis.
 STOPPING=0
@@ -346,7 +371,7 @@ stop_everything() {
         for ((index = 0; index < ${#STARTED_NAMES[@]}; index++)); do
             name="${STARTED_NAMES[index]}"
             for prefix in $phase; do
-                [[ "$name" == "$prefix"* ]] && phase_pids+=("${STARTED_PIDS[index]}")
+                [[ "$name" == "$prefix"* ]] && phase_pids+=("$(current_pid "$index")")
             done
         done
         ((${#phase_pids[@]} > 0)) || continue
@@ -357,6 +382,10 @@ stop_everything() {
         if is_alive "$pid"; then stop_pids "nginx workers" "$pid" || clean=0; fi
     done
     local left=()
+    for ((index = 0; index < ${#STARTED_NAMES[@]}; index++)); do
+        pid="$(current_pid "$index")"
+        is_alive "$pid" && left+=("$pid")
+    done
     for pid in "${STARTED_PIDS[@]}" $nginx_workers; do is_alive "$pid" && left+=("$pid"); done
     if ((${#left[@]} > 0)); then
         log "error: processes still alive after SIGKILL: ${left[*]}"
@@ -418,7 +447,12 @@ wait_until_ready() {
 READY_DEADLINE=$((SECONDS + READY_TIMEOUT_S))
 log "starting in $RUN_DIR (profile $PROFILE, $SCALE_GATEWAY gateways, $SCALE_WORKER workers)"
 
-start_process redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+# The dam's state lives only in Redis, so Redis persists it: an append-only file fsynced every second (a crash of
+# the machine loses at most about the last second of writes; a crash of Redis alone loses nothing it answered), no
+# RDB snapshots. noeviction: a full Redis refuses writes (admission answers 503) rather than silently dropping a
+# queue, a job's state or a budget.
+start_process redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" \
+    --appendonly yes --appendfsync everysec --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy noeviction \
     --dir "$RUN_DIR/redis" --daemonize no --set-proc-title no --logfile ""
 wait_until_ready "redis|redis|$REDIS_PORT"
 
@@ -502,11 +536,21 @@ for ((round = 0; round < ${#STARTED_PIDS[@]}; round++)); do
     name="${NAME_OF_PID[$exited_pid]:-pid $exited_pid}"
     log "$name exited on its own with status $status; the rest keep running"
     show_log_tail "$name"
-    rm -f "$PID_DIR/$name.pid"
+    # Only if the file still names the process that exited: one started again in its place keeps its pid file.
+    [[ "$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)" == "$exited_pid" ]] && rm -f "$PID_DIR/$name.pid"
     still_waiting=()
     for pid in "${waiting_pids[@]}"; do [[ "$pid" == "$exited_pid" ]] || still_waiting+=("$pid"); done
     ((${#still_waiting[@]} > 0)) || break
     waiting_pids=("${still_waiting[@]}")
+done
+# Services started again by hand are not this shell's children: serve on while any of them runs.
+while true; do
+    running=0
+    for ((index = 0; index < ${#STARTED_NAMES[@]}; index++)); do
+        is_alive "$(current_pid "$index")" && running=1 && break
+    done
+    ((running)) || break
+    sleep 1
 done
 log "every process has exited"
 exit 1

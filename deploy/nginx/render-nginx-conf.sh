@@ -46,8 +46,12 @@ streams="${streams:-$((10000 * ${#ports[@]}))}"
 upstream_servers=""
 for port in "${ports[@]}"; do
     [[ "$port" =~ ^[0-9]+$ ]] || fail "gateway port '$port' is not a number"
-    # One failed connection takes a gateway out of rotation for 5 s; nginx then probes it again.
-    upstream_servers+="        server ${listen_host}:${port} max_fails=1 fail_timeout=5s;"$'\n'
+    # Never out of rotation (max_fails=0): a refused connection just moves the request to the next gateway
+    # (proxy_next_upstream), at the cost of one refused connect on loopback. With max_fails, a restarted gateway
+    # comes back only when a request to it completes, which a long event stream does not do for seconds; so a
+    # second gateway dying meanwhile left no live upstream and reconnecting EventSource clients got a 502, on
+    # which they stop for good (tests/chaos/scenario_gateways.py).
+    upstream_servers+="        server ${listen_host}:${port} max_fails=0;"$'\n'
 done
 upstream_servers="${upstream_servers%$'\n'}"
 

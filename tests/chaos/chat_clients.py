@@ -1,0 +1,322 @@
+"""Chat clients for the fault tests: create a chat, follow its event stream the way a browser's EventSource does
+(reconnect after a broken or ended stream, with `Last-Event-ID`), record every event, and judge the stream (one
+terminal event, no duplicate and no missing seq). A steady load of such clients runs on threads. No assertions on
+timing here: a scenario decides what its figures must be."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+# Each chat's prompt is unique (the gateway joins identical requests from one caller) and short; the mock answers
+# 48 tokens 15 ms apart, about a second of streaming.
+_prompt_numbers = itertools.count(1)
+_prompt_lock = threading.Lock()
+# EventSource's reconnect delay is the server's `retry:` or a browser default of a few seconds; shorter here so a
+# run takes less time, and never zero, so a dead gateway is not hammered.
+RECONNECT_DELAY_S = 0.25
+# A stream stays open while the chat runs; keep-alive comments arrive every sse_keep_alive_s (15 s by default).
+READ_IDLE_TIMEOUT_S = 40.0
+MAX_RECONNECTS = 400
+
+
+def unique_prompt(label: str, directive: str = "") -> str:
+    with _prompt_lock:
+        number = next(_prompt_numbers)
+    suffix = f" [[mock {directive}]]" if directive else ""
+    return f"Fault test {label} #{number}: describe a river at dawn.{suffix}"
+
+
+@dataclass
+class ReceivedEvent:
+    kind: str
+    seq: int | None
+    data: dict
+    connection: int
+
+
+@dataclass
+class ChatOutcome:
+    """What one client saw of one chat, from the POST to the end of its stream."""
+
+    prompt: str
+    # time.monotonic() when the POST was sent.
+    created_at: float = 0.0
+    create_status: int | None = None
+    create_body: object = None
+    create_seconds: float | None = None
+    chat_id: str | None = None
+    events: list[ReceivedEvent] = field(default_factory=list)
+    connections: int = 0
+    reconnect_reasons: list[str] = field(default_factory=list)
+    # Statuses of stream requests answered with something other than 200. A browser's EventSource fails for good
+    # on these (it reconnects only after a network error or a clean end); this client tries again, so the other
+    # figures stay meaningful, and a scenario decides whether any is allowed.
+    refused_stream_statuses: list[int] = field(default_factory=list)
+    gave_up: str | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.create_status == 202 and self.chat_id is not None
+
+    @property
+    def terminal_events(self) -> list[ReceivedEvent]:
+        return [event for event in self.events if event.kind in ("done", "error")]
+
+    @property
+    def ended(self) -> str | None:
+        """`done`, `error:<code>`, or None when the client never saw an end."""
+        terminal = self.terminal_events
+        if not terminal:
+            return None
+        last = terminal[-1]
+        return "done" if last.kind == "done" else f"error:{last.data.get('code', '?')}"
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connections - 1)
+
+    def seq_problems(self) -> list[str]:
+        """Duplicates and gaps in the stored events' seq (every seq must be the previous one plus one)."""
+        problems, last = [], 0
+        for event in self.events:
+            if event.seq is None:
+                continue
+            if event.seq <= last:
+                problems.append(f"duplicate seq {event.seq} after {last}")
+            elif event.seq != last + 1:
+                problems.append(f"gap: seq {event.seq} after {last}")
+            last = max(last, event.seq)
+        return problems
+
+    def duplicated(self) -> bool:
+        return len(self.terminal_events) > 1 or any(p.startswith("duplicate") for p in self.seq_problems())
+
+    def judge(self) -> list[str]:
+        """Every broken promise of this one admitted chat, as sentences."""
+        if not self.admitted:
+            return []
+        problems = []
+        terminal = self.terminal_events
+        if not terminal:
+            problems.append(f"chat {self.chat_id} never ended ({self.gave_up or 'stream ended'}; "
+                            f"{len(self.events)} events, {self.reconnects} reconnects)")
+        elif len(terminal) > 1:
+            problems.append(f"chat {self.chat_id} has {len(terminal)} terminal events")
+        if terminal and terminal[-1].kind == "error" and not terminal[-1].data.get("code"):
+            problems.append(f"chat {self.chat_id} ended with an error without a code")
+        if terminal and self.events[-1] is not terminal[-1]:
+            problems.append(f"chat {self.chat_id} has events after its terminal event")
+        for problem in self.seq_problems():
+            problems.append(f"chat {self.chat_id}: {problem}")
+        return problems
+
+
+def post_chat(base_url: str, prompt: str, timeout_s: float = 15.0) -> tuple[int | None, object, float]:
+    """POST /api/chats; (status or None when the connection failed, body, seconds taken)."""
+    parsed = urllib.parse.urlsplit(base_url)
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout_s)
+    try:
+        connection.request("POST", "/api/chats", body=json.dumps({"message": prompt}),
+                           headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        raw = response.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        return response.status, body, time.monotonic() - started
+    except (OSError, http.client.HTTPException) as error:
+        return None, f"{type(error).__name__}: {error}", time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: float) -> None:
+    """Follows the chat's events until a terminal event, reconnecting with Last-Event-ID like EventSource; bounded
+    by `deadline` (time.monotonic()) and MAX_RECONNECTS."""
+    parsed = urllib.parse.urlsplit(base_url)
+    last_event_id: str | None = None
+    while outcome.connections < MAX_RECONNECTS:
+        if time.monotonic() >= deadline:
+            outcome.gave_up = "deadline passed"
+            return
+        outcome.connections += 1
+        connection_number = outcome.connections
+        remaining = max(1.0, deadline - time.monotonic())
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port,
+                                                timeout=min(READ_IDLE_TIMEOUT_S, remaining))
+        reason = "stream ended without a terminal event"
+        try:
+            headers = {"accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["last-event-id"] = last_event_id
+            connection.request("GET", events_url, headers=headers)
+            response = connection.getresponse()
+            if response.status != 200:
+                outcome.refused_stream_statuses.append(response.status)
+                body = response.read(2000).decode("utf-8", "replace")
+                reason = f"HTTP {response.status}: {body[:200]}"
+                if response.status in (400, 404, 410):
+                    # EventSource stops on these; so does this client.
+                    outcome.reconnect_reasons.append(reason)
+                    outcome.gave_up = reason
+                    return
+            else:
+                fields: dict[str, str] = {}
+                while True:
+                    if time.monotonic() >= deadline:
+                        outcome.gave_up = "deadline passed"
+                        return
+                    raw = response.readline()
+                    if not raw:
+                        break
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if line == "":
+                        if "data" in fields:
+                            event = record_event(outcome, fields, connection_number)
+                            if fields.get("id"):
+                                last_event_id = fields["id"]
+                            if event.kind in ("done", "error"):
+                                return
+                        fields = {}
+                        continue
+                    if line.startswith(":"):
+                        continue
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
+        except (OSError, http.client.HTTPException) as error:
+            reason = f"{type(error).__name__}: {error}"
+        finally:
+            connection.close()
+        outcome.reconnect_reasons.append(reason)
+        time.sleep(RECONNECT_DELAY_S)
+    outcome.gave_up = f"{MAX_RECONNECTS} connections"
+
+
+def record_event(outcome: ChatOutcome, fields: dict[str, str], connection_number: int) -> ReceivedEvent:
+    try:
+        data = json.loads(fields["data"])
+    except ValueError:
+        data = {"unparsed": fields["data"]}
+    kind = fields.get("event") or data.get("type", "message")
+    # The stored events carry their seq in the data; `queued` has none (its `id:` is only the resume point).
+    seq = data.get("seq")
+    event = ReceivedEvent(kind, seq, data, connection_number)
+    outcome.events.append(event)
+    return event
+
+
+def run_one_chat(base_url: str, label: str, deadline: float, directive: str = "") -> ChatOutcome:
+    """Creates one chat and, when admitted, follows it to its end (or the deadline)."""
+    outcome = ChatOutcome(prompt=unique_prompt(label, directive), created_at=time.monotonic())
+    status, body, seconds = post_chat(base_url, outcome.prompt)
+    outcome.create_status, outcome.create_body, outcome.create_seconds = status, body, seconds
+    if status == 202 and isinstance(body, dict):
+        outcome.chat_id = body.get("id")
+        follow_chat(base_url, outcome, body["events_url"], deadline)
+    return outcome
+
+
+class SteadyLoad:
+    """`clients` threads, each creating a chat and following it to its end, again and again, until `stop()`. Each
+    chat, once admitted, is followed to its end even after `stop()` (up to `follow_timeout_s` from its creation)."""
+
+    def __init__(self, base_url: str, label: str, clients: int, follow_timeout_s: float = 45.0,
+                 directive: str = "", pause_after_refusal_s: float = 0.2):
+        self.base_url = base_url
+        self.label = label
+        self.clients = clients
+        self.follow_timeout_s = follow_timeout_s
+        self.directive = directive
+        self.pause_after_refusal_s = pause_after_refusal_s
+        self.outcomes: list[ChatOutcome] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "SteadyLoad":
+        for index in range(self.clients):
+            thread = threading.Thread(target=self._client, name=f"{self.label}-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _client(self) -> None:
+        while not self._stopping.is_set():
+            outcome = run_one_chat(self.base_url, self.label, time.monotonic() + self.follow_timeout_s,
+                                   self.directive)
+            with self._lock:
+                self.outcomes.append(outcome)
+            if not outcome.admitted:
+                self._stopping.wait(self.pause_after_refusal_s)
+
+    def stop(self, join_timeout_s: float | None = None) -> list[ChatOutcome]:
+        """Stops starting chats and waits (bounded) for the ones under way; returns every outcome."""
+        self._stopping.set()
+        deadline = time.monotonic() + (join_timeout_s or self.follow_timeout_s + 30)
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        still = [thread.name for thread in self._threads if thread.is_alive()]
+        if still:
+            raise AssertionError(f"clients still running after the bound: {still}")
+        with self._lock:
+            return list(self.outcomes)
+
+    def snapshot(self) -> list[ChatOutcome]:
+        with self._lock:
+            return list(self.outcomes)
+
+
+def summarize(outcomes: list[ChatOutcome]) -> dict:
+    """The figures every scenario prints: chats, admitted, ended by kind, lost, duplicated, reconnects."""
+    admitted = [outcome for outcome in outcomes if outcome.admitted]
+    ended: dict[str, int] = {}
+    for outcome in admitted:
+        key = outcome.ended or "never"
+        ended[key] = ended.get(key, 0) + 1
+    refused: dict[str, int] = {}
+    for outcome in outcomes:
+        if not outcome.admitted:
+            key = str(outcome.create_status)
+            refused[key] = refused.get(key, 0) + 1
+    return {
+        "chats": len(outcomes),
+        "admitted": len(admitted),
+        "refused": refused,
+        "ended": ended,
+        "lost": sum(1 for outcome in admitted if outcome.ended is None),
+        "duplicated": sum(1 for outcome in admitted if outcome.duplicated()),
+        "seq_gaps": sum(1 for outcome in admitted
+                        if any(problem.startswith("gap") for problem in outcome.seq_problems())),
+        "reconnects": sum(outcome.reconnects for outcome in admitted),
+        "stream_requests_refused": sum(len(outcome.refused_stream_statuses) for outcome in admitted),
+        "chats_an_eventsource_would_lose": sum(1 for outcome in admitted if outcome.refused_stream_statuses),
+        "resets_seen": sum(1 for outcome in admitted for event in outcome.events if event.kind == "reset"),
+        "reconnect_reasons": top_reasons(outcome.reconnect_reasons for outcome in admitted),
+    }
+
+
+def top_reasons(reason_lists, limit: int = 4) -> dict[str, int]:
+    """The most frequent reconnect reasons (the first 60 characters of each), for the figures."""
+    counts: dict[str, int] = {}
+    for reasons in reason_lists:
+        for reason in reasons:
+            key = reason[:60]
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1])[:limit])
+
+
+def judge_all(outcomes: list[ChatOutcome], limit: int = 10) -> list[str]:
+    """Every admitted chat's broken promises, the first `limit` of them spelled out."""
+    problems = [problem for outcome in outcomes for problem in outcome.judge()]
+    if len(problems) > limit:
+        problems = problems[:limit] + [f"... and {len(problems) - limit} more"]
+    return problems
