@@ -214,6 +214,9 @@ pub mod job_state_field {
     pub const CREATED_AT_MS: &str = "created_at_ms";
     pub const STARTED_AT_MS: &str = "started_at_ms";
     pub const FINISHED_AT_MS: &str = "finished_at_ms";
+    /// Tokens admission reserved from the caller's budget on the envelope's day (0 without a budget): the job's
+    /// ending charges `used - reserved_tokens`, so the reservation is settled exactly once.
+    pub const RESERVED_TOKENS: &str = "reserved_tokens";
 }
 
 #[cfg(test)]
