@@ -6,3 +6,4 @@ mod browser_flow;
 mod health;
 mod http_connections;
 mod openai_flow;
+mod retries_and_reconnects;
