@@ -107,3 +107,19 @@ async fn an_event_stream_starts_by_setting_eventsources_reconnect_delay() {
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("retry: 2000\n"), "the stream opens with the reconnect delay: {text:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_addresses_of_one_ipv6_network_share_one_callers_limits() {
+    let stack = TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+        settings.limits.tiers.anonymous.max_active_chats = 1;
+    })
+    .await;
+    let body = |message: &str| json!({ "message": message });
+    let first = stack.post_chat_from(0, "2001:db8:7:7::1", &body("one")).await;
+    assert_eq!(first.status(), 202);
+    let neighbour = stack.post_chat_from(0, "2001:db8:7:7:abcd::2", &body("two")).await;
+    assert_eq!(neighbour.status(), 429, "the same /64 is the same caller");
+    assert_eq!(neighbour.headers()["x-dam-reason"], "too_many_active_chats");
+    let elsewhere = stack.post_chat_from(0, "2001:db8:7:8::1", &body("three")).await;
+    assert_eq!(elsewhere.status(), 202, "another /64 is another caller");
+}
