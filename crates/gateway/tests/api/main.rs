@@ -7,3 +7,4 @@ mod health;
 mod http_connections;
 mod openai_flow;
 mod retries_and_reconnects;
+mod stream_faults;
