@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use ipnet::{IpNet, Ipv6Net};
-use protocol::access::api_key_hash;
+use ipnet::IpNet;
+use protocol::access::{api_key_hash, client_ip_identity};
 use protocol::limits::{Limits, Tier, TierLimits};
 use protocol::settings::AuthSettings;
 
@@ -22,17 +22,10 @@ use crate::error::GatewayError;
 pub struct CallerIdentity(String);
 
 impl CallerIdentity {
-    /// The identity of an anonymous caller: its IPv4 address, or its IPv6 network of `ipv6_prefix_len` bits
-    /// (`ip:2001:db8:1:2::/64`), since one home or office network holds 2^64 addresses and could otherwise pose
-    /// as that many callers. A prefix of 128 (or more) keeps every IPv6 address apart.
+    /// An anonymous caller: its IPv4 address, or its IPv6 network of `ipv6_prefix_len` bits
+    /// ([`client_ip_identity`], which the dam's blocks use too).
     pub fn from_client_ip(ip: IpAddr, ipv6_prefix_len: u8) -> Self {
-        match canonical_ip(ip) {
-            IpAddr::V6(v6) if ipv6_prefix_len < 128 => {
-                let network = Ipv6Net::new(v6, ipv6_prefix_len).expect("a prefix under 128 is valid").trunc();
-                Self(format!("ip:{network}"))
-            }
-            ip => Self(format!("ip:{ip}")),
-        }
+        Self(client_ip_identity(ip, ipv6_prefix_len))
     }
 
     pub fn as_str(&self) -> &str {
