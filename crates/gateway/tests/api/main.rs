@@ -3,6 +3,7 @@
 mod admission;
 mod bad_input;
 mod browser_flow;
+mod budget_reservations;
 mod health;
 mod http_connections;
 mod openai_flow;
