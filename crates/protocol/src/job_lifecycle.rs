@@ -6,7 +6,6 @@ use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Script, ScriptInvocation};
-
 use sha2::{Digest, Sha256};
 
 use crate::dead_letter::DeadLetter;
