@@ -66,7 +66,7 @@ pub struct BlockRemoved {
 
 /// Blocks (or re-blocks, replacing the earlier block) an identity for `ttl_s` seconds.
 pub async fn block_identity(state: &AdminState, request: BlockRequest) -> Result<ActiveBlock, AdminError> {
-    let identity = canonical_identity(&request.identity)?;
+    let identity = canonical_identity(&request.identity, state.settings.auth.ipv6_prefix_len)?;
     if !(1..=MAX_BLOCK_TTL_S).contains(&request.ttl_s) {
         return Err(AdminError::invalid_field(
             "ttl_s",
@@ -175,7 +175,7 @@ pub async fn list_blocks(state: &AdminState) -> Result<BlockListing, AdminError>
 
 /// Lifts a block before its time.
 pub async fn unblock_identity(state: &AdminState, identity: &str) -> Result<BlockRemoved, AdminError> {
-    let identity = canonical_identity(identity)?;
+    let identity = canonical_identity(identity, state.settings.auth.ipv6_prefix_len)?;
     let mut remove = redis::pipe();
     remove
         .atomic()
@@ -196,20 +196,22 @@ pub async fn unblock_identity(state: &AdminState, identity: &str) -> Result<Bloc
 }
 
 /// The identity as the gateway spells it: `ip:` and the address in its standard form (an IPv4-mapped IPv6
-/// address as IPv4), or `key:` and 16 lowercase hex digits.
-pub fn canonical_identity(identity: &str) -> Result<String, AdminError> {
+/// address as IPv4, an IPv6 address as its network of `ipv6_prefix_len` bits, which may also be given as
+/// `ip:2001:db8::/64`), or `key:` and 16 lowercase hex digits.
+pub fn canonical_identity(identity: &str, ipv6_prefix_len: u8) -> Result<String, AdminError> {
     let invalid = |reason: &str| AdminError::InvalidIdentity {
         identity: identity.to_owned(),
         reason: reason.to_owned(),
     };
     if let Some(address) = identity.strip_prefix("ip:") {
+        // An IPv6 network as the gateway names it (`ip:2001:db8::/64`) stands for every address in it.
+        let address = match address.strip_suffix(&format!("/{ipv6_prefix_len}")) {
+            Some(network) if network.contains(':') => network,
+            _ => address,
+        };
         let ip: IpAddr =
             address.parse().map_err(|_| invalid("ip: must be followed by an IPv4 or IPv6 address"))?;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        return Ok(format!("ip:{ip}"));
+        return Ok(protocol::access::client_ip_identity(ip, ipv6_prefix_len));
     }
     if let Some(digits) = identity.strip_prefix("key:") {
         if digits.len() == 16 && digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
@@ -226,9 +228,11 @@ mod tests {
 
     #[test]
     fn identities_are_validated_and_spelled_as_the_gateway_spells_them() {
+        let canonical_identity = |identity| canonical_identity(identity, 64);
         assert_eq!(canonical_identity("ip:203.0.113.7").expect("ok"), "ip:203.0.113.7");
         assert_eq!(canonical_identity("ip:::ffff:203.0.113.7").expect("ok"), "ip:203.0.113.7");
-        assert_eq!(canonical_identity("ip:2001:DB8::1").expect("ok"), "ip:2001:db8::1");
+        assert_eq!(canonical_identity("ip:2001:DB8::1").expect("ok"), "ip:2001:db8::/64");
+        assert_eq!(canonical_identity("ip:2001:db8:0:0:ffff::/64").expect("ok"), "ip:2001:db8::/64");
         assert_eq!(canonical_identity("key:0123456789ABCDEF").expect("ok"), "key:0123456789abcdef");
         for bad in [
             "203.0.113.7",

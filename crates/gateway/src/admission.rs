@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use protocol::job_lifecycle::{AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat};
+use protocol::job_lifecycle::{
+    AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat, chat_content_digest,
+};
 use protocol::{JobEnvelope, JobId, Lane, unix_time_ms};
 use sha2::{Digest, Sha256};
 
@@ -56,6 +58,8 @@ pub async fn admit_chat_request(
     let caller_limits = caller.limits(&limits);
     let duplicate =
         duplicate_check(&chat, idempotency_key, limits.duplicate_window_s, settings.chat.replay_ttl_s);
+    // One instant for the envelope's `created_at_ms` and the request's `now_ms`: both name the budget's day, at
+    // admission (the reservation) and at the job's end (the settlement).
     let now_ms = unix_time_ms();
     let lane = caller.tier.lane();
     let envelope = JobEnvelope::new_chat(
@@ -71,7 +75,9 @@ pub async fn admit_chat_request(
     let drain_per_second = state.queue_watch.borrow().total_drain_per_second();
     let request = AdmissionRequest {
         envelope: &envelope,
-        now_ms,
+        now_ms: envelope.created_at_ms,
+        // Redis's clock times the limits, so every gateway host measures the same windows.
+        fixed_clock_ms: None,
         caller_limits,
         max_queue_depth: limits.max_queue_depth,
         duplicate,
@@ -104,6 +110,9 @@ pub async fn admit_chat_request(
                 },
             }),
         ),
+        AdmissionDecision::IdempotencyKeyReused { .. } => {
+            ("idempotency_key_reused", Err(GatewayError::IdempotencyKeyReused))
+        }
         AdmissionDecision::IdTaken => {
             ("id_taken", Err(GatewayError::Internal("a freshly generated job id already existed".to_owned())))
         }
@@ -123,11 +132,10 @@ fn duplicate_check(
 ) -> Option<DuplicateCheck> {
     let (fingerprint, window_s) = match idempotency_key {
         Some(key) => (format!("idem-{}", digest(key.as_bytes())), replay_ttl_s),
-        None if duplicate_window_s > 0 => {
-            let content = serde_json::to_vec(&(&chat.model, &chat.messages, &chat.parameters))
-                .expect("a chat always serializes");
-            (format!("body-{}", digest(&content)), duplicate_window_s)
-        }
+        None if duplicate_window_s > 0 => (
+            format!("body-{}", chat_content_digest(&chat.model, &chat.messages, &chat.parameters)),
+            duplicate_window_s,
+        ),
         None => return None,
     };
     Some(DuplicateCheck { fingerprint, window_ms: window_s * 1000 })

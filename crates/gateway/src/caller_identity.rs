@@ -9,8 +9,9 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
-use protocol::access::api_key_hash;
+use protocol::access::{api_key_hash, client_ip_identity};
 use protocol::limits::{Limits, Tier, TierLimits};
+use protocol::settings::AuthSettings;
 
 use crate::access_directory::{AccessDirectory, KnownApiKey};
 use crate::app_state::AppState;
@@ -21,8 +22,10 @@ use crate::error::GatewayError;
 pub struct CallerIdentity(String);
 
 impl CallerIdentity {
-    pub fn from_client_ip(ip: IpAddr) -> Self {
-        Self(format!("ip:{}", canonical_ip(ip)))
+    /// An anonymous caller: its IPv4 address, or its IPv6 network of `ipv6_prefix_len` bits
+    /// ([`client_ip_identity`], which the dam's blocks use too).
+    pub fn from_client_ip(ip: IpAddr, ipv6_prefix_len: u8) -> Self {
+        Self(client_ip_identity(ip, ipv6_prefix_len))
     }
 
     pub fn as_str(&self) -> &str {
@@ -62,14 +65,18 @@ impl Caller {
 pub fn identify_caller(
     headers: &HeaderMap,
     peer: SocketAddr,
-    trusted_proxies: &[IpNet],
+    auth: &AuthSettings,
     directory: &AccessDirectory,
 ) -> Caller {
     if let Some(key) = presented_api_key(headers).and_then(|key| directory.lookup(&api_key_hash(key))) {
         return Caller { identity: CallerIdentity(key.identity.clone()), tier: key.tier, api_key: Some(key) };
     }
-    let ip = client_ip(headers, peer.ip(), trusted_proxies);
-    Caller { identity: CallerIdentity::from_client_ip(ip), tier: Tier::Anonymous, api_key: None }
+    let ip = client_ip(headers, peer.ip(), &auth.trusted_proxies);
+    Caller {
+        identity: CallerIdentity::from_client_ip(ip, auth.ipv6_prefix_len),
+        tier: Tier::Anonymous,
+        api_key: None,
+    }
 }
 
 fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
@@ -118,12 +125,7 @@ impl FromRequestParts<AppState> for Caller {
             parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer).ok_or_else(
                 || GatewayError::Internal("the connection's peer address is missing".to_owned()),
             )?;
-        Ok(identify_caller(
-            &parts.headers,
-            peer,
-            &state.settings.auth.trusted_proxies,
-            &state.access_directory,
-        ))
+        Ok(identify_caller(&parts.headers, peer, &state.settings.auth, &state.access_directory))
     }
 }
 
@@ -168,10 +170,31 @@ mod tests {
     #[test]
     fn mapped_ipv6_addresses_are_the_same_caller_as_ipv4() {
         assert_eq!(
-            CallerIdentity::from_client_ip(ip("::ffff:10.1.2.3")),
-            CallerIdentity::from_client_ip(ip("10.1.2.3"))
+            CallerIdentity::from_client_ip(ip("::ffff:10.1.2.3"), 128),
+            CallerIdentity::from_client_ip(ip("10.1.2.3"), 128)
         );
-        assert_eq!(CallerIdentity::from_client_ip(ip("10.1.2.3")).as_str(), "ip:10.1.2.3");
+        assert_eq!(CallerIdentity::from_client_ip(ip("10.1.2.3"), 128).as_str(), "ip:10.1.2.3");
+    }
+
+    #[test]
+    fn ipv6_callers_in_one_network_are_one_identity() {
+        let home = |address| CallerIdentity::from_client_ip(ip(address), 64);
+        assert_eq!(home("2001:db8:1:2::1"), home("2001:db8:1:2:ffff:ffff:ffff:fffe"));
+        assert_eq!(home("2001:db8:1:2:aaaa::9").as_str(), "ip:2001:db8:1:2::/64");
+        assert_ne!(home("2001:db8:1:2::1"), home("2001:db8:1:3::1"), "the next /64 is someone else");
+        // The prefix is configurable; 128 keeps every address apart.
+        let apart = |address| CallerIdentity::from_client_ip(ip(address), 128);
+        assert_ne!(apart("2001:db8::1"), apart("2001:db8::2"));
+        assert_eq!(apart("2001:db8::1").as_str(), "ip:2001:db8::1");
+        let wide = |address| CallerIdentity::from_client_ip(ip(address), 48);
+        assert_eq!(wide("2001:db8:1:2::1"), wide("2001:db8:1:ffff::1"));
+    }
+
+    #[test]
+    fn ipv4_and_mapped_ipv4_callers_are_one_identity_per_address_whatever_the_ipv6_prefix() {
+        let caller = |address| CallerIdentity::from_client_ip(ip(address), 64);
+        assert_eq!(caller("::ffff:10.1.2.3").as_str(), "ip:10.1.2.3");
+        assert_ne!(caller("10.1.2.3"), caller("10.1.2.4"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::chat_relay::{ChatRelay, RelayedEvent, locate_chat};
 use crate::chat_request::BrowserChatRequest;
 use crate::error::GatewayError;
 use crate::json_body::JsonBody;
-use crate::sse_stream::{StreamFormat, relay_as_sse, write_sse_event};
+use crate::sse_stream::{EVENTSOURCE_RETRY, StreamFormat, relay_as_sse, write_sse_event};
 
 /// The 202 body of `POST /api/chats`.
 #[derive(Debug, Serialize)]
@@ -119,5 +119,9 @@ impl StreamFormat for BrowserEvents {
             }
         }
         event.is_terminal()
+    }
+
+    fn opening(&self) -> &'static [u8] {
+        EVENTSOURCE_RETRY
     }
 }

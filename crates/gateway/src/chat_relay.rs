@@ -17,13 +17,22 @@ use protocol::{JobId, Lane, StreamEvent};
 use redis::RedisResult;
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::app_state::AppState;
 use crate::error::GatewayError;
 use crate::queue_watch::QueueSnapshot;
 use crate::stream_router::{RouterMessage, StreamSubscription};
+
+/// Reads of the replay log tried in a row (after a lost pub/sub connection or a gap) before the stream gives up
+/// on this gateway: with the pauses below and the command timeout, about 6 s, which rides out a Redis stall of a
+/// couple of seconds. Past it the client is told `stream_interrupted` and resumes with `Last-Event-ID`.
+const LOG_READ_ATTEMPTS: u32 = 6;
+/// The pause after the first failed read; it doubles with each failure up to [`LOG_READ_RETRY_MAX_DELAY`], and
+/// each pause is jittered (between half and all of it) so streams that failed together do not retry together.
+const LOG_READ_RETRY_FIRST_DELAY: Duration = Duration::from_millis(100);
+const LOG_READ_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Where a relay starts.
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +193,9 @@ pub struct ChatRelay {
     /// A read of the replay log under way, after a gap or a lost pub/sub connection. It lives here rather than in
     /// `next_event`'s future, so that dropping that future (a keep-alive tick won the race) loses nothing.
     log_read: Option<LogRead>,
+    /// Failed reads of the replay log in a row, and the pause before the next try (set only after a failure).
+    log_read_failures: u32,
+    log_read_retry: Option<Pin<Box<Sleep>>>,
 }
 
 impl fmt::Debug for ChatRelay {
@@ -223,6 +235,8 @@ impl ChatRelay {
             queue_watch: state.queue_watch.clone(),
             ending: Box::pin(relay_ending(Instant::now() + longest_life, state.stream_shutdown.clone())),
             log_read: None,
+            log_read_failures: 0,
+            log_read_retry: None,
         };
         relay.queue_watch.mark_unchanged();
         // The subscription is confirmed, so whatever was published before it is in the log by now: reading the
@@ -263,6 +277,7 @@ impl ChatRelay {
                 return None;
             }
             let reading_log = self.log_read.is_some();
+            let retry_pending = self.log_read_retry.is_some();
             let waiting = self.waiting.is_some();
             tokio::select! {
                 biased;
@@ -278,17 +293,42 @@ impl ChatRelay {
                 entries = poll_log_read(&mut self.log_read), if reading_log => {
                     self.log_read = None;
                     match entries {
-                        Ok(entries) => self.accept_log_entries(entries),
-                        // Tried again at the next message, gap or reconnection; the stream's deadline bounds it all.
-                        Err(error) => tracing::warn!(%error, "reading a replay log failed"),
+                        Ok(entries) => {
+                            self.log_read_failures = 0;
+                            self.accept_log_entries(entries);
+                        }
+                        // The events the read was for may never be published again (they were missed while the
+                        // pub/sub connection was down): the read itself is tried again, a bounded number of times.
+                        Err(error) => {
+                            self.log_read_failures += 1;
+                            tracing::warn!(%error, failures = self.log_read_failures, "reading a replay log failed");
+                            if self.log_read_failures >= LOG_READ_ATTEMPTS {
+                                return Some(self.end_with_error(
+                                    "stream_interrupted",
+                                    "the chat's events could not be read; reconnect to resume",
+                                ));
+                            }
+                            let pause = log_read_retry_delay(self.log_read_failures);
+                            self.log_read_retry = Some(Box::pin(tokio::time::sleep(pause)));
+                        }
                     }
                 }
-                // While the log is read, messages wait in the subscription: applied after the log, they are either
-                // duplicates or the events that follow it.
-                message = self.subscription.next_message(), if !reading_log => match message {
+                _ = poll_retry_pause(&mut self.log_read_retry), if retry_pending => {
+                    self.log_read_retry = None;
+                    self.start_log_read();
+                }
+                // While the log is read (or a read waits to be tried again), messages wait in the subscription:
+                // applied after the log, they are either duplicates or the events that follow it.
+                message = self.subscription.next_message(), if !reading_log && !retry_pending => match message {
                     Some(RouterMessage::Published(message)) => self.accept_published(&message),
                     Some(RouterMessage::Resync) => self.start_log_read(),
-                    None => return Some(self.end_with_error("stream_interrupted", "the gateway stopped relaying")),
+                    // The router stopped, or dropped this stream for falling too far behind its client.
+                    None => {
+                        return Some(self.end_with_error(
+                            "stream_interrupted",
+                            "the gateway stopped relaying this stream; reconnect to resume",
+                        ));
+                    }
                 },
                 changed = self.queue_watch.changed(), if waiting => {
                     if changed.is_ok() {
@@ -404,6 +444,23 @@ async fn read_replay_log(state: AppState, key: String, after_seq: u64) -> RedisR
         .await
 }
 
+fn poll_retry_pause(pause: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = ()> + '_ {
+    poll_fn(move |context| match pause {
+        Some(sleep) => sleep.as_mut().poll(context),
+        None => Poll::Pending,
+    })
+}
+
+/// The pause before retry `failures` of a log read: doubling from the first delay, capped, and jittered.
+fn log_read_retry_delay(failures: u32) -> Duration {
+    let full = LOG_READ_RETRY_FIRST_DELAY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(LOG_READ_RETRY_MAX_DELAY);
+    // A random fraction from a fresh v4 UUID: no random-number crate for one number per failure.
+    let fraction = (uuid::Uuid::new_v4().as_u128() % 1024) as f64 / 1024.0;
+    full.mul_f64(0.5 + fraction / 2.0)
+}
+
 fn poll_log_read(log_read: &mut Option<LogRead>) -> impl Future<Output = RedisResult<Vec<String>>> + '_ {
     poll_fn(move |context| match log_read {
         Some(read) => read.as_mut().poll(context),
@@ -479,6 +536,19 @@ async fn served_tickets(state: &AppState, lane: Lane) -> Result<u64, GatewayErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_read_retries_back_off_with_jitter_and_stay_bounded() {
+        for failures in 1..=LOG_READ_ATTEMPTS {
+            let full = (LOG_READ_RETRY_FIRST_DELAY * 2_u32.pow(failures - 1)).min(LOG_READ_RETRY_MAX_DELAY);
+            let delay = log_read_retry_delay(failures);
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "retry {failures}: {delay:?} within half of {full:?}"
+            );
+        }
+        assert!(log_read_retry_delay(60) <= LOG_READ_RETRY_MAX_DELAY);
+    }
 
     #[test]
     fn a_stored_event_keeps_its_json_and_reads_only_its_type_and_seq() {

@@ -36,6 +36,10 @@ pub enum GatewayError {
     HeadersTooLarge { limit_bytes: usize },
     #[error("the request is not valid HTTP/1.1: {0}")]
     MalformedHttp(String),
+    #[error(
+        "this Idempotency-Key was already used with a different request body; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     #[error("the chat ended with an error: {message}")]
     ChatFailed { code: String, message: String },
     #[error("no such route")]
@@ -61,6 +65,7 @@ impl GatewayError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             GatewayError::ChatNotFound(_) | GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
+            GatewayError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Rejected { rejection } => rejection.status(),
@@ -87,6 +92,7 @@ impl GatewayError {
             GatewayError::BodyTimeout => "request_timeout",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
             GatewayError::MalformedHttp(_) => "malformed_request",
+            GatewayError::IdempotencyKeyReused => "idempotency_key_reused",
             GatewayError::ChatFailed { code, .. } => code,
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::MethodNotAllowed => "method_not_allowed",

@@ -26,7 +26,16 @@ pub trait StreamFormat: Send + 'static {
     /// Appends `event` to `output` as SSE text; returns true when the response ends after it. `last_seq` is the
     /// last stored event relayed, the point a client resumes from.
     fn write_event(&mut self, event: &RelayedEvent, last_seq: u64, output: &mut BytesMut) -> bool;
+
+    /// What the stream opens with, sent at once before any event (nothing unless a format says so).
+    fn opening(&self) -> &'static [u8] {
+        b""
+    }
 }
+
+/// EventSource's reconnect delay, set by the browser stream's opening `retry:` field: a dropped stream is resumed
+/// (with `Last-Event-ID`) after 2 s, well within the workers' abandonment grace, so the chat is still there.
+pub const EVENTSOURCE_RETRY: &[u8] = b"retry: 2000\n\n";
 
 struct SseStream<F> {
     relay: ChatRelay,
@@ -36,6 +45,8 @@ struct SseStream<F> {
     /// when it fires it checks `last_write`, and re-arms itself if the stream was not quiet for long enough.
     keep_alive_timer: Pin<Box<Sleep>>,
     last_write: Instant,
+    /// Whether the format's opening went out.
+    opened: bool,
     ended: bool,
     events_relayed: metrics::Counter,
     _open_stream: OpenStreamGuard,
@@ -46,6 +57,11 @@ impl<F: StreamFormat> SseStream<F> {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         // Room for a few events, so that a typical burst costs one allocation.
         let mut chunk = BytesMut::with_capacity(CHUNK_CAPACITY_BYTES);
+        if !self.opened {
+            // Sent on its own, at once: a client that drops before the first event still knows its delay.
+            self.opened = true;
+            chunk.extend_from_slice(self.format.opening());
+        }
         while chunk.is_empty() && !self.ended {
             tokio::select! {
                 biased;
@@ -92,6 +108,7 @@ pub fn relay_as_sse<F: StreamFormat>(
         keep_alive,
         keep_alive_timer: Box::pin(tokio::time::sleep(keep_alive)),
         last_write: Instant::now(),
+        opened: false,
         ended: false,
         events_relayed,
         _open_stream: open_stream,

@@ -1,7 +1,9 @@
 //! The gateway's single pub/sub connection, multiplexing every open chat stream of this process: one task owns
 //! the connection, batches SUBSCRIBE/UNSUBSCRIBE commands, fans messages out to the streams that asked, and on a
 //! lost connection reconnects, resubscribes and tells every stream to re-read its replay log (`Resync`), since
-//! messages published during the gap are only in the log. No Redis connection is ever held per client.
+//! messages published during the gap are only in the log. No Redis connection is ever held per client. Each
+//! stream's queue is bounded: a stream that falls that far behind (its client stopped reading) is dropped rather
+//! than allowed to hold memory or slow the others; its relay then ends, and the client resumes from the log.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 const CHANNELS_PER_COMMAND: usize = 500;
 /// Pause between reconnection attempts while Redis is unreachable.
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// Most messages one stream may have waiting. A relay takes its messages as soon as its client takes the bytes,
+/// so only a client that stopped reading comes near this: 256 batches is minutes of a fast answer, and a few
+/// hundred KiB at most.
+pub const STREAM_QUEUE_CAPACITY: usize = 256;
 
 /// What a subscribed stream receives.
 #[derive(Debug, Clone)]
@@ -47,12 +53,13 @@ pub struct StreamRouter {
 pub struct StreamSubscription {
     channel: String,
     subscriber_id: u64,
-    messages: mpsc::UnboundedReceiver<RouterMessage>,
+    messages: mpsc::Receiver<RouterMessage>,
     commands: mpsc::UnboundedSender<RouterCommand>,
 }
 
 impl StreamSubscription {
-    /// The next message, or `None` when the router stopped.
+    /// The next message, or `None` when the router stopped or dropped this stream for falling
+    /// [`STREAM_QUEUE_CAPACITY`] messages behind.
     pub async fn next_message(&mut self) -> Option<RouterMessage> {
         self.messages.recv().await
     }
@@ -72,7 +79,7 @@ enum RouterCommand {
     Subscribe {
         channel: String,
         subscriber_id: u64,
-        messages: mpsc::UnboundedSender<RouterMessage>,
+        messages: mpsc::Sender<RouterMessage>,
         confirmed: oneshot::Sender<Result<(), SubscribeError>>,
     },
     Unsubscribe {
@@ -106,7 +113,7 @@ impl StreamRouter {
     /// reaches the subscription. Read the replay log only after this returns.
     pub async fn subscribe(&self, channel: String) -> Result<StreamSubscription, SubscribeError> {
         let subscriber_id = self.next_subscriber_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, messages) = mpsc::unbounded_channel();
+        let (sender, messages) = mpsc::channel(STREAM_QUEUE_CAPACITY);
         let (confirmed, confirmation) = oneshot::channel();
         self.commands
             .send(RouterCommand::Subscribe {
@@ -124,7 +131,7 @@ impl StreamRouter {
     }
 }
 
-type Subscribers = HashMap<String, Vec<(u64, mpsc::UnboundedSender<RouterMessage>)>>;
+type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<RouterMessage>)>>;
 
 struct RouterTask {
     client: redis::Client,
@@ -208,9 +215,11 @@ impl RouterTask {
             self.subscribed_at_redis.extend(batch.iter().cloned());
         }
         if is_reconnection {
-            for (_, sender) in self.subscribers.values().flatten() {
-                let _ = sender.send(RouterMessage::Resync);
-            }
+            // A stream too far behind to take the Resync would miss it: it is dropped like any lagging stream.
+            self.subscribers.retain(|_, subscribers| {
+                subscribers.retain(|(_, sender)| deliver(sender, RouterMessage::Resync));
+                !subscribers.is_empty()
+            });
         }
         loop {
             tokio::select! {
@@ -235,7 +244,11 @@ impl RouterTask {
         // One copy of the payload, shared by every stream of this chat on this gateway.
         let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { return };
         let payload: Arc<str> = payload.into();
-        subscribers.retain(|(_, sender)| sender.send(RouterMessage::Published(payload.clone())).is_ok());
+        subscribers.retain(|(_, sender)| deliver(sender, RouterMessage::Published(payload.clone())));
+        if subscribers.is_empty() {
+            // Forgotten here; the subscriptions' own departures then unsubscribe the channel at Redis.
+            self.subscribers.remove(channel);
+        }
         self.messages_counter.increment(1);
     }
 
@@ -308,5 +321,19 @@ impl RouterTask {
                 self.subscribers.remove(channel);
             }
         }
+    }
+}
+
+/// Hands `message` to one stream without ever waiting for it; false when the stream is gone or is
+/// [`STREAM_QUEUE_CAPACITY`] messages behind. Dropping its sender then ends the stream's relay, which tells its
+/// client to resume from the replay log (`Last-Event-ID`).
+fn deliver(sender: &mpsc::Sender<RouterMessage>, message: RouterMessage) -> bool {
+    match sender.try_send(message) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("dam_gateway_lagging_streams_dropped_total").increment(1);
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

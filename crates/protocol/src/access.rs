@@ -1,6 +1,9 @@
 //! Who may call and how much: API key records (stored hashed, never in clear) and blocks of abusive callers.
 //! The dam writes them; the gateway reads them.
 
+use std::net::IpAddr;
+
+use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -14,6 +17,24 @@ pub fn api_key_hash(api_key: &str) -> String {
 /// The identity limits are charged to for a key: stable, and revealing nothing usable about the key.
 pub fn api_key_identity(key_hash: &str) -> String {
     format!("key:{}", &key_hash[..key_hash.len().min(16)])
+}
+
+/// The identity of an anonymous caller, as the gateway charges it and the dam blocks it: `ip:` and its IPv4
+/// address (an IPv4-mapped IPv6 address counts as IPv4), or its IPv6 network of `ipv6_prefix_len` bits
+/// (`ip:2001:db8:1:2::/64`, from `auth.ipv6_prefix_len`), since one home network holds 2^64 addresses and could
+/// otherwise pose as that many callers. A prefix of 128 (or more) keeps every IPv6 address apart.
+pub fn client_ip_identity(ip: IpAddr, ipv6_prefix_len: u8) -> String {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V6(v6) if ipv6_prefix_len < 128 => {
+            let network = Ipv6Net::new(v6, ipv6_prefix_len).expect("a prefix under 128 is valid").trunc();
+            format!("ip:{network}")
+        }
+        ip => format!("ip:{ip}"),
+    }
 }
 
 /// An API key's record, stored under its hash in the `{prefix}api-keys` hash.

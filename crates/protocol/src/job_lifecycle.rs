@@ -6,12 +6,14 @@ use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Script, ScriptInvocation};
+use sha2::{Digest, Sha256};
 
 use crate::dead_letter::{DeadLetter, DeadLetterCaps, count_dropped_dead_letters};
-use crate::job::{JobEnvelope, JobId, JobStatus, Lane};
+use crate::job::{ChatMessage, GenerationParameters, JobEnvelope, JobId, JobStatus, Lane};
 use crate::keys::{ADMISSION_STATS_BUCKET_S, RedisKeys};
 use crate::limits::TierLimits;
 use crate::stream_event::StreamEvent;
+use crate::token_estimate::estimated_prompt_tokens;
 use crate::upstream_capacity::{
     PermitDecision, PermitReply, PermitRequest, permit_decision, permit_invocation,
 };
@@ -32,7 +34,13 @@ const DAY_MS: u64 = 86_400_000;
 #[derive(Debug, Clone)]
 pub struct AdmissionRequest<'a> {
     pub envelope: &'a JobEnvelope,
+    /// When the chat arrived, by the caller's clock: services pass the envelope's `created_at_ms`, the instant
+    /// the worker also names the budget's day by, so a chat is reserved and settled on the same day's key. It
+    /// names the statistics bucket too. Limits are timed by Redis's clock, not by this.
     pub now_ms: u64,
+    /// A fixed clock for the rate, active-chat and circuit windows, for tests only; `None` (what services pass)
+    /// times them by Redis's own clock, so gateways on several hosts need no synchronised clocks to be exact.
+    pub fixed_clock_ms: Option<u64>,
     /// The caller's limits (its tier's, with any per-key overrides applied).
     pub caller_limits: TierLimits,
     pub max_queue_depth: u64,
@@ -46,7 +54,8 @@ pub struct AdmissionRequest<'a> {
     pub drain_per_second: f64,
 }
 
-/// What makes two requests the same chat.
+/// What makes two requests the same chat. The gate also keeps the digest of the chat's content
+/// ([`chat_content_digest`]) with the key, so one `Idempotency-Key` sent with another content is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuplicateCheck {
     /// A digest of the `Idempotency-Key` or of the request's content.
@@ -115,6 +124,26 @@ pub enum AdmissionDecision {
     Rejected { reason: RejectionReason, retry_after_ms: u64, rate: Option<RateStanding> },
     /// A job with this id already exists (ids are random UUIDs, so only a caller reusing one sees this).
     IdTaken,
+    /// The `Idempotency-Key` was first used for a different content: nothing was queued or joined.
+    IdempotencyKeyReused { rate: RateStanding },
+}
+
+/// The digest that tells two chats' contents apart (model, messages and generation parameters): stored with a
+/// duplicate key, and the content fingerprint of requests without an `Idempotency-Key`.
+pub fn chat_content_digest(
+    model: &str,
+    messages: &[ChatMessage],
+    parameters: &GenerationParameters,
+) -> String {
+    let content =
+        serde_json::to_vec(&(model, messages, parameters)).expect("a chat's content always serializes");
+    hex::encode(&Sha256::digest(&content)[..16])
+}
+
+/// The most tokens a chat can cost: its prompt's estimate plus every token it may generate. Admission reserves
+/// this much of the caller's daily budget.
+pub fn budget_reservation(envelope: &JobEnvelope) -> u64 {
+    estimated_prompt_tokens(&envelope.messages) + u64::from(envelope.parameters.max_tokens)
 }
 
 /// Runs the gate for one chat, queueing it when admitted. One round trip.
@@ -164,7 +193,10 @@ pub async fn admit_chat(
         .arg(DOORBELL_CAPACITY)
         .arg(request.active_ttl_ms.max(1))
         .arg(request.drain_per_second)
-        .arg(DAY_MS - request.now_ms % DAY_MS);
+        .arg(DAY_MS - request.now_ms % DAY_MS)
+        .arg(request.fixed_clock_ms.map(|now_ms| now_ms.to_string()).unwrap_or_default())
+        .arg(chat_content_digest(&envelope.model, &envelope.messages, &envelope.parameters))
+        .arg(budget_reservation(envelope));
     let (decision, job_id, ticket, position, retry_after_ms, remaining, reset_ms): (
         String,
         String,
@@ -185,6 +217,9 @@ pub async fn admit_chat(
             rate: rate.ok_or_else(|| unexpected(decision.clone()))?,
         },
         "duplicate_id" => AdmissionDecision::IdTaken,
+        "idempotency_key_reused" => AdmissionDecision::IdempotencyKeyReused {
+            rate: rate.ok_or_else(|| unexpected(decision.clone()))?,
+        },
         "joined" => AdmissionDecision::Joined {
             job_id: job_id.parse().map_err(|_| unexpected(job_id.clone()))?,
             rate: rate.ok_or_else(|| unexpected(decision.clone()))?,
@@ -217,6 +252,7 @@ pub async fn enqueue_job(
     let request = AdmissionRequest {
         envelope,
         now_ms: crate::unix_time_ms(),
+        fixed_clock_ms: None,
         caller_limits: TierLimits {
             rate_per_second: 1e9,
             burst: u32::MAX,

@@ -15,6 +15,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod stream_event;
 pub mod telemetry;
+pub mod token_estimate;
 pub mod upstream_capacity;
 
 pub use job::{ChatMessage, ChatRole, GenerationParameters, JobEnvelope, JobId, JobStatus, Lane};

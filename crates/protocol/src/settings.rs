@@ -287,6 +287,9 @@ impl Default for DamSettings {
 pub struct AuthSettings {
     /// Peers allowed to name the client in `X-Forwarded-For` (CIDRs, comma-separated in the environment).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Anonymous IPv6 callers are one identity per network of this prefix length (64: one home or office
+    /// network, which holds 2^64 addresses; 128: each address alone). IPv4 callers are always one per address.
+    pub ipv6_prefix_len: u8,
     /// API keys known from configuration (by SHA-256; keys managed through the dam add to these).
     pub api_keys: Vec<ConfiguredApiKey>,
 }
@@ -295,6 +298,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             trusted_proxies: vec!["127.0.0.0/8".parse().expect("cidr"), "::1/128".parse().expect("cidr")],
+            ipv6_prefix_len: 64,
             api_keys: Vec::new(),
         }
     }

@@ -3,6 +3,9 @@
 mod admission;
 mod bad_input;
 mod browser_flow;
+mod budget_reservations;
 mod health;
 mod http_connections;
 mod openai_flow;
+mod retries_and_reconnects;
+mod stream_faults;

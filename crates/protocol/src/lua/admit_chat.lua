@@ -2,6 +2,7 @@
 -- queues it: so every limit holds exactly across any number of gateways. Checks, in order: block, paused
 -- intake, open circuit, the caller's rate (GCRA), a duplicate to join, the caller's active chats, the caller's
 -- daily token budget, the global queue bound. Every decision is counted in the current statistics bucket.
+-- Windows are timed by Redis's own clock (TIME), so gateways on several hosts agree without synchronised clocks.
 --
 -- KEYS[1]   intake paused flag               KEYS[8]   admission statistics bucket (hash)
 -- KEYS[2]   circuit breaker (hash)           KEYS[9]   the new job's state (hash)
@@ -9,23 +10,40 @@
 -- KEYS[4]   the caller's rate state (GCRA)   KEYS[11]  the lane's enqueued-ticket counter
 -- KEYS[5]   the caller's active jobs (zset)  KEYS[12]  the lane's served-ticket counter
 -- KEYS[6]   the duplicate key (or '')        KEYS[13]  worker doorbell (list)
--- KEYS[7]   the caller's token budget today  KEYS[14…] every lane queue, for the global depth
+-- KEYS[7]   the caller's token budget on     KEYS[14…] every lane queue, for the global depth
+--           the envelope's day
 --
--- ARGV[1]  now, ms since the epoch          ARGV[9]   most queued chats in all lanes
--- ARGV[2]  job id                           ARGV[10]  duplicate window, ms (0: no duplicate check)
--- ARGV[3]  envelope JSON                    ARGV[11]  daily token budget (0: none)
--- ARGV[4]  identity                         ARGV[12]  job state TTL, s
--- ARGV[5]  lane name                        ARGV[13]  most items the doorbell holds
--- ARGV[6]  rate, chats per second           ARGV[14]  how long a job may count as active, ms
--- ARGV[7]  burst                            ARGV[15]  measured drain rate, jobs per second (0: unknown)
--- ARGV[8]  most active chats per caller     ARGV[16]  ms until the budget day ends
+-- The duplicate key holds '<job id>\n<content digest>\n<job state key>' of the chat it points at; the script reads
+-- that job's state hash (a key named by the record, in the same slot as the others under a hash-tagged prefix)
+-- to join only a chat that can still answer.
+--
+-- ARGV[1]  the envelope's created_at_ms     ARGV[11]  daily token budget (0: none)
+-- ARGV[2]  job id                           ARGV[12]  job state TTL, s
+-- ARGV[3]  envelope JSON                    ARGV[13]  most items the doorbell holds
+-- ARGV[4]  identity                         ARGV[14]  how long a job may count as active, ms
+-- ARGV[5]  lane name                        ARGV[15]  measured drain rate, jobs per second (0: unknown)
+-- ARGV[6]  rate, chats per second           ARGV[16]  ms until the budget day ends
+-- ARGV[7]  burst                            ARGV[17]  a fixed clock, ms since the epoch, for tests only;
+-- ARGV[8]  most active chats per caller               '' (what services pass): Redis TIME
+-- ARGV[9]  most queued chats in all lanes   ARGV[18]  digest of the chat's content (model, messages, parameters)
+-- ARGV[10] duplicate window, ms (0: no      ARGV[19]  tokens to reserve from the budget (prompt estimate +
+--          duplicate check)                           max_tokens); reserved only when there is a budget
 --
 -- Returns {decision, job id, ticket, position, retry_after_ms, rate_remaining, rate_reset_ms} where decision is
--- 'admitted', 'joined' (job id is the existing job's; ticket and position 0), or a rejection code: 'blocked',
--- 'maintenance', 'upstream_unavailable', 'rate_limited', 'too_many_active_chats', 'budget_exhausted',
--- 'queue_full'. A rejection changes nothing but the statistics (and, past the rate check, the rate state).
+-- 'admitted', 'joined' (job id is the existing job's; ticket and position 0), 'idempotency_key_reused' (the
+-- duplicate key was first used for another content), or a rejection code: 'blocked', 'maintenance',
+-- 'upstream_unavailable', 'rate_limited', 'too_many_active_chats', 'budget_exhausted', 'queue_full'. A refusal
+-- changes nothing but the statistics (and, past the rate check, the rate state). An admitted chat has its
+-- reservation added to the budget key and recorded in its state as 'reserved_tokens' (0 without a budget); the
+-- worker settles it at the job's end.
 
-local now = tonumber(ARGV[1])
+local now
+if ARGV[17] ~= '' then
+  now = tonumber(ARGV[17])
+else
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
 
 -- The common path (admitted) runs about 20 commands; checks that rarely fire are folded into one command where
 -- they can be, and a TTL is set when its key is created, not on every call.
@@ -63,12 +81,29 @@ local remaining = math.floor((allowed_until - new_tat) / interval)
 local reset_ms = new_tat - now
 
 -- The duplicate key is claimed for this job in the same command that finds an earlier one (SET NX GET); a
--- later refusal gives it back.
+-- later refusal gives it back. A duplicate joins only a chat that is queued, running or done: a retry after a
+-- cancel (an SDK whose connection dropped), a failure or an expiry, or after the state is gone, is a new chat,
+-- and the key then points at it. So is one whose cancel was asked for while it runs.
 local claimed_duplicate = false
 if KEYS[6] ~= '' then
-  local existing = redis.call('SET', KEYS[6], ARGV[2], 'NX', 'GET', 'PX', ARGV[10])
+  local record = ARGV[2] .. '\n' .. ARGV[18] .. '\n' .. KEYS[9]
+  local existing = redis.call('SET', KEYS[6], record, 'NX', 'GET', 'PX', ARGV[10])
   if existing then
-    return decide('joined', existing, 0, 0, 0, remaining, reset_ms)
+    local job_id, digest, state_key = string.match(existing, '^([^\n]*)\n([^\n]*)\n(.*)$')
+    if not job_id then
+      -- A record from before digests were kept: the job id alone, joined as it always was.
+      return decide('joined', existing, 0, 0, 0, remaining, reset_ms)
+    end
+    if digest ~= ARGV[18] then
+      return decide('idempotency_key_reused', '', 0, 0, 0, remaining, reset_ms)
+    end
+    -- A running chat whose cancel was asked for is as good as cancelled.
+    local state = redis.call('HMGET', state_key, 'status', 'cancel_requested')
+    local status = state[1]
+    if (status == 'queued' or status == 'running' or status == 'done') and state[2] ~= '1' then
+      return decide('joined', job_id, 0, 0, 0, remaining, reset_ms)
+    end
+    redis.call('SET', KEYS[6], record, 'PX', ARGV[10])
   end
   claimed_duplicate = true
 end
@@ -88,9 +123,15 @@ if redis.call('ZCARD', KEYS[5]) >= active_limit then
   end
 end
 
+-- The budget is a hard cap: a chat is admitted only if the most it can cost still fits, and that much is reserved
+-- (below, once nothing can refuse any more) until its worker settles what it really used.
 local budget = tonumber(ARGV[11])
-if budget > 0 and tonumber(redis.call('GET', KEYS[7]) or '0') >= budget then
-  return refuse('budget_exhausted', tonumber(ARGV[16]))
+local reservation = 0
+if budget > 0 then
+  reservation = tonumber(ARGV[19])
+  if tonumber(redis.call('GET', KEYS[7]) or '0') + reservation > budget then
+    return refuse('budget_exhausted', tonumber(ARGV[16]))
+  end
 end
 
 local depth = 0
@@ -112,8 +153,12 @@ end
 local ticket = redis.call('INCR', KEYS[11])
 redis.call('HSET', KEYS[9],
   'status', 'queued', 'ticket', ticket, 'lane', ARGV[5], 'attempt', 0,
-  'identity', ARGV[4], 'created_at_ms', ARGV[1])
+  'identity', ARGV[4], 'created_at_ms', ARGV[1], 'reserved_tokens', reservation)
 redis.call('EXPIRE', KEYS[9], ARGV[12])
+-- The budget key lives two days, as the worker's charge leaves it: long enough for the day's late settlements.
+if reservation > 0 and redis.call('INCRBY', KEYS[7], reservation) == reservation then
+  redis.call('EXPIRE', KEYS[7], 172800)
+end
 redis.call('RPUSH', KEYS[10], ARGV[3])
 -- One doorbell item wakes one idle worker; the cap keeps the list small while every worker is busy.
 if redis.call('RPUSH', KEYS[13], '1') > tonumber(ARGV[13]) then

@@ -23,6 +23,7 @@ fn request(envelope: &JobEnvelope, now_ms: u64, caller_limits: TierLimits) -> Ad
     AdmissionRequest {
         envelope,
         now_ms,
+        fixed_clock_ms: Some(now_ms),
         caller_limits,
         max_queue_depth: 1000,
         duplicate: None,

@@ -1,6 +1,7 @@
 //! Every Lua script of the job lifecycle, run against a real redis-server.
 
 mod admission;
+mod admission_joins_and_reservations;
 mod dead_letter_replay;
 mod job_endings;
 mod job_lifecycle;
