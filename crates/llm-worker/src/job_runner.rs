@@ -506,11 +506,10 @@ impl RunningJob<'_> {
     }
 }
 
-/// Usage when the provider reported none: each streamed piece counts as one token, the prompt as 4 characters a
-/// token (the usual rule of thumb for English text).
+/// Usage when the provider reported none: each streamed piece counts as one token, the prompt as admission
+/// estimated it (`protocol::token_estimate`), so a reservation and its settlement agree.
 fn estimated_usage(envelope: &JobEnvelope, completion_pieces: u64) -> Usage {
-    let characters: usize = envelope.messages.iter().map(|message| message.content.chars().count()).sum();
-    let prompt_tokens = characters.div_ceil(4) as u64;
+    let prompt_tokens = protocol::token_estimate::estimated_prompt_tokens(&envelope.messages);
     Usage {
         prompt_tokens,
         completion_tokens: completion_pieces,

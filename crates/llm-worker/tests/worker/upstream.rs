@@ -180,8 +180,13 @@ async fn tokens_used_are_charged_to_the_callers_daily_budget_and_a_spent_budget_
             TierLimits { daily_token_budget: 10, ..settings.limits.tiers.anonymous };
     })
     .await;
-    let created: Value =
-        stack.post_chat(0, &json!({"message": "spend it"})).await.json().await.expect("json");
+    // Admission reserves the prompt estimate (2) plus max_tokens (5) of the 10; the ending settles to what was used.
+    let created: Value = stack
+        .post_chat(0, &json!({"message": "spend it", "max_tokens": 5}))
+        .await
+        .json()
+        .await
+        .expect("json");
     let events = stack
         .open_events(0, created["events_url"].as_str().expect("url"))
         .await
@@ -194,7 +199,7 @@ async fn tokens_used_are_charged_to_the_callers_daily_budget_and_a_spent_budget_
     let day = protocol::unix_time_ms() / 86_400_000;
     let charged: u64 = redis.get(stack.keys().token_budget("ip:127.0.0.1", day)).await.expect("get");
     assert_eq!(charged, total);
-    let refused = stack.post_chat(0, &json!({"message": "more"})).await;
+    let refused = stack.post_chat(0, &json!({"message": "more", "max_tokens": 5})).await;
     assert_eq!(refused.status(), 429);
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "budget_exhausted");

@@ -76,9 +76,18 @@ async fn a_duplicate_never_joins_a_cancelled_failed_expired_or_vanished_chat() {
         match ending {
             // The client's disconnect cancels a queued chat through the real script.
             "cancelled" => {
-                cancel_job(&mut connection, &keys, &first.id, &first.identity, "gone", 60, NOW_MS)
-                    .await
-                    .expect("cancel");
+                cancel_job(
+                    &mut connection,
+                    &keys,
+                    &first.id,
+                    &first.identity,
+                    first.created_at_ms,
+                    "gone",
+                    60,
+                    NOW_MS,
+                )
+                .await
+                .expect("cancel");
             }
             "vanished" => {
                 let _: () = connection.del(&state).await.expect("del");
