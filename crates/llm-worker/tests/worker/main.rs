@@ -4,6 +4,7 @@
 mod cancellation;
 mod recovery;
 mod upstream;
+mod upstream_backpressure;
 
 use std::time::{Duration, Instant};
 

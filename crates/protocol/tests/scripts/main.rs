@@ -3,6 +3,7 @@
 mod admission;
 mod dead_letter_replay;
 mod job_lifecycle;
+mod upstream_backpressure;
 mod upstream_capacity;
 
 use protocol::{JobEnvelope, Lane};
