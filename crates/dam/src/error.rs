@@ -13,6 +13,13 @@ pub enum AdminError {
     /// One message for a missing and a wrong token, so a caller learns nothing about which it was.
     #[error("a valid admin token is required: send `Authorization: Bearer <token>`")]
     Unauthorized,
+    /// A request that a web page open on the operator's machine could have sent: another site's `Origin`,
+    /// `Sec-Fetch-Site: cross-site`, or (without a token) a `Host` that is not loopback.
+    #[error("cross-site request refused: {0}")]
+    CrossOriginRefused(String),
+    /// A body not declared as JSON: forms and `text/plain` are what a page can send without asking.
+    #[error("the request body must be JSON: send `Content-Type: application/json` ({0})")]
+    UnsupportedMediaType(String),
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("the request body is larger than the limit of {limit_bytes} bytes")]
@@ -57,6 +64,8 @@ impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::CrossOriginRefused(_) => StatusCode::FORBIDDEN,
+            AdminError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AdminError::InvalidJson(_)
             | AdminError::InvalidField { .. }
             | AdminError::InvalidLimits(_)
@@ -79,6 +88,8 @@ impl AdminError {
     pub fn code(&self) -> &'static str {
         match self {
             AdminError::Unauthorized => "unauthorized",
+            AdminError::CrossOriginRefused(_) => "cross_origin_refused",
+            AdminError::UnsupportedMediaType(_) => "unsupported_media_type",
             AdminError::InvalidJson(_) => "invalid_json",
             AdminError::BodyTooLarge { .. } => "body_too_large",
             AdminError::InvalidField { .. } => "invalid_field",

@@ -1,5 +1,6 @@
-//! The dam service's whole route table. `/admin/*` needs the admin token; health and metrics do not (probes and
-//! scrapers reach them). The service listens on its own port, never behind the public nginx.
+//! The dam service's whole route table. `/admin/*` needs the admin token and refuses cross-site requests; health
+//! and metrics do not (probes and scrapers reach them). The service listens on its own port, never behind the
+//! public nginx.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -7,7 +8,7 @@ use axum::middleware;
 use axum::routing::{delete, get, post, put};
 
 use crate::app_state::AdminState;
-use crate::auth::require_admin_token;
+use crate::auth::{refuse_cross_site_requests, require_admin_token};
 use crate::error::AdminError;
 use crate::request_input::ADMIN_BODY_LIMIT_BYTES;
 use crate::{admin_api, health_api};
@@ -26,7 +27,9 @@ pub fn build_router(state: AdminState) -> Router {
         .route("/admin/keys/{key}", put(admin_api::put_api_key).delete(admin_api::delete_api_key))
         .route("/admin/blocks", get(admin_api::list_blocks).post(admin_api::block_identity))
         .route("/admin/blocks/{identity}", delete(admin_api::unblock_identity))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token))
+        // Outermost: a request a web page forged is refused before anything else looks at it.
+        .route_layer(middleware::from_fn_with_state(state.clone(), refuse_cross_site_requests));
     Router::new()
         .route("/healthz", get(health_api::healthz))
         .route("/readyz", get(health_api::readyz))

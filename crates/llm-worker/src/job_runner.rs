@@ -232,10 +232,9 @@ impl RunningJob<'_> {
             let answer = self.stream_one_answer().await;
             let (tokens_used, call_outcome) = match &answer {
                 Ok(AnswerOutcome::Completed { usage, .. }) => (usage.total_tokens, CallOutcome::Ok),
-                Ok(AnswerOutcome::Failed { error, pieces, .. }) => (
-                    self.estimated_usage(*pieces).total_tokens,
-                    if error.is_upstream_fault() { CallOutcome::Failed } else { CallOutcome::Neutral },
-                ),
+                Ok(AnswerOutcome::Failed { error, pieces, .. }) => {
+                    (self.estimated_usage(*pieces).total_tokens, error.call_outcome())
+                }
                 Ok(AnswerOutcome::Cancelled { pieces, .. }) => {
                     (self.estimated_usage(*pieces).total_tokens, CallOutcome::Neutral)
                 }

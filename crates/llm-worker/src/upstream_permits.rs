@@ -185,8 +185,8 @@ pub async fn settle_upstream_permit(
     let settled = context
         .redis
         .run(|mut connection| async move {
-            settle_upstream_call(&mut connection, keys, permit, tokens_used, outcome, &policy, unix_time_ms())
-                .await
+            // No clock of ours: the script reads Redis's, the one every worker shares.
+            settle_upstream_call(&mut connection, keys, permit, tokens_used, outcome, &policy, None).await
         })
         .await;
     match settled {

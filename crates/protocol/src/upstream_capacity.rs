@@ -125,11 +125,22 @@ pub async fn acquire_upstream_permit(
     Ok(permit_decision(reply))
 }
 
+/// How long every start waits after a 429 that gave no `Retry-After`: one second, the window of a per-second
+/// rate limit (the finest grain providers limit by), so the provider's count has turned over once.
+pub const THROTTLED_HOLD_BACK_WITHOUT_RETRY_AFTER_MS: u64 = 1_000;
+
 /// What an upstream call says about the upstream's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
     Ok,
+    /// A 5xx, a timeout or a broken connection: counts toward opening the circuit.
     Failed,
+    /// The provider answered 429: backpressure, not failure. It never counts toward the circuit; it holds back
+    /// every worker's next start by the provider's `Retry-After` (in full, however long), or by
+    /// [`THROTTLED_HOLD_BACK_WITHOUT_RETRY_AFTER_MS`] when it gave none.
+    Throttled {
+        retry_after_ms: Option<u64>,
+    },
     /// A client error or a cancellation: says nothing about the upstream.
     Neutral,
 }
@@ -139,12 +150,27 @@ impl CallOutcome {
         match self {
             CallOutcome::Ok => "ok",
             CallOutcome::Failed => "failed",
+            CallOutcome::Throttled { .. } => "throttled",
             CallOutcome::Neutral => "neutral",
+        }
+    }
+
+    /// How long no request may start after this outcome, in ms.
+    fn hold_back_ms(self) -> u64 {
+        match self {
+            CallOutcome::Throttled { retry_after_ms } => {
+                retry_after_ms.unwrap_or(THROTTLED_HOLD_BACK_WITHOUT_RETRY_AFTER_MS)
+            }
+            _ => 0,
         }
     }
 }
 
-/// Settles a permit: refunds unused tokens and records the outcome. Returns the circuit state afterwards.
+/// Settles a permit: refunds unused tokens, records the outcome and, for a throttled call, holds back every
+/// worker's next start. Returns the circuit state afterwards.
+///
+/// `now_ms` is `None` in production: the script then reads Redis's clock, so workers whose clocks disagree share
+/// one breaker window. A fixed `Some(ms)` (or a plain `u64`) is for tests that need a fixed clock.
 pub async fn settle_upstream_call(
     connection: &mut impl ConnectionLike,
     keys: &RedisKeys,
@@ -152,13 +178,15 @@ pub async fn settle_upstream_call(
     tokens_used: u64,
     outcome: CallOutcome,
     circuit: &UpstreamPolicy,
-    now_ms: u64,
+    now_ms: impl Into<Option<u64>>,
 ) -> RedisResult<String> {
+    let now_argument = now_ms.into().map(|ms| ms.to_string()).unwrap_or_default();
     SETTLE_UPSTREAM_CALL
         .key(keys.circuit_breaker())
         .key(keys.circuit_outcomes())
         .key(keys.llm_token_use())
-        .arg(now_ms)
+        .key(keys.llm_next_start_slot())
+        .arg(now_argument)
         .arg(permit.reserved_second)
         .arg(permit.reserved_tokens)
         .arg(tokens_used)
@@ -168,6 +196,7 @@ pub async fn settle_upstream_call(
         .arg(circuit.min_calls.max(1))
         .arg(circuit.failure_ratio)
         .arg(circuit.cool_down_ms.max(1))
+        .arg(outcome.hold_back_ms())
         .invoke_async(connection)
         .await
 }

@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod blocks;
 mod cli;
+mod cross_site;
 mod dead_letters;
 mod dead_letters_active;
 mod intake;

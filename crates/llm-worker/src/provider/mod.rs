@@ -6,6 +6,7 @@ pub mod openai;
 use std::time::Duration;
 
 use protocol::Usage;
+use protocol::upstream_capacity::CallOutcome;
 
 /// One item of an upstream answer stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,9 +43,26 @@ impl ProviderError {
         }
     }
 
-    /// Whether the failure says the upstream is unhealthy (as opposed to a bad request of ours).
+    /// Whether the failure says the upstream is unhealthy (as opposed to a bad request of ours, or a rate limit):
+    /// connection failures, 5xx and timeouts. A 429 is no fault: the upstream is up and asks us to slow down.
     pub fn is_upstream_fault(&self) -> bool {
-        self.is_retryable()
+        match self {
+            ProviderError::Status { status, .. } => *status >= 500,
+            ProviderError::Transport(_) | ProviderError::Timeout(_) => true,
+        }
+    }
+
+    /// What this failure tells the shared circuit breaker and start pacing: a 429 is backpressure (it holds back
+    /// every worker's starts by its `Retry-After`), an upstream fault counts toward opening the circuit, and
+    /// anything else (a bad request of ours) says nothing about the upstream.
+    pub fn call_outcome(&self) -> CallOutcome {
+        match self {
+            ProviderError::Status { status: 429, retry_after, .. } => CallOutcome::Throttled {
+                retry_after_ms: retry_after.map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+            },
+            _ if self.is_upstream_fault() => CallOutcome::Failed,
+            _ => CallOutcome::Neutral,
+        }
     }
 
     /// The delay the provider asked for, if any.

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
@@ -173,17 +173,28 @@ impl tower::Service<HttpRequestFactory> for RetryAfterRecorder {
         Box::pin(async move {
             let response = answer.await?;
             if let Some(slot) = slot.filter(|_| !response.status().is_success()) {
-                let seconds = response
+                let delay = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.trim().parse::<f64>().ok())
-                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0);
-                *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = seconds.map(Duration::from_secs_f64);
+                    .and_then(|value| retry_after_delay(value, SystemTime::now()));
+                *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = delay;
             }
             Ok(response)
         })
     }
+}
+
+/// A `Retry-After` value as a delay from `now`: seconds (RFC 9110 says a whole number; fractions are accepted),
+/// or an HTTP date (a date already past is no delay). Anything else, or a delay too long for a `Duration`, is
+/// no value: a provider's odd header must never crash the worker.
+pub fn retry_after_delay(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds >= 0.0).then(|| Duration::try_from_secs_f64(seconds).ok()).flatten();
+    }
+    let until = httpdate::parse_http_date(value).ok()?;
+    Some(until.duration_since(now).unwrap_or_default())
 }
 
 /// A `chat.completion.chunk`, reading only what the worker needs.
@@ -265,5 +276,19 @@ mod tests {
         );
         let usage_only: LenientChunk = serde_json::from_str(r#"{"choices":[]}"#).expect("empty chunk");
         assert!(usage_only.into_events().is_empty());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_never_panics_on_odd_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(retry_after_delay(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_delay("0.5", now), Some(Duration::from_millis(500)));
+        let in_a_minute = httpdate::fmt_http_date(now + Duration::from_secs(60));
+        assert_eq!(retry_after_delay(&in_a_minute, now), Some(Duration::from_secs(60)));
+        let a_minute_ago = httpdate::fmt_http_date(now - Duration::from_secs(60));
+        assert_eq!(retry_after_delay(&a_minute_ago, now), Some(Duration::ZERO), "a past date is no delay");
+        for odd in ["1e30", "-3", "NaN", "inf", "soon", ""] {
+            assert_eq!(retry_after_delay(odd, now), None, "{odd:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod cancellation;
 mod lost_attempts;
 mod recovery;
 mod upstream;
+mod upstream_backpressure;
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ mod admission_joins_and_reservations;
 mod dead_letter_replay;
 mod job_endings;
 mod job_lifecycle;
+mod upstream_backpressure;
 mod upstream_capacity;
 
 use protocol::{JobEnvelope, Lane};
