@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run test test-unit test-e2e test-chaos-smoke chaos lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run test test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,14 +30,18 @@ test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SD
 test-chaos-smoke: ## The short fault tests: real processes killed, paused and starved (tests/chaos), a few minutes
 	$(PYTHON) tests/chaos/run_chaos.py
 
-# The long fault tests (at least 100 worker kills, ...), then the short fuzz run when there is one; both always run,
-# and the target fails if either did.
-chaos: ## The long fault tests (tests/chaos --long), then fuzz/run-short.sh if present
+# The long fault tests (at least 100 worker kills, ...), the property tests with many more cases, then the short
+# fuzz run; every part always runs, and the target fails if any did.
+chaos: fuzz-tools ## The long fault tests (tests/chaos --long), 2,000 proptest cases, 30 s per fuzz target
 	@status=0; \
 	$(PYTHON) tests/chaos/run_chaos.py --long || status=1; \
-	if [[ -f fuzz/run-short.sh ]]; then bash fuzz/run-short.sh || status=1; \
-	else echo "[chaos] no fuzz/run-short.sh: no fuzz run"; fi; \
+	PROPTEST_CASES=2000 $(CARGO) test -p protocol --test properties || status=1; \
+	bash fuzz/run-short.sh || status=1; \
 	exit $$status
+
+fuzz-tools: ## Install what fuzz/run-short.sh needs, if missing: the nightly toolchain and cargo-fuzz
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -40,6 +40,8 @@ def scenario_files(names: list[str]) -> list[Path]:
 def load_scenario(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: dataclasses (and pickling) look their module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
