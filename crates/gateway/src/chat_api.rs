@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
-use protocol::JobId;
 use protocol::job_lifecycle::CancelOutcome;
+use protocol::{JobId, StreamEvent};
 use serde::Serialize;
 
 use crate::admission::{AdmittedChat, admit_chat_request, open_stream_slot};
@@ -62,11 +62,38 @@ pub async fn chat_events(
     let open_stream = open_stream_slot(&state)?;
     // A malformed id cannot exist, so it is refused without asking Redis.
     let job_id: JobId = id.parse().map_err(|_| GatewayError::ChatNotFound(id))?;
-    let start = locate_chat(&state, job_id, last_event_id(&headers)).await?;
-    let relay = ChatRelay::open(&state, start).await?;
+    let resume_after_seq = last_event_id(&headers);
+    let opened = match locate_chat(&state, job_id, resume_after_seq).await {
+        Ok(start) => ChatRelay::open(&state, start).await,
+        Err(error) => Err(error),
+    };
+    let relay = match opened {
+        Ok(relay) => relay,
+        // EventSource gives up for good on an error status, so while Redis is away the stream opens only to ask
+        // the client to come back after its retry delay, from where it was.
+        Err(GatewayError::BackendUnavailable(error)) => {
+            tracing::warn!(%error, "chat events asked for while Redis is unavailable; the client is told to resume");
+            return Ok(stream_asking_to_resume(resume_after_seq));
+        }
+        Err(error) => return Err(error),
+    };
     let keep_alive = Duration::from_secs(state.settings.gateway.sse_keep_alive_s);
     let events_relayed = state.counters.stream_events_relayed.clone();
     Ok(relay_as_sse(relay, BrowserEvents, events_relayed, open_stream, keep_alive))
+}
+
+/// An event stream that only sets EventSource's reconnect delay and says `stream_interrupted`, with the seq the
+/// client resumes from as its id: the chat is not over, its events cannot be read right now.
+fn stream_asking_to_resume(resume_after_seq: u64) -> Response {
+    let interrupted = StreamEvent::Error {
+        seq: resume_after_seq,
+        code: "stream_interrupted".to_owned(),
+        message: "the chat's events cannot be read right now; reconnect to resume".to_owned(),
+    };
+    let mut body = BytesMut::from(EVENTSOURCE_RETRY);
+    write_sse_event(&mut body, Some(resume_after_seq), Some(interrupted.kind()), &interrupted.encode());
+    let headers = [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")];
+    (headers, body.freeze()).into_response()
 }
 
 /// `DELETE /api/chats/{id}`: the client no longer wants the answer.

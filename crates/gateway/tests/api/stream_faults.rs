@@ -154,3 +154,30 @@ async fn a_stream_whose_reader_stopped_is_dropped_while_the_others_flow() {
     assert_eq!(received, STREAM_QUEUE_CAPACITY, "it held at most its capacity");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_stream_asked_for_while_redis_is_away_asks_the_client_to_resume_instead_of_failing() {
+    let mut stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let created: Value = stack.post_chat(0, &json!({"message": "wait"})).await.json().await.expect("json");
+    let url = created["events_url"].as_str().expect("url").to_owned();
+
+    // An error status would make EventSource give up for good; the stream must ask it to come back instead.
+    stack.redis.stop();
+    let response = stack
+        .http
+        .get(format!("{}{url}", stack.gateway_url(0)))
+        .header("Last-Event-ID", "3")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = response.text().await.expect("body");
+    assert!(body.starts_with("retry: 2000\n\n"), "{body}");
+    let event = body.trim_start_matches("retry: 2000\n\n");
+    assert!(event.starts_with("id: 3\nevent: error\ndata: "), "{body}");
+    let data: Value =
+        serde_json::from_str(event.lines().nth(2).expect("data").trim_start_matches("data: ")).expect("json");
+    assert_eq!(data["code"], "stream_interrupted");
+    assert_eq!(data["seq"], 3);
+}
