@@ -111,6 +111,8 @@ fn admission_answers_every_bounded_input_with_a_decision_never_a_script_error() 
             let request = AdmissionRequest {
                 envelope: &envelope,
                 now_ms: case.now_ms + index as u64,
+                // The arbitrary clocks are the point: the script is timed by them, not by Redis's.
+                fixed_clock_ms: Some(case.now_ms + index as u64),
                 caller_limits: case.limits,
                 max_queue_depth: case.max_queue_depth,
                 duplicate: case.duplicate_window_ms.map(|window_ms| DuplicateCheck {
@@ -127,7 +129,11 @@ fn admission_answers_every_bounded_input_with_a_decision_never_a_script_error() 
                     admitted += 1;
                     prop_assert_eq!(position, admitted, "each admitted chat queues behind the last");
                 }
-                Ok(AdmissionDecision::Joined { .. } | AdmissionDecision::Rejected { .. }) => {}
+                Ok(
+                    AdmissionDecision::Joined { .. }
+                    | AdmissionDecision::Rejected { .. }
+                    | AdmissionDecision::IdempotencyKeyReused { .. },
+                ) => {}
                 Ok(AdmissionDecision::IdTaken) => prop_assert!(false, "a fresh id was called taken"),
                 Err(error) => prop_assert!(false, "the gate failed instead of deciding: {error}"),
             }
