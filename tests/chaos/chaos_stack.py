@@ -51,6 +51,18 @@ class ScenarioResult:
         return condition
 
 
+def run_scenario_alone(run) -> int:
+    """A scenario file's own `__main__`: runs `run` (the long version with `--long` on the command line), prints its
+    figures and broken promises, and returns the exit status. The binaries are used as they are (the runner,
+    `run_chaos.py`, builds them first)."""
+    result = run("--long" in sys.argv[1:])
+    print(f"figures: {json.dumps(result.figures, default=str)}")
+    for failure in result.failures:
+        print(f"FAILED: {failure}")
+    print("passed" if not result.failures else f"{len(result.failures)} broken expectations")
+    return 1 if result.failures else 0
+
+
 @dataclass
 class RestartedProcess:
     """A service started again by the helper rather than by the run script."""
@@ -96,7 +108,20 @@ class ChaosStack:
 
     def gateway_url(self, index: int) -> str:
         """The gateway `gateway-{index}` directly (1-based), bypassing nginx."""
-        return f"http://127.0.0.1:{self.stack.ports.gateways[index - 1]}"
+        return f"http://127.0.0.1:{self.gateway_port(index)}"
+
+    # The same addresses as bare loopback ports, for the raw-socket clients.
+
+    @property
+    def public_port(self) -> int:
+        return self.stack.ports.public
+
+    @property
+    def admin_port(self) -> int:
+        return self.stack.ports.admin
+
+    def gateway_port(self, index: int) -> int:
+        return self.stack.ports.gateways[index - 1]
 
     # -- processes --------------------------------------------------------------------------------------------
 

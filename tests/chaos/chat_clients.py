@@ -1,7 +1,8 @@
 """Chat clients for the fault tests: create a chat, follow its event stream the way a browser's EventSource does
 (reconnect after a broken or ended stream, with `Last-Event-ID`), record every event, and judge the stream (one
-terminal event, no duplicate and no missing seq). A steady load of such clients runs on threads. No assertions on
-timing here: a scenario decides what its figures must be."""
+terminal event, no duplicate and no missing seq). A steady load of such clients runs on threads; `LoadUnderFaults`
+adds a Redis ledger beside it and the checks every load-under-fault scenario ends with. No assertions on timing
+here, and nothing about one fault: a scenario decides what its own figures must be."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Literal
+
+from chaos_stack import ChaosStack, RedisLedger, ScenarioResult, describe_backlog, drained, wait_until
 
 # Each chat's prompt is unique (the gateway joins identical requests from one caller) and short; the mock answers
 # 48 tokens 15 ms apart, about a second of streaming.
@@ -23,6 +27,12 @@ RECONNECT_DELAY_S = 0.25
 # A stream stays open while the chat runs; keep-alive comments arrive every sse_keep_alive_s (15 s by default).
 READ_IDLE_TIMEOUT_S = 40.0
 MAX_RECONNECTS = 400
+# A directive for answers of about 3 s (48 tokens 60 ms apart), so a fault finds streams mid-answer.
+SLOW_ANSWER = "inter_token_ms=60"
+# How long the jobs may take to end once the load stops: a killed worker's jobs wait for its heartbeat to expire
+# (worker.heartbeat_ttl_ms, 5 s) and the reaper (2 s); a chat created on a gateway that died before answering the
+# POST has no client, so it is abandoned after worker.abandon_grace_ms (15 s), then cancelled.
+DRAIN_TIMEOUT_S = 30
 
 
 def unique_prompt(label: str, directive: str = "") -> str:
@@ -320,3 +330,59 @@ def judge_all(outcomes: list[ChatOutcome], limit: int = 10) -> list[str]:
     if len(problems) > limit:
         problems = problems[:limit] + [f"... and {len(problems) - limit} more"]
     return problems
+
+
+class LoadUnderFaults:
+    """The frame the load-under-fault scenarios share: a `SteadyLoad` of `clients` chat clients and a `RedisLedger`
+    beside it, started before the faults; `stop_and_check` after them stops the load, waits until the stack has
+    drained, reads the ledger a last time, records the common figures and makes the common checks."""
+
+    def __init__(self, chaos: ChaosStack, label: str, clients: int, directive: str = ""):
+        self.chaos = chaos
+        self.ledger = RedisLedger(chaos)
+        self.loads = [SteadyLoad(chaos.base_url, label, clients, directive=directive)]
+
+    def start(self) -> "LoadUnderFaults":
+        self.ledger.start()
+        self.loads[0].start()
+        return self
+
+    def add_load(self, load: SteadyLoad) -> None:
+        """Counts a further load, started by the scenario, in the figures and checks."""
+        self.loads.append(load)
+
+    def stop_and_check(self, result: ScenarioResult, faults_injected: int, *,
+                       redis_admitted_versus_clients: Literal["equal", "at least"] | None = None,
+                       ledger_reads_must_succeed: bool = False) -> list[ChatOutcome]:
+        """Stops every load and the ledger; puts `summarize`'s figures, `faults_injected` and the ledger's counts
+        (`redis_admitted`, `redis_ended`, `redis_outcomes`) in `result.figures`; checks that no service died, that
+        every admitted chat ended once (`judge_all`), that no job is left queued or in a processing list
+        DRAIN_TIMEOUT_S after the load, and that Redis saw every job it admitted end. Optionally also that the
+        chats Redis admitted are `equal` to the ones the clients saw admitted (or `at least` as many, when a fault
+        may cut a POST's answer after the admission), and that every read of the ledger succeeded (not while the
+        fault is Redis itself). Returns every chat's outcome, for the scenario's own figures and checks."""
+        chaos, ledger = self.chaos, self.ledger
+        outcomes = [outcome for load in self.loads for outcome in load.stop()]
+        emptied = wait_until(lambda: drained(chaos), DRAIN_TIMEOUT_S, interval_s=0.5)
+        ledger.stop()
+
+        figures = summarize(outcomes)
+        result.figures.update(figures, faults_injected=faults_injected, redis_admitted=ledger.admitted,
+                              redis_ended=ledger.ended, redis_outcomes=ledger.outcomes)
+        dead = chaos.dead_services()
+        result.check(not dead, f"services dead at the end: {dead}")
+        for problem in judge_all(outcomes):
+            result.check(False, problem)
+        result.check(emptied, f"jobs left behind {DRAIN_TIMEOUT_S}s after the load: {describe_backlog(chaos)}")
+        if ledger_reads_must_succeed:
+            result.check(ledger.failed_reads == 0, f"{ledger.failed_reads} reads of Redis's counters failed")
+        if redis_admitted_versus_clients == "equal":
+            result.check(ledger.admitted == figures["admitted"],
+                         f"Redis admitted {ledger.admitted} chats, the clients {figures['admitted']}")
+        elif redis_admitted_versus_clients == "at least":
+            result.check(ledger.admitted >= figures["admitted"],
+                         f"Redis admitted {ledger.admitted} chats, fewer than the clients' {figures['admitted']}")
+        result.check(ledger.ended == ledger.admitted,
+                     f"jobs in != jobs ended: Redis admitted {ledger.admitted}, saw {ledger.ended} end "
+                     f"({ledger.outcomes})")
+        return outcomes

@@ -1,7 +1,7 @@
 """HTTP from the hostile scenarios' side: raw-socket exchanges for requests no library would send, plain requests and
 an SSE chat follower that can speak from any loopback source address (each 127.0.0.x address is a caller of its
-own behind nginx), and readings of a process's memory and open files. What is expected of the answers lives in
-the scenario files, not here."""
+own behind nginx), readings of processes' memory and open files, and a watch on a connection the client stopped
+reading. What is expected of the answers lives in the scenario files, not here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +39,7 @@ class RawAnswer:
     error: str = ""
 
     def json_code(self) -> str | None:
-        """`error.code` of a JSON error body, or None when the body is not the JSON error shape."""
-        try:
-            return json.loads(self.body)["error"]["code"]
-        except (ValueError, KeyError, TypeError):
-            return None
+        return json_error_code(self.body)
 
     def is_json(self) -> bool:
         return self.headers.get("content-type", "").startswith("application/json")
@@ -54,6 +51,19 @@ class RawAnswer:
         code = self.json_code()
         shown = f"code {code}" if code else f"body {self.body[:120]!r}"
         return f"{self.status} ({self.headers.get('content-type', 'no content-type')}, {shown})"
+
+
+def json_error_code(body: bytes) -> str | None:
+    """`error.code` of a JSON error body, or None when the body is not the JSON error shape."""
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def one_token_chat(label: str) -> dict:
+    """A chat body of its own (no duplicate joins it) whose answer is one token at once, so workers stay idle."""
+    return {"message": f"{label} {uuid.uuid4()} [[mock tokens=1 ttft_ms=0]]"}
 
 
 def open_socket(port: int, source: str, timeout_s: float, stingy: bool = False) -> socket.socket:
@@ -177,10 +187,7 @@ class Answer:
         return f"{self.status} ({f'code {code}' if code else repr(self.body[:160])})"
 
     def json_code(self) -> str | None:
-        decoded = self.json()
-        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
-            return decoded["error"].get("code")
-        return None
+        return json_error_code(self.body)
 
 
 def request(port: int, method: str, path: str, body: object | bytes | None = None,
@@ -316,7 +323,7 @@ def record_event(chat: FollowedChat, kind: str, data: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# /proc readings of one process
+# /proc readings of processes
 
 
 def rss_kib(pid: int) -> int:
@@ -326,8 +333,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def total_rss_kib(pids: list[int]) -> int:
+    return sum(rss_kib(pid) for pid in pids)
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def total_open_fds(pids: list[int]) -> int:
+    return sum(open_fds(pid) for pid in pids)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -363,3 +378,61 @@ def server_side_state(server_port: int, client: tuple[str, int]) -> str:
         if fields[1] == local and fields[2] == remote:
             return TCP_STATES.get(fields[3], fields[3])
     return "GONE"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Connections the client stops reading
+
+
+@dataclass
+class ServerSideClose:
+    """How long the server's end of one connection stayed ESTABLISHED, and the peak memory of the watched
+    processes meanwhile."""
+
+    state: str
+    # None when it was still ESTABLISHED after `bound_s`.
+    closed_after_s: float | None
+    peak_rss_kib: int
+    bound_s: float
+
+    def summary(self) -> str:
+        if self.closed_after_s is None:
+            return f"server side {self.state} after {self.bound_s:.0f}s (not closed)"
+        return f"server side {self.state} after {self.closed_after_s:.1f}s"
+
+
+def watch_until_server_closes(server_port: int, client: tuple[str, int], bound_s: float,
+                              pids: list[int], rss_before_kib: int) -> ServerSideClose:
+    """Polls every half second, for at most `bound_s`, until the server's end of the connection from `client`
+    leaves ESTABLISHED, and the total memory of `pids` meanwhile (from `rss_before_kib` up)."""
+    opened = time.monotonic()
+    watch = ServerSideClose("ESTABLISHED", None, rss_before_kib, bound_s)
+    while time.monotonic() - opened < bound_s:
+        watch.peak_rss_kib = max(watch.peak_rss_kib, total_rss_kib(pids))
+        watch.state = server_side_state(server_port, client)
+        if watch.state != "ESTABLISHED":
+            watch.closed_after_s = time.monotonic() - opened
+            break
+        time.sleep(0.5)
+    return watch
+
+
+def read_until_end(connection: socket.socket, bound_s: float = 30.0) -> tuple[bytes, bool]:
+    """Reads everything the server sent until it ends the connection (EOF or a reset), 3 s pass with nothing to
+    read, or `bound_s` passes; returns (the bytes, whether the server ended the connection)."""
+    received, ended = b"", False
+    connection.settimeout(3.0)
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        try:
+            chunk = connection.recv(1 << 20)
+        except TimeoutError:
+            break
+        except OSError:
+            ended = True
+            break
+        if not chunk:
+            ended = True
+            break
+        received += chunk
+    return received, ended

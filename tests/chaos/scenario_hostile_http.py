@@ -14,23 +14,24 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chaos_stack import ChaosStack, ScenarioResult, start_chaos_stack  # noqa: E402
+from chaos_stack import ChaosStack, ScenarioResult, run_scenario_alone, start_chaos_stack  # noqa: E402
 from hostile_http_client import (  # noqa: E402
     FollowedChat,
     RawAnswer,
     child_pids,
     follow_chat,
-    open_fds,
+    one_token_chat,
     open_socket,
     parse_answer,
     raw_exchange,
+    read_until_end,
     request,
     request_bytes,
-    rss_kib,
-    server_side_state,
+    total_open_fds,
+    total_rss_kib,
+    watch_until_server_closes,
 )
 
 DESCRIPTION = "hostile HTTP: malformed, oversized, smuggled, slow and spoofed requests; other users untouched"
@@ -90,11 +91,6 @@ class SourceAddresses:
         return f"127.0.{number // 250}.{number % 250 + 2}"
 
 
-def quick_chat(note: str) -> dict:
-    """A chat body of its own (no duplicate joins it) with a one-token answer."""
-    return {"message": f"hostile catalogue: {note} {uuid.uuid4()} [[mock tokens=1 ttft_ms=0]]"}
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The catalogue's bookkeeping
 
@@ -142,6 +138,16 @@ def refused(answer: RawAnswer, status: int, code: str, edge_allowed: bool) -> tu
 # Cases: bodies
 
 
+# Bodies nginx passes on and the gateway refuses with a 400: name -> (body, content type, the error's code).
+UNREADABLE_BODIES = {
+    "malformed JSON": (b'{"message": "unterminated', "application/json", "invalid_json"),
+    "non-UTF-8 body": (b'{"message": "caf\xe9 \xff\xfe\xc3("}', "application/json", "invalid_json"),
+    "binary body": (b"\x00\x01\x02\x03binary\xff", "application/json", "invalid_json"),
+    "JSON of the wrong shape": (b'[{"message": "an array, not an object"}]', "application/json", "invalid_field"),
+    "form-encoded body": (b"message=hello+there", "application/x-www-form-urlencoded", "invalid_json"),
+}
+
+
 def body_cases(catalogue: Catalogue, targets: dict[str, int], sources: SourceAddresses) -> None:
     for target, port in targets.items():
         via_nginx = target == "nginx"
@@ -169,23 +175,11 @@ def body_cases(catalogue: Catalogue, targets: dict[str, int], sources: SourceAdd
         passed, observed = refused(answer, 413, "body_too_large", edge_allowed=via_nginx)
         catalogue.record("Content-Length 1 GB, no body", target, "413 body_too_large at once", observed, passed)
 
-        answer = post(b'{"message": "unterminated')
-        passed, observed = refused(answer, 400, "invalid_json", edge_allowed=False)
-        catalogue.record("malformed JSON", target, "400 invalid_json", observed, passed)
-        answer = post(b'{"message": "caf\xe9 \xff\xfe\xc3("}')
-        passed, observed = refused(answer, 400, "invalid_json", edge_allowed=False)
-        catalogue.record("non-UTF-8 body", target, "400 invalid_json", observed, passed)
-        answer = post(b"\x00\x01\x02\x03binary\xff")
-        passed, observed = refused(answer, 400, "invalid_json", edge_allowed=False)
-        catalogue.record("binary body", target, "400 invalid_json", observed, passed)
-        answer = post(b'[{"message": "an array, not an object"}]')
-        passed, observed = refused(answer, 400, "invalid_field", edge_allowed=False)
-        catalogue.record("JSON of the wrong shape", target, "400 invalid_field", observed, passed)
-        answer = post(b"message=hello+there", "application/x-www-form-urlencoded")
-        passed, observed = refused(answer, 400, "invalid_json", edge_allowed=False)
-        catalogue.record("form-encoded body", target, "400 invalid_json", observed, passed)
+        for name, (body, content_type, code) in UNREADABLE_BODIES.items():
+            passed, observed = refused(post(body, content_type), 400, code, edge_allowed=False)
+            catalogue.record(name, target, f"400 {code}", observed, passed)
         # json_body.rs: any content type is accepted (so `curl -d` works); only the body has to be JSON.
-        answer = post(json.dumps(quick_chat("text/plain")).encode(), "text/plain")
+        answer = post(json.dumps(one_token_chat("hostile catalogue: text/plain")).encode(), "text/plain")
         catalogue.record("JSON body labelled text/plain", target, "202 (documented: any content type is accepted)",
                          answer.summary(), answer.status == 202)
 
@@ -322,7 +316,7 @@ ADMIN_PATHS = [
 
 
 def admin_cases(catalogue: Catalogue, stack: ChaosStack, public_port: int, sources: SourceAddresses) -> None:
-    admin_port = urlparse(stack.admin_url).port
+    admin_port = stack.admin_port
     for method, path in ADMIN_PATHS:
         body = b'{"tier":"premium"}' if method in ("PUT", "POST") else b""
         head = request_bytes(method, path, body, {"Content-Type": "application/json"})
@@ -361,7 +355,7 @@ def spoofing_cases(catalogue: Catalogue, targets: dict[str, int], sources: Sourc
                 f"2001:db8::{random.randrange(1, 65535):x}",
                 f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}",
             ])
-            answer = request(port, "POST", "/api/chats", quick_chat(f"spoof {index}"),
+            answer = request(port, "POST", "/api/chats", one_token_chat(f"hostile catalogue: spoof {index}"),
                              {"X-Forwarded-For": spoofed, "X-Real-IP": spoofed.split(",")[0], "Forwarded": f"for={spoofed.split(',')[0]}"},
                              source)
             if answer.status == 202:
@@ -381,7 +375,7 @@ def spoofing_cases(catalogue: Catalogue, targets: dict[str, int], sources: Sourc
 def idempotency_cases(catalogue: Catalogue, port: int, sources: SourceAddresses) -> None:
     owner, stranger = sources.take(), sources.take()
     key = f"hostile-{uuid.uuid4()}"
-    body = quick_chat("idempotent")
+    body = one_token_chat("hostile catalogue: idempotent")
     first = request(port, "POST", "/api/chats", body, {"Idempotency-Key": key}, owner)
     first_id = (first.json() or {}).get("id")
     catalogue.record("a fresh Idempotency-Key", "nginx", "202, a new chat",
@@ -398,13 +392,14 @@ def idempotency_cases(catalogue: Catalogue, port: int, sources: SourceAddresses)
                      "202, a chat of its own (keys are per caller)",
                      f"{forged.status} joined={forged_body.get('joined')} same id={forged_body.get('id') == first_id}",
                      forged.status == 202 and forged_body.get("id") not in (None, first_id))
-    randoms = [request(port, "POST", "/api/chats", quick_chat("random key"),
+    randoms = [request(port, "POST", "/api/chats", one_token_chat("hostile catalogue: random key"),
                        {"Idempotency-Key": f"random-{uuid.uuid4()}"}, sources.take()) for _ in range(3)]
     joined = [answer.json().get("joined") for answer in randoms if answer.status == 202]
     catalogue.record("random keys never seen before", "nginx", "202 each, joining nothing",
                      f"statuses {[answer.status for answer in randoms]}, joined {joined}",
                      all(answer.status == 202 for answer in randoms) and joined == [False] * 3)
-    reused = request(port, "POST", "/api/chats", quick_chat("a different body"), {"Idempotency-Key": key}, owner)
+    reused = request(port, "POST", "/api/chats", one_token_chat("hostile catalogue: a different body"),
+                     {"Idempotency-Key": key}, owner)
     reused_body = reused.json() or {}
     catalogue.record("the same key with a different body", "nginx", "422 idempotency_key_reused",
                      f"{reused.status} code={reused.json_code()} joined={reused_body.get('joined')}",
@@ -504,7 +499,7 @@ def idle_connections_case(catalogue: Catalogue, stack: ChaosStack, target: str, 
                           sources: SourceAddresses, holders: list[int], public_port: int) -> None:
     """`count` idle connections from one address: other callers are still served (a chat completes) while they
     are open, and the servers' file descriptors come back once they are closed."""
-    before = sum(open_fds(pid) for pid in holders)
+    before = total_open_fds(holders)
     source = sources.take()
     connections = []
     opened_error = ""
@@ -515,17 +510,17 @@ def idle_connections_case(catalogue: Catalogue, stack: ChaosStack, target: str, 
             opened_error = f"{type(error).__name__}: {error}"
             break
     time.sleep(0.5)
-    during = sum(open_fds(pid) for pid in holders)
+    during = total_open_fds(holders)
     health = request(port, "GET", "/healthz", source=sources.take()).status
     chat = follow_chat(public_port, {"message": f"while idle connections are held {uuid.uuid4()} [[mock tokens=5]]"},
                        sources.take(), timeout_s=60)
     for connection in connections:
         connection.close()
     deadline = time.monotonic() + 15
-    after = sum(open_fds(pid) for pid in holders)
+    after = total_open_fds(holders)
     while after > before + 30 and time.monotonic() < deadline:
         time.sleep(0.5)
-        after = sum(open_fds(pid) for pid in holders)
+        after = total_open_fds(holders)
     problem = chat.intact()
     catalogue.record(
         f"{count} idle connections from one address", target,
@@ -548,56 +543,32 @@ def stalled_reader_case(catalogue: Catalogue, target: str, port: int, gateway_pi
         catalogue.record("a reader that never reads", target, "a chat to stall on", created.summary(), False)
         return
     events_url = created.json()["events_url"]
-    rss_before = sum(rss_kib(pid) for pid in gateway_pids)
+    rss_before = total_rss_kib(gateway_pids)
     connection = open_socket(port, source, 5.0, stingy=True)
     client_address = connection.getsockname()
     connection.sendall(f"GET {events_url} HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n".encode())
-    opened = time.monotonic()
     # Not reading at all: the windows fill, the gateway's writes stall, and after its timeout it closes its side.
     closing_timeout_s = RESPONSE_WRITE_TIMEOUT_S
     # Filling the buffers takes seconds of answer (the debug build's worker writes about 60 KB of events a second).
     bound_s = closing_timeout_s + 30 + CLOSE_SLACK_S
-    peak, state, closed_after = rss_before, "ESTABLISHED", None
-    while time.monotonic() - opened < bound_s:
-        peak = max(peak, sum(rss_kib(pid) for pid in gateway_pids))
-        state = server_side_state(port, client_address)
-        if state != "ESTABLISHED":
-            closed_after = time.monotonic() - opened
-            break
-        time.sleep(0.5)
+    watch = watch_until_server_closes(port, client_address, bound_s, gateway_pids, rss_before)
     # Now read everything that was sent: it must end (EOF or reset) without the answer's `done`.
-    received, ended, saw_done, tail = 0, False, False, b""
-    connection.settimeout(3.0)
-    drain_deadline = time.monotonic() + 30
-    while time.monotonic() < drain_deadline:
-        try:
-            chunk = connection.recv(1 << 20)
-        except TimeoutError:
-            break
-        except OSError:
-            ended = True
-            break
-        if not chunk:
-            ended = True
-            break
-        received += len(chunk)
-        saw_done = saw_done or b"event: done" in tail + chunk
-        tail = chunk[-64:]
+    received, ended = read_until_end(connection)
+    saw_done = b"event: done" in received
     connection.close()
     time.sleep(1.0)
-    rss_after = sum(rss_kib(pid) for pid in gateway_pids)
+    rss_after = total_rss_kib(gateway_pids)
     growth_mib = (rss_after - rss_before) / 1024
-    passed = closed_after is not None and ended and not saw_done and growth_mib < MAX_RSS_GROWTH_MIB
+    passed = watch.closed_after_s is not None and ended and not saw_done and growth_mib < MAX_RSS_GROWTH_MIB
     catalogue.record(
         "a reader that never reads its event stream", target,
         f"closed by the gateway's write timeout ({closing_timeout_s:.0f}s once stalled), before the answer's end; "
         "gateway memory back "
         f"within {MAX_RSS_GROWTH_MIB} MiB",
-        f"server side {state}"
-        + (f" after {closed_after:.1f}s" if closed_after is not None else f" after {bound_s:.0f}s (not closed)")
-        + f"; {received / 1e3:.0f} KB delivered then {'end' if ended else 'no end'}, done "
-        f"{'seen' if saw_done else 'not seen'}; gateway RSS {rss_before / 1024:.0f} -> peak {peak / 1024:.0f} -> "
-        f"{rss_after / 1024:.0f} MiB",
+        watch.summary()
+        + f"; {len(received) / 1e3:.0f} KB delivered then {'end' if ended else 'no end'}, done "
+        f"{'seen' if saw_done else 'not seen'}; gateway RSS {rss_before / 1024:.0f} -> "
+        f"peak {watch.peak_rss_kib / 1024:.0f} -> {rss_after / 1024:.0f} MiB",
         passed)
 
 
@@ -609,7 +580,7 @@ def stalled_pipeline_case(catalogue: Catalogue, port: int, nginx_pids: list[int]
     page and never reads an answer makes nginx's writes stall: nginx must close it within send_timeout (60 s),
     and its workers' memory must come back."""
     source = sources.take()
-    rss_before = sum(rss_kib(pid) for pid in nginx_pids)
+    rss_before = total_rss_kib(nginx_pids)
     connection = open_socket(port, source, 5.0, stingy=True)
     client_address = connection.getsockname()
     sent = 0
@@ -619,43 +590,21 @@ def stalled_pipeline_case(catalogue: Catalogue, port: int, nginx_pids: list[int]
             sent += 1
     except OSError:
         pass  # nginx stopped reading requests once its writes stalled: what was sent is enough
-    opened = time.monotonic()
     bound_s = NGINX_SEND_TIMEOUT_S + 30 + CLOSE_SLACK_S
-    state, closed_after, peak = "ESTABLISHED", None, rss_before
-    while time.monotonic() - opened < bound_s:
-        peak = max(peak, sum(rss_kib(pid) for pid in nginx_pids))
-        state = server_side_state(port, client_address)
-        if state != "ESTABLISHED":
-            closed_after = time.monotonic() - opened
-            break
-        time.sleep(0.5)
-    received, ended = b"", False
-    connection.settimeout(3.0)
-    drain_deadline = time.monotonic() + 30
-    while time.monotonic() < drain_deadline:
-        try:
-            chunk = connection.recv(1 << 20)
-        except TimeoutError:
-            break
-        except OSError:
-            ended = True
-            break
-        if not chunk:
-            ended = True
-            break
-        received += chunk
+    watch = watch_until_server_closes(port, client_address, bound_s, nginx_pids, rss_before)
+    received, ended = read_until_end(connection)
     connection.close()
     answers = received.count(b"HTTP/1.1 200")
-    rss_after = sum(rss_kib(pid) for pid in nginx_pids)
+    rss_after = total_rss_kib(nginx_pids)
     catalogue.record(
         f"{count} pipelined requests whose answers are never read", "nginx",
         f"closed by nginx's send_timeout ({NGINX_SEND_TIMEOUT_S:.0f}s once stalled) before every answer went out; "
         f"nginx memory back within {MAX_RSS_GROWTH_MIB} MiB",
-        f"sent {sent}; server side {state}"
-        + (f" after {closed_after:.1f}s" if closed_after is not None else f" after {bound_s:.0f}s (not closed)")
+        f"sent {sent}; {watch.summary()}"
         + f"; {answers} answers ({len(received) / 1e6:.1f} MB) delivered then {'end' if ended else 'no end'}; "
-        f"nginx RSS {rss_before / 1024:.0f} -> peak {peak / 1024:.0f} -> {rss_after / 1024:.0f} MiB",
-        closed_after is not None and ended and answers < sent and (rss_after - rss_before) / 1024 < MAX_RSS_GROWTH_MIB)
+        f"nginx RSS {rss_before / 1024:.0f} -> peak {watch.peak_rss_kib / 1024:.0f} -> {rss_after / 1024:.0f} MiB",
+        watch.closed_after_s is not None and ended and answers < sent
+        and (rss_after - rss_before) / 1024 < MAX_RSS_GROWTH_MIB)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -705,8 +654,8 @@ def run(long: bool) -> ScenarioResult:
 
 
 def run_catalogue(stack: ChaosStack, long: bool, result: ScenarioResult) -> None:
-    public_port = urlparse(stack.base_url).port
-    gateway_ports = [urlparse(stack.gateway_url(index)).port for index in (1, 2)]
+    public_port = stack.public_port
+    gateway_ports = [stack.gateway_port(index) for index in (1, 2)]
     gateway_pids = [stack.pid("gateway-1"), stack.pid("gateway-2")]
     nginx_pids = [stack.pid("nginx"), *child_pids(stack.pid("nginx"))]
     targets = {"nginx": public_port, "gateway-1": gateway_ports[0]}
@@ -783,15 +732,5 @@ def run_catalogue(stack: ChaosStack, long: bool, result: ScenarioResult) -> None
         result.check(False, f"[{outcome.target}] {outcome.name}: expected {outcome.expected}; got {outcome.observed}")
 
 
-def main() -> int:
-    long = "--long" in sys.argv[1:]
-    result = run(long)
-    print(f"figures: {result.figures}")
-    for failure in result.failures:
-        print(f"FAILED: {failure}")
-    print("passed" if not result.failures else f"{len(result.failures)} broken expectations")
-    return 1 if result.failures else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_scenario_alone(run))

@@ -14,11 +14,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chaos_stack import ChaosStack, ScenarioResult, start_chaos_stack  # noqa: E402
-from hostile_http_client import request  # noqa: E402
+from chaos_stack import ChaosStack, ScenarioResult, run_scenario_alone, start_chaos_stack  # noqa: E402
+from hostile_http_client import json_error_code, one_token_chat, request  # noqa: E402
 
 DESCRIPTION = "limiter accuracy: one caller through three gateways stays within burst + rate x time, and near it"
 
@@ -66,11 +65,6 @@ class Run:
     errors: list[str] = field(default_factory=list)
 
 
-def chat_body() -> bytes:
-    # A body of its own per request, so nothing joins an earlier chat; a one-token answer keeps workers idle.
-    return json.dumps({"message": f"limiter accuracy {uuid.uuid4()} [[mock tokens=1 ttft_ms=0]]"}).encode()
-
-
 def send_until(port: int, headers: dict[str, str], source: str, until: float, run: Run) -> None:
     """One sender: POST /api/chats on one keep-alive connection, back to back, until `until` (monotonic)."""
     connection = None
@@ -81,7 +75,7 @@ def send_until(port: int, headers: dict[str, str], source: str, until: float, ru
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
         sent = time.monotonic()
         try:
-            connection.request("POST", "/api/chats", body=chat_body(),
+            connection.request("POST", "/api/chats", body=json.dumps(one_token_chat("limiter accuracy")).encode(),
                                headers={"content-type": "application/json", **headers})
             response = connection.getresponse()
             body = response.read()
@@ -92,12 +86,7 @@ def send_until(port: int, headers: dict[str, str], source: str, until: float, ru
             connection = None
             continue
         answered = time.monotonic()
-        code = None
-        if response.status != 202:
-            try:
-                code = json.loads(body)["error"]["code"]
-            except (ValueError, KeyError, TypeError):
-                code = None
+        code = None if response.status == 202 else json_error_code(body)
         with run.lock:
             run.attempts.append(Attempt(sent, answered, response.status, code))
         if response.getheader("connection", "").lower() == "close":
@@ -180,8 +169,7 @@ def judge(result: ScenarioResult, label: str, run: Run, rate: float, burst: int)
 
 def create_api_key(stack: ChaosStack, rate: float, burst: int) -> str:
     key = f"limiter-{uuid.uuid4().hex}"
-    admin_port = urlparse(stack.admin_url).port
-    answer = request(admin_port, "PUT", f"/admin/keys/{key}",
+    answer = request(stack.admin_port, "PUT", f"/admin/keys/{key}",
                      {"tier": "standard", "rate_per_second": rate, "burst": burst}, source="127.0.0.1")
     if answer.status not in (200, 201):
         raise AssertionError(f"PUT /admin/keys answered {answer.status}: {answer.body[:200]!r}")
@@ -198,8 +186,8 @@ def wait_until_every_gateway_knows(stack: ChaosStack, ports: list[int], result: 
         known = False
         deadline = time.monotonic() + 15
         while not known and time.monotonic() < deadline:
-            answer = request(port, "POST", "/api/chats", json.loads(chat_body()), {"Authorization": f"Bearer {probe}"},
-                             source="127.0.0.1")
+            answer = request(port, "POST", "/api/chats", one_token_chat("limiter accuracy"),
+                             {"Authorization": f"Bearer {probe}"}, source="127.0.0.1")
             known = answer.status == 429 and "q=1;" in answer.headers.get("ratelimit-policy", "") + ";"
             if not known:
                 time.sleep(0.2)
@@ -212,8 +200,8 @@ def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("limiter_accuracy")
     duration_s = 30.0 if long else 6.0
     with start_chaos_stack("limiter_accuracy", gateways=GATEWAYS, workers=2, settings=SETTINGS) as stack:
-        gateway_ports = [urlparse(stack.gateway_url(index)).port for index in range(1, GATEWAYS + 1)]
-        public_port = urlparse(stack.base_url).port
+        gateway_ports = [stack.gateway_port(index) for index in range(1, GATEWAYS + 1)]
+        public_port = stack.public_port
 
         key = create_api_key(stack, KEY_RATE_PER_SECOND, KEY_BURST)
         if wait_until_every_gateway_knows(stack, gateway_ports, result):
@@ -238,15 +226,5 @@ def run(long: bool) -> ScenarioResult:
     return result
 
 
-def main() -> int:
-    long = "--long" in sys.argv[1:]
-    result = run(long)
-    print(f"figures: {json.dumps(result.figures)}")
-    for failure in result.failures:
-        print(f"FAILED: {failure}")
-    print("passed" if not result.failures else f"{len(result.failures)} broken expectations")
-    return 1 if result.failures else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_scenario_alone(run))
