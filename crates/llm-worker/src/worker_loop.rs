@@ -3,10 +3,13 @@
 //! wait, so idle workers cost Redis nothing and a new job is claimed the moment it is queued.
 //! On shutdown it stops claiming, lets running jobs finish within the drain time, then stops the rest.
 //! Every attempt ends in a terminal event, a requeue or a dead letter: an attempt that lost Redis or its
-//! ownership hands its job back through `recover_job`, retried until it lands or the worker stops.
+//! ownership hands its job back through `recover_job`, retried until it lands or the worker stops; and a sweep
+//! hands back what its processing list holds but no task does (left there when Redis lost a write).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use protocol::dead_letter::{DeadLetter, DeadLetterCaps};
 use protocol::job_lifecycle::{
@@ -46,6 +49,9 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
     // A claim that got fewer jobs than it asked for emptied the lanes: the next one waits for the doorbell
     // rather than asking the empty lanes again at once.
     let mut lanes_drained = false;
+    let entries_in_hand = EntriesInHand::default();
+    let sweep_interval = Duration::from_millis(settings.worker.reaper_interval_ms.max(100));
+    let mut last_sweep = Instant::now();
 
     loop {
         // Reap finished tasks so the set does not grow without bound.
@@ -59,6 +65,11 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
+        // No claim is in flight here, so every entry of the processing list that no task holds is an orphan.
+        if last_sweep.elapsed() >= sweep_interval {
+            hand_back_orphaned_entries(&context, &entries_in_hand).await;
+            last_sweep = Instant::now();
+        }
         // Every free slot (up to a bound) is filled by the same claim: one round trip, however busy the lanes.
         let mut free_slots = vec![first_slot];
         while free_slots.len() < MOST_JOBS_PER_CLAIM {
@@ -106,9 +117,10 @@ pub async fn consume_jobs_until_stopped(context: JobContext, shutdown: Cancellat
             let context = context.clone();
             let stop = stop_running_jobs.child_token();
             let seat = context.permit_line.take_seat();
+            let in_hand = entries_in_hand.hold(&claimed.raw_envelope);
             running.spawn(async move {
                 run_one_job(&context, claimed, &stop, seat).await;
-                drop(slot);
+                drop((in_hand, slot));
             });
         }
         // Let the new jobs send their start (and permit request) before this loop asks Redis for more work: the
@@ -182,6 +194,84 @@ async fn hand_back_lost_attempt(context: &JobContext, raw_envelope: &str, stop: 
     if let Some(outcome) = handed_back {
         tracing::info!(outcome = outcome.as_str(), "lost attempt handed back");
     }
+}
+
+/// Hands back every entry of this worker's processing list that none of its tasks holds. Such an entry is left
+/// when Redis lost a write the worker saw land (a restart from an append-only file that missed its last second
+/// loses an ending or a hand-back) or when a claim's reply was lost after Redis ran it. The reaper only looks at
+/// dead workers, so without this the job would stay `running` for as long as this worker lives. One try per entry:
+/// what does not land now is found again by the next sweep.
+async fn hand_back_orphaned_entries(context: &JobContext, entries_in_hand: &EntriesInHand) {
+    let processing = context.keys.worker_processing_list(&context.worker_id);
+    let entries: Vec<String> = match context
+        .redis
+        .run(|mut connection| async move {
+            redis::cmd("LRANGE").arg(&processing).arg(0).arg(-1).query_async(&mut connection).await
+        })
+        .await
+    {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(%error, "could not read this worker's processing list for orphaned entries");
+            return;
+        }
+    };
+    for raw_envelope in entries.iter().filter(|raw_envelope| !entries_in_hand.holds(raw_envelope)) {
+        metrics::counter!("dam_worker_orphaned_entries_total").increment(1);
+        let cause = RecoveryCause::AttemptLost;
+        match context.reaper.recover_one(&context.worker_id, raw_envelope, cause).await {
+            Ok(outcome) => {
+                tracing::warn!(
+                    outcome = outcome.as_str(),
+                    "an orphaned processing-list entry was handed back"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not hand an orphaned entry back; the next sweep tries again")
+            }
+        }
+    }
+}
+
+/// The processing-list entries this worker's tasks hold (by a hash of the raw envelope, so a large envelope is
+/// not kept twice). An entry counts from its claim until its task returns, hand-backs included.
+#[derive(Debug, Clone, Default)]
+struct EntriesInHand(Arc<Mutex<HashMap<u64, usize>>>);
+
+impl EntriesInHand {
+    fn hold(&self, raw_envelope: &str) -> EntryInHand {
+        let entry_hash = hash_of(raw_envelope);
+        *self.0.lock().expect("never poisoned").entry(entry_hash).or_default() += 1;
+        EntryInHand { entries: self.clone(), entry_hash }
+    }
+
+    fn holds(&self, raw_envelope: &str) -> bool {
+        self.0.lock().expect("never poisoned").contains_key(&hash_of(raw_envelope))
+    }
+}
+
+/// One task's hold on its entry, released when the task is done with it (or panicked).
+struct EntryInHand {
+    entries: EntriesInHand,
+    entry_hash: u64,
+}
+
+impl Drop for EntryInHand {
+    fn drop(&mut self) {
+        let mut entries = self.entries.0.lock().expect("never poisoned");
+        if let Some(count) = entries.get_mut(&self.entry_hash) {
+            *count -= 1;
+            if *count == 0 {
+                entries.remove(&self.entry_hash);
+            }
+        }
+    }
+}
+
+fn hash_of(raw_envelope: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    raw_envelope.hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn dead_letter_undecodable(

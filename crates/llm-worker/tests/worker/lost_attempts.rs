@@ -244,3 +244,47 @@ async fn an_attempt_lost_to_redis_does_not_poison_a_job_but_a_job_that_keeps_los
     let letter = protocol::dead_letter::DeadLetter::decode(&letters[0]).expect("dead letter");
     assert_eq!((letter.reason.as_str(), letter.job_id), ("poison_job", Some(keeps_losing.id)));
 }
+
+#[tokio::test]
+async fn an_entry_a_lost_write_left_in_a_live_workers_processing_list_is_handed_back_and_answered() {
+    let stack =
+        TestStack::start_with(one_worker(), |settings| settings.worker.reaper_interval_ms = 200).await;
+    let worker_id = the_only_worker(&stack).await;
+    let keys = stack.keys();
+    // A first chat answered shows the worker is past its startup (which recovers an earlier life's list).
+    let first = unattended("first [[mock tokens=2]]");
+    enqueue(&stack, &first).await;
+    replay_log_when_final(&stack, &first.id).await;
+    let job = unattended("left behind [[mock tokens=12]]");
+    // What Redis holds after a restart from an append-only file that missed the ending this worker saw land: the
+    // job running on this worker and its entry in the worker's processing list, though no task of it holds it.
+    let mut connection = stack.redis_connection().await;
+    let _: () = connection
+        .hset_multiple(
+            keys.job_state(&job.id),
+            &[
+                ("status", "running".to_owned()),
+                ("worker", worker_id.clone()),
+                ("attempt", "1".to_owned()),
+                ("lane", job.lane.as_str().to_owned()),
+                ("identity", job.identity.clone()),
+                ("created_at_ms", job.created_at_ms.to_string()),
+            ],
+        )
+        .await
+        .expect("hset");
+    let _: () = connection.expire(keys.job_state(&job.id), 600).await.expect("expire");
+    let _: () = connection.rpush(keys.worker_processing_list(&worker_id), job.encode()).await.expect("rpush");
+
+    let events = replay_log_when_final(&stack, &job.id).await;
+
+    assert!(matches!(events.first(), Some(StreamEvent::Reset { .. })), "a new attempt: {events:?}");
+    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "answered: {events:?}");
+    assert_eq!(token_text(&events), mock_llm::answer_text("left behind", 12));
+    stack
+        .wait_until("the processing list is empty", Duration::from_secs(10), || {
+            let (stack, worker_id) = (&stack, worker_id.clone());
+            async move { processing_entries(stack, &worker_id).await == 0 }
+        })
+        .await;
+}
