@@ -189,6 +189,13 @@ def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: 
                         break
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")
                     if line == "":
+                        if "data" in fields and is_stream_interrupted(fields):
+                            # Not the chat's end and not a stored event: the documented "resume with
+                            # Last-Event-ID" (its id is the resume point), as the chat page treats it.
+                            if fields.get("id"):
+                                last_event_id = fields["id"]
+                            reason = "stream_interrupted"
+                            break
                         if "data" in fields:
                             event = record_event(outcome, fields, connection_number)
                             if fields.get("id"):
@@ -209,6 +216,16 @@ def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: 
         outcome.reconnect_reasons.append(reason)
         time.sleep(RECONNECT_DELAY_S)
     outcome.gave_up = f"{MAX_RECONNECTS} connections"
+
+
+def is_stream_interrupted(fields: dict[str, str]) -> bool:
+    """Whether an SSE event is the gateway's `error` with code `stream_interrupted`."""
+    if fields.get("event") != "error":
+        return False
+    try:
+        return json.loads(fields["data"]).get("code") == "stream_interrupted"
+    except (ValueError, AttributeError):
+        return False
 
 
 def record_event(outcome: ChatOutcome, fields: dict[str, str], connection_number: int) -> ReceivedEvent:
