@@ -130,15 +130,16 @@ fn duplicate_check(
     duplicate_window_s: u64,
     replay_ttl_s: u64,
 ) -> Option<DuplicateCheck> {
+    if idempotency_key.is_none() && duplicate_window_s == 0 {
+        return None;
+    }
+    // Computed once: it is the content fingerprint, and the gate keeps it with an idempotency key.
+    let content_digest = chat_content_digest(&chat.model, &chat.messages, &chat.parameters);
     let (fingerprint, window_s) = match idempotency_key {
         Some(key) => (format!("idem-{}", digest(key.as_bytes())), replay_ttl_s),
-        None if duplicate_window_s > 0 => (
-            format!("body-{}", chat_content_digest(&chat.model, &chat.messages, &chat.parameters)),
-            duplicate_window_s,
-        ),
-        None => return None,
+        None => (format!("body-{content_digest}"), duplicate_window_s),
     };
-    Some(DuplicateCheck { fingerprint, window_ms: window_s * 1000 })
+    Some(DuplicateCheck { fingerprint, window_ms: window_s * 1000, content_digest })
 }
 
 /// A short, collision-safe digest for key names.

@@ -61,6 +61,8 @@ pub struct DuplicateCheck {
     /// A digest of the `Idempotency-Key` or of the request's content.
     pub fingerprint: String,
     pub window_ms: u64,
+    /// [`chat_content_digest`] of the chat, computed once by the caller (a content fingerprint is made of it).
+    pub content_digest: String,
 }
 
 /// The caller's rate-limit standing after a decision, for the `RateLimit` headers.
@@ -195,8 +197,9 @@ pub async fn admit_chat(
         .arg(request.drain_per_second)
         .arg(DAY_MS - request.now_ms % DAY_MS)
         .arg(request.fixed_clock_ms.map(|now_ms| now_ms.to_string()).unwrap_or_default())
-        .arg(chat_content_digest(&envelope.model, &envelope.messages, &envelope.parameters))
-        .arg(budget_reservation(envelope));
+        .arg(request.duplicate.as_ref().map(|duplicate| duplicate.content_digest.as_str()).unwrap_or(""))
+        // Estimated only when there is a budget to reserve from.
+        .arg(if limits.daily_token_budget > 0 { budget_reservation(envelope) } else { 0 });
     let (decision, job_id, ticket, position, retry_after_ms, remaining, reset_ms): (
         String,
         String,

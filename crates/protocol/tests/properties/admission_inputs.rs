@@ -4,7 +4,9 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use protocol::job_lifecycle::{AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat};
+use protocol::job_lifecycle::{
+    AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat, chat_content_digest,
+};
 use protocol::limits::TierLimits;
 use protocol::{ChatMessage, ChatRole, GenerationParameters, JobEnvelope, Lane, RedisKeys};
 use redis::AsyncCommands;
@@ -118,6 +120,11 @@ fn admission_answers_every_bounded_input_with_a_decision_never_a_script_error() 
                 duplicate: case.duplicate_window_ms.map(|window_ms| DuplicateCheck {
                     fingerprint: format!("fingerprint-{}", index % 2),
                     window_ms,
+                    content_digest: chat_content_digest(
+                        &envelope.model,
+                        &envelope.messages,
+                        &envelope.parameters,
+                    ),
                 }),
                 state_ttl_s: 600,
                 active_ttl_ms: 600_000,

@@ -2,7 +2,7 @@
 
 use protocol::job_lifecycle::{
     AdmissionDecision, AdmissionRequest, DuplicateCheck, JobEnding, JobFence, RejectionReason, admit_chat,
-    claim_next_job, finish_job, start_job,
+    chat_content_digest, claim_next_job, finish_job, start_job,
 };
 use protocol::keys::ADMISSION_STATS_BUCKET_S;
 use protocol::limits::TierLimits;
@@ -168,8 +168,10 @@ async fn a_duplicate_joins_the_first_job_within_its_window() {
     let redis = RedisServer::start().await;
     let mut connection = redis.connection().await;
     let keys = RedisKeys::new(unique_key_prefix());
-    let duplicate = Some(DuplicateCheck { fingerprint: "f00d".to_owned(), window_ms: 10_000 });
     let first = envelope(Lane::Standard);
+    let content_digest = chat_content_digest(&first.model, &first.messages, &first.parameters);
+    let duplicate =
+        Some(DuplicateCheck { fingerprint: "f00d".to_owned(), window_ms: 10_000, content_digest });
     let second = envelope(Lane::Standard);
 
     let decision = admit(
@@ -199,7 +201,10 @@ async fn a_refused_chat_leaves_no_duplicate_key_for_its_retry_to_join() {
     let mut connection = redis.connection().await;
     let keys = RedisKeys::new(unique_key_prefix());
     let limits = TierLimits { max_active_chats: 1, ..generous() };
-    let duplicate = Some(DuplicateCheck { fingerprint: "retry-me".to_owned(), window_ms: 10_000 });
+    let sample = envelope(Lane::Standard);
+    let content_digest = chat_content_digest(&sample.model, &sample.messages, &sample.parameters);
+    let duplicate =
+        Some(DuplicateCheck { fingerprint: "retry-me".to_owned(), window_ms: 10_000, content_digest });
     admit(&mut connection, &keys, &request(&envelope(Lane::Standard), NOW_MS, limits)).await;
 
     let refused = envelope(Lane::Standard);

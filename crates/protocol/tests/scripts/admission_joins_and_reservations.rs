@@ -3,7 +3,7 @@
 
 use protocol::job_lifecycle::{
     AdmissionDecision, AdmissionRequest, DuplicateCheck, RejectionReason, admit_chat, budget_reservation,
-    cancel_job,
+    cancel_job, chat_content_digest,
 };
 use protocol::keys::job_state_field;
 use protocol::limits::TierLimits;
@@ -21,8 +21,9 @@ fn generous() -> TierLimits {
     TierLimits { rate_per_second: 1000.0, burst: 1000, max_active_chats: 1000, daily_token_budget: 0 }
 }
 
-fn retried(fingerprint: &str) -> Option<DuplicateCheck> {
-    Some(DuplicateCheck { fingerprint: fingerprint.to_owned(), window_ms: 60_000 })
+fn retried(fingerprint: &str, envelope: &JobEnvelope) -> Option<DuplicateCheck> {
+    let content_digest = chat_content_digest(&envelope.model, &envelope.messages, &envelope.parameters);
+    Some(DuplicateCheck { fingerprint: fingerprint.to_owned(), window_ms: 60_000, content_digest })
 }
 
 fn request<'a>(
@@ -70,7 +71,7 @@ async fn a_duplicate_never_joins_a_cancelled_failed_expired_or_vanished_chat() {
         let fingerprint = format!("sdk-retry-{ending}");
         let first = envelope(Lane::Standard);
         let decision =
-            admit(&mut connection, &keys, &request(&first, generous(), retried(&fingerprint))).await;
+            admit(&mut connection, &keys, &request(&first, generous(), retried(&fingerprint, &first))).await;
         assert!(matches!(decision, AdmissionDecision::Admitted { .. }), "{ending}: {decision:?}");
         let state = keys.job_state(&first.id);
         match ending {
@@ -109,13 +110,13 @@ async fn a_duplicate_never_joins_a_cancelled_failed_expired_or_vanished_chat() {
 
         let retry = retry_of(&first);
         let decision =
-            admit(&mut connection, &keys, &request(&retry, generous(), retried(&fingerprint))).await;
+            admit(&mut connection, &keys, &request(&retry, generous(), retried(&fingerprint, &retry))).await;
         assert!(matches!(decision, AdmissionDecision::Admitted { .. }), "{ending}: a new chat, {decision:?}");
 
         // The duplicate key now points at the new chat: a third copy joins it, not the dead one.
         let third = retry_of(&first);
         let decision =
-            admit(&mut connection, &keys, &request(&third, generous(), retried(&fingerprint))).await;
+            admit(&mut connection, &keys, &request(&third, generous(), retried(&fingerprint, &third))).await;
         assert!(
             matches!(decision, AdmissionDecision::Joined { job_id, .. } if job_id == retry.id),
             "{ending}: joins the retry's chat, {decision:?}"
@@ -132,12 +133,12 @@ async fn a_duplicate_joins_a_queued_running_or_done_chat() {
     for status in ["queued", "running", "done"] {
         let fingerprint = format!("joinable-{status}");
         let first = envelope(Lane::Standard);
-        admit(&mut connection, &keys, &request(&first, generous(), retried(&fingerprint))).await;
+        admit(&mut connection, &keys, &request(&first, generous(), retried(&fingerprint, &first))).await;
         let _: () =
             connection.hset(keys.job_state(&first.id), job_state_field::STATUS, status).await.expect("hset");
         let retry = retry_of(&first);
         let decision =
-            admit(&mut connection, &keys, &request(&retry, generous(), retried(&fingerprint))).await;
+            admit(&mut connection, &keys, &request(&retry, generous(), retried(&fingerprint, &retry))).await;
         assert!(
             matches!(decision, AdmissionDecision::Joined { job_id, .. } if job_id == first.id),
             "{status}: {decision:?}"
@@ -151,11 +152,12 @@ async fn an_idempotency_key_reused_with_another_content_is_refused_and_the_same_
     let mut connection = redis.connection().await;
     let keys = RedisKeys::new(unique_key_prefix());
     let first = envelope(Lane::Standard);
-    admit(&mut connection, &keys, &request(&first, generous(), retried("idem-key-1"))).await;
+    admit(&mut connection, &keys, &request(&first, generous(), retried("idem-key-1", &first))).await;
 
     let mut other = envelope(Lane::Standard);
     other.messages = vec![ChatMessage { role: ChatRole::User, content: "something else".to_owned() }];
-    let decision = admit(&mut connection, &keys, &request(&other, generous(), retried("idem-key-1"))).await;
+    let decision =
+        admit(&mut connection, &keys, &request(&other, generous(), retried("idem-key-1", &other))).await;
     assert!(matches!(decision, AdmissionDecision::IdempotencyKeyReused { .. }), "{decision:?}");
     let queued: u64 = connection.llen(keys.lane_queue(Lane::Standard)).await.expect("llen");
     assert_eq!(queued, 1, "the reused key queued nothing");
@@ -163,7 +165,8 @@ async fn an_idempotency_key_reused_with_another_content_is_refused_and_the_same_
     assert!(!other_state, "and left no state behind");
 
     let same = retry_of(&first);
-    let decision = admit(&mut connection, &keys, &request(&same, generous(), retried("idem-key-1"))).await;
+    let decision =
+        admit(&mut connection, &keys, &request(&same, generous(), retried("idem-key-1", &same))).await;
     assert!(
         matches!(decision, AdmissionDecision::Joined { job_id, .. } if job_id == first.id),
         "{decision:?}"
