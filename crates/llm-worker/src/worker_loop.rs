@@ -6,7 +6,7 @@
 //! ownership hands its job back through `recover_job`, retried until it lands or the worker stops; and a sweep
 //! hands back what its processing list holds but no task does (left there when Redis lost a write).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -202,6 +202,9 @@ async fn hand_back_lost_attempt(context: &JobContext, raw_envelope: &str, stop: 
 /// dead workers, so without this the job would stay `running` for as long as this worker lives. One try per entry:
 /// what does not land now is found again by the next sweep.
 async fn hand_back_orphaned_entries(context: &JobContext, entries_in_hand: &EntriesInHand) {
+    // Taken before the list is read: a task lets go of its entry only after its ending removed it from Redis, so
+    // an entry read below that was not held here is an orphan, not a job that ended meanwhile.
+    let held_before_reading = entries_in_hand.snapshot();
     let processing = context.keys.worker_processing_list(&context.worker_id);
     let entries: Vec<String> = match context
         .redis
@@ -216,7 +219,9 @@ async fn hand_back_orphaned_entries(context: &JobContext, entries_in_hand: &Entr
             return;
         }
     };
-    for raw_envelope in entries.iter().filter(|raw_envelope| !entries_in_hand.holds(raw_envelope)) {
+    for raw_envelope in
+        entries.iter().filter(|raw_envelope| !held_before_reading.contains(&hash_of(raw_envelope)))
+    {
         metrics::counter!("dam_worker_orphaned_entries_total").increment(1);
         let cause = RecoveryCause::AttemptLost;
         match context.reaper.recover_one(&context.worker_id, raw_envelope, cause).await {
@@ -245,8 +250,8 @@ impl EntriesInHand {
         EntryInHand { entries: self.clone(), entry_hash }
     }
 
-    fn holds(&self, raw_envelope: &str) -> bool {
-        self.0.lock().expect("never poisoned").contains_key(&hash_of(raw_envelope))
+    fn snapshot(&self) -> HashSet<u64> {
+        self.0.lock().expect("never poisoned").keys().copied().collect()
     }
 }
 
