@@ -6,6 +6,7 @@
 
 use std::sync::LazyLock;
 
+use crate::script_runner::run_script;
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
 use serde::{Deserialize, Serialize};
@@ -128,25 +129,28 @@ pub async fn replay_dead_letter(
     envelope: &JobEnvelope,
     state_ttl_s: u64,
 ) -> RedisResult<ReplayOutcome> {
-    let (ticket, position): (i64, i64) = REPLAY_DEAD_LETTER
-        .key(keys.dead_letters())
-        .key(keys.lane_queue(envelope.lane))
-        .key(keys.job_state(&envelope.id))
-        .key(keys.lane_enqueued_tickets(envelope.lane))
-        .key(keys.lane_served_tickets(envelope.lane))
-        .key(keys.queue_doorbell())
-        .key(keys.job_replay_log(&envelope.id))
-        .key(keys.dead_letter_replays())
-        .key(keys.dead_letter_bytes())
-        .arg(stored_record)
-        .arg(envelope.encode())
-        .arg(&envelope.identity)
-        .arg(envelope.lane.as_str())
-        .arg(envelope.created_at_ms)
-        .arg(state_ttl_s.max(1))
-        .arg(DOORBELL_CAPACITY)
-        .invoke_async(connection)
-        .await?;
+    let (ticket, position): (i64, i64) = run_script(
+        "replay_dead_letter",
+        REPLAY_DEAD_LETTER
+            .key(keys.dead_letters())
+            .key(keys.lane_queue(envelope.lane))
+            .key(keys.job_state(&envelope.id))
+            .key(keys.lane_enqueued_tickets(envelope.lane))
+            .key(keys.lane_served_tickets(envelope.lane))
+            .key(keys.queue_doorbell())
+            .key(keys.job_replay_log(&envelope.id))
+            .key(keys.dead_letter_replays())
+            .key(keys.dead_letter_bytes())
+            .arg(stored_record)
+            .arg(envelope.encode())
+            .arg(&envelope.identity)
+            .arg(envelope.lane.as_str())
+            .arg(envelope.created_at_ms)
+            .arg(state_ttl_s.max(1))
+            .arg(DOORBELL_CAPACITY),
+        connection,
+    )
+    .await?;
     Ok(match ticket {
         -2 => ReplayOutcome::JobActive,
         ticket if ticket < 0 => ReplayOutcome::NotInList,
@@ -163,12 +167,12 @@ pub async fn drop_dead_letter(
     keys: &RedisKeys,
     stored_record: &str,
 ) -> RedisResult<bool> {
-    let removed: i64 = DROP_DEAD_LETTER
-        .key(keys.dead_letters())
-        .key(keys.dead_letter_bytes())
-        .arg(stored_record)
-        .invoke_async(connection)
-        .await?;
+    let removed: i64 = run_script(
+        "drop_dead_letter",
+        DROP_DEAD_LETTER.key(keys.dead_letters()).key(keys.dead_letter_bytes()).arg(stored_record),
+        connection,
+    )
+    .await?;
     Ok(removed == 1)
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::LazyLock;
 
+use crate::script_runner::run_script;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Script, ScriptInvocation};
 use sha2::{Digest, Sha256};
@@ -208,7 +209,7 @@ pub async fn admit_chat(
         i64,
         i64,
         i64,
-    ) = invocation.invoke_async(connection).await?;
+    ) = run_script("admit_chat", &invocation, connection).await?;
     let rate = (remaining >= 0)
         .then(|| RateStanding { remaining: remaining as u64, reset_ms: reset_ms.max(0) as u64 });
     let unexpected =
@@ -326,7 +327,7 @@ pub async fn claim_jobs(
     most: usize,
 ) -> RedisResult<Vec<ClaimedJob>> {
     let reply: ClaimReply =
-        claim_invocation(keys, worker_id, lanes_in_order, most).invoke_async(connection).await?;
+        run_script("claim_job", &claim_invocation(keys, worker_id, lanes_in_order, most), connection).await?;
     Ok(claimed_jobs(reply, lanes_in_order))
 }
 
@@ -403,8 +404,12 @@ pub async fn start_job(
     now_ms: u64,
     new_log_ttl_s: u64,
 ) -> RedisResult<JobStart> {
-    let reply: StartReply =
-        start_invocation(keys, job_id, worker_id, now_ms, new_log_ttl_s).invoke_async(connection).await?;
+    let reply: StartReply = run_script(
+        "start_job",
+        &start_invocation(keys, job_id, worker_id, now_ms, new_log_ttl_s),
+        connection,
+    )
+    .await?;
     Ok(job_start(reply))
 }
 
@@ -527,7 +532,7 @@ pub async fn append_stream_events(
     for event in events {
         invocation.arg(event.encode());
     }
-    let length: i64 = invocation.invoke_async(connection).await?;
+    let length: i64 = run_script("append_stream_events", &invocation, connection).await?;
     Ok(match length {
         -1 => AppendOutcome::Fenced,
         length => AppendOutcome::Appended { replay_log_length: length.max(0) as u64 },
@@ -615,7 +620,7 @@ pub async fn finish_job(
     for event in events {
         invocation.arg(event.encode());
     }
-    let (length, dropped): (i64, u64) = invocation.invoke_async(connection).await?;
+    let (length, dropped): (i64, u64) = run_script("finish_job", &invocation, connection).await?;
     count_dropped_dead_letters(dropped);
     Ok(match length {
         -1 => FinishOutcome::Fenced,
@@ -687,34 +692,37 @@ pub async fn recover_job(
     recovery: JobRecovery<'_>,
 ) -> RedisResult<RecoveryOutcome> {
     let requeued = recovery.requeued;
-    let (outcome, dropped): (String, u64) = RECOVER_JOB
-        .key(keys.worker_processing_list(recovery.worker_id))
-        .key(keys.lane_queue(requeued.lane))
-        .key(keys.lane_served_tickets(requeued.lane))
-        .key(keys.job_state(&requeued.id))
-        .key(keys.job_replay_log(&requeued.id))
-        .key(keys.job_event_channel(&requeued.id))
-        .key(keys.dead_letters())
-        .key(keys.active_chats(&requeued.identity))
-        .key(keys.job_outcome_counts(recovery.now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
-        .key(keys.queue_doorbell())
-        .key(keys.token_budget(&requeued.identity, requeued.created_at_ms / DAY_MS))
-        .key(keys.dead_letter_bytes())
-        .key(keys.dead_letters_dropped())
-        .arg(recovery.raw_envelope)
-        .arg(requeued.encode())
-        .arg(recovery.dead_letter.map(DeadLetter::encode).unwrap_or_default())
-        .arg(requeued.id.to_string())
-        .arg(recovery.now_ms)
-        .arg(recovery.replay_ttl_s.max(1))
-        .arg(recovery.dead_lettered_message)
-        .arg(recovery.worker_id)
-        .arg(recovery.cancelled_message)
-        .arg(DOORBELL_CAPACITY)
-        .arg(recovery.dead_letter_caps.max_records)
-        .arg(recovery.dead_letter_caps.max_bytes)
-        .invoke_async(connection)
-        .await?;
+    let (outcome, dropped): (String, u64) = run_script(
+        "recover_job",
+        RECOVER_JOB
+            .key(keys.worker_processing_list(recovery.worker_id))
+            .key(keys.lane_queue(requeued.lane))
+            .key(keys.lane_served_tickets(requeued.lane))
+            .key(keys.job_state(&requeued.id))
+            .key(keys.job_replay_log(&requeued.id))
+            .key(keys.job_event_channel(&requeued.id))
+            .key(keys.dead_letters())
+            .key(keys.active_chats(&requeued.identity))
+            .key(keys.job_outcome_counts(recovery.now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
+            .key(keys.queue_doorbell())
+            .key(keys.token_budget(&requeued.identity, requeued.created_at_ms / DAY_MS))
+            .key(keys.dead_letter_bytes())
+            .key(keys.dead_letters_dropped())
+            .arg(recovery.raw_envelope)
+            .arg(requeued.encode())
+            .arg(recovery.dead_letter.map(DeadLetter::encode).unwrap_or_default())
+            .arg(requeued.id.to_string())
+            .arg(recovery.now_ms)
+            .arg(recovery.replay_ttl_s.max(1))
+            .arg(recovery.dead_lettered_message)
+            .arg(recovery.worker_id)
+            .arg(recovery.cancelled_message)
+            .arg(DOORBELL_CAPACITY)
+            .arg(recovery.dead_letter_caps.max_records)
+            .arg(recovery.dead_letter_caps.max_bytes),
+        connection,
+    )
+    .await?;
     count_dropped_dead_letters(dropped);
     Ok(match outcome.as_str() {
         "requeued" => RecoveryOutcome::Requeued,
@@ -755,19 +763,22 @@ pub async fn cancel_job(
     replay_ttl_s: u64,
     now_ms: u64,
 ) -> RedisResult<CancelOutcome> {
-    let (outcome, detail): (String, String) = CANCEL_JOB
-        .key(keys.job_state(job_id))
-        .key(keys.job_replay_log(job_id))
-        .key(keys.job_event_channel(job_id))
-        .key(keys.active_chats(identity))
-        .key(keys.job_outcome_counts(now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
-        .key(keys.token_budget(identity, created_at_ms / DAY_MS))
-        .arg(job_id.to_string())
-        .arg(now_ms)
-        .arg(replay_ttl_s.max(1))
-        .arg(client_message)
-        .invoke_async(connection)
-        .await?;
+    let (outcome, detail): (String, String) = run_script(
+        "cancel_job",
+        CANCEL_JOB
+            .key(keys.job_state(job_id))
+            .key(keys.job_replay_log(job_id))
+            .key(keys.job_event_channel(job_id))
+            .key(keys.active_chats(identity))
+            .key(keys.job_outcome_counts(now_ms / 1000 / ADMISSION_STATS_BUCKET_S))
+            .key(keys.token_budget(identity, created_at_ms / DAY_MS))
+            .arg(job_id.to_string())
+            .arg(now_ms)
+            .arg(replay_ttl_s.max(1))
+            .arg(client_message),
+        connection,
+    )
+    .await?;
     Ok(match outcome.as_str() {
         "cancelled" => CancelOutcome::Cancelled,
         "cancelling" => CancelOutcome::Cancelling { worker_id: detail },
@@ -787,17 +798,20 @@ pub async fn dead_letter_job(
     dead_letter: &DeadLetter,
     dead_letter_caps: DeadLetterCaps,
 ) -> RedisResult<bool> {
-    let (moved, dropped): (i64, u64) = DEAD_LETTER_JOB
-        .key(keys.worker_processing_list(&dead_letter.worker_id))
-        .key(keys.dead_letters())
-        .key(keys.dead_letter_bytes())
-        .key(keys.dead_letters_dropped())
-        .arg(&dead_letter.raw_envelope)
-        .arg(dead_letter.encode())
-        .arg(dead_letter_caps.max_records)
-        .arg(dead_letter_caps.max_bytes)
-        .invoke_async(connection)
-        .await?;
+    let (moved, dropped): (i64, u64) = run_script(
+        "dead_letter_job",
+        DEAD_LETTER_JOB
+            .key(keys.worker_processing_list(&dead_letter.worker_id))
+            .key(keys.dead_letters())
+            .key(keys.dead_letter_bytes())
+            .key(keys.dead_letters_dropped())
+            .arg(&dead_letter.raw_envelope)
+            .arg(dead_letter.encode())
+            .arg(dead_letter_caps.max_records)
+            .arg(dead_letter_caps.max_bytes),
+        connection,
+    )
+    .await?;
     count_dropped_dead_letters(dropped);
     Ok(moved == 1)
 }

@@ -24,6 +24,7 @@ pub struct Settings {
     /// The limits in force until an operator changes them live (see [`crate::limits`]).
     pub limits: Limits,
     pub auth: AuthSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// How every service reaches Redis.
@@ -147,6 +148,10 @@ impl Default for GatewaySettings {
 pub struct WorkerSettings {
     /// This worker's name in Redis; empty means host name, process id and a random suffix.
     pub id: String,
+    /// Address of the worker's own small HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+    pub host: String,
+    /// Port of that listener; 0 picks a free port (tests do this). Each worker on one host needs its own.
+    pub port: u16,
     /// Most upstream streams this worker runs at once.
     pub concurrency: usize,
     /// A job writes its first token at once, and while a write is in flight the tokens that arrive wait and
@@ -181,6 +186,8 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             id: String::new(),
+            host: "127.0.0.1".to_owned(),
+            port: 9200,
             concurrency: 256,
             batch_max_tokens: 32,
             heartbeat_interval_ms: 1_000,
@@ -304,6 +311,41 @@ impl Default for AuthSettings {
     }
 }
 
+/// Traces and logs, shared by every service.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/gRPC collector that receives traces (`http://127.0.0.1:4317`); empty turns tracing export off, and
+    /// then no span is exported and no exporter thread runs.
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled, 0.0 to 1.0; a trace started by a caller's sampled `traceparent` is kept.
+    pub sample_ratio: f64,
+    /// This process's name in logs, traces and the `X-Dam-Instance` header; empty means host name and process id.
+    pub instance: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { otlp_endpoint: String::new(), sample_ratio: 1.0, instance: String::new() }
+    }
+}
+
+impl TelemetrySettings {
+    /// The configured instance name, or host name and process id.
+    pub fn instance_name(&self) -> String {
+        if !self.instance.is_empty() {
+            return self.instance.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
 /// An API key from a config file: `{ name = "...", tier = "premium", key_sha256 = "<hex>" }`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +427,8 @@ pub enum SettingsError {
     SecretInFile(&'static str, &'static str),
     #[error("invalid limits: {0}")]
     InvalidLimits(#[from] crate::limits::LimitsError),
+    #[error("telemetry.sample_ratio must be between 0.0 and 1.0, not {0}")]
+    InvalidSampleRatio(f64),
 }
 
 /// Environment variable naming the directory of `*.toml` layers (default `config`).
@@ -442,6 +486,9 @@ impl Settings {
         let merged = file_layers.add_source(environment_layer).build()?;
         let settings: Settings = merged.try_deserialize()?;
         settings.limits.validate()?;
+        if !(0.0..=1.0).contains(&settings.telemetry.sample_ratio) {
+            return Err(SettingsError::InvalidSampleRatio(settings.telemetry.sample_ratio));
+        }
         Ok(settings)
     }
 }

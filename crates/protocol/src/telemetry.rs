@@ -4,11 +4,28 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Buckets for latency histograms, in seconds: from sub-millisecond rejections to minute-long answers.
 const LATENCY_BUCKETS_S: [f64; 16] =
     [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Buckets for what the dam itself adds (admission, Redis scripts, relaying a token): 100 µs to 100 ms, where
+/// the fast-path objective (under a millisecond) sits in the middle.
+const OVERHEAD_BUCKETS_S: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1];
+
+/// Buckets for what a user waits (queue wait, first token): 50 ms to 60 s, dense around the 3 s objective.
+const WAIT_BUCKETS_S: [f64; 14] =
+    [0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0];
+
+/// Metric name suffixes measured in [`OVERHEAD_BUCKETS_S`].
+const OVERHEAD_METRIC_SUFFIXES: [&str; 3] =
+    ["added_latency_seconds", "admission_seconds", "redis_script_duration_seconds"];
+
+/// Metric name suffixes measured in [`WAIT_BUCKETS_S`].
+const WAIT_METRIC_SUFFIXES: [&str; 3] =
+    ["time_to_first_token_seconds", "queue_wait_seconds", "permit_wait_seconds"];
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -32,10 +49,20 @@ pub fn init_tracing() {
 pub fn prometheus_handle() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
+            let mut builder = PrometheusBuilder::new()
                 .set_buckets(&LATENCY_BUCKETS_S)
-                .expect("latency buckets are not empty")
-                .build_recorder();
+                .expect("latency buckets are not empty");
+            for suffix in OVERHEAD_METRIC_SUFFIXES {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Suffix(suffix.to_owned()), &OVERHEAD_BUCKETS_S)
+                    .expect("overhead buckets are not empty");
+            }
+            for suffix in WAIT_METRIC_SUFFIXES {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Suffix(suffix.to_owned()), &WAIT_BUCKETS_S)
+                    .expect("wait buckets are not empty");
+            }
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder was installed first; /metrics will be empty");

@@ -4,6 +4,7 @@
 
 use std::sync::LazyLock;
 
+use crate::script_runner::run_script;
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script, ScriptInvocation};
 
@@ -121,7 +122,8 @@ pub async fn acquire_upstream_permit(
     keys: &RedisKeys,
     request: &PermitRequest,
 ) -> RedisResult<PermitDecision> {
-    let reply: PermitReply = permit_invocation(keys, request).invoke_async(connection).await?;
+    let reply: PermitReply =
+        run_script("acquire_upstream_permit", &permit_invocation(keys, request), connection).await?;
     Ok(permit_decision(reply))
 }
 
@@ -181,22 +183,25 @@ pub async fn settle_upstream_call(
     now_ms: impl Into<Option<u64>>,
 ) -> RedisResult<String> {
     let now_argument = now_ms.into().map(|ms| ms.to_string()).unwrap_or_default();
-    SETTLE_UPSTREAM_CALL
-        .key(keys.circuit_breaker())
-        .key(keys.circuit_outcomes())
-        .key(keys.llm_token_use())
-        .key(keys.llm_next_start_slot())
-        .arg(now_argument)
-        .arg(permit.reserved_second)
-        .arg(permit.reserved_tokens)
-        .arg(tokens_used)
-        .arg(outcome.as_str())
-        .arg(u8::from(permit.is_probe))
-        .arg(circuit.window_s.max(1))
-        .arg(circuit.min_calls.max(1))
-        .arg(circuit.failure_ratio)
-        .arg(circuit.cool_down_ms.max(1))
-        .arg(outcome.hold_back_ms())
-        .invoke_async(connection)
-        .await
+    run_script(
+        "settle_upstream_call",
+        SETTLE_UPSTREAM_CALL
+            .key(keys.circuit_breaker())
+            .key(keys.circuit_outcomes())
+            .key(keys.llm_token_use())
+            .key(keys.llm_next_start_slot())
+            .arg(now_argument)
+            .arg(permit.reserved_second)
+            .arg(permit.reserved_tokens)
+            .arg(tokens_used)
+            .arg(outcome.as_str())
+            .arg(u8::from(permit.is_probe))
+            .arg(circuit.window_s.max(1))
+            .arg(circuit.min_calls.max(1))
+            .arg(circuit.failure_ratio)
+            .arg(circuit.cool_down_ms.max(1))
+            .arg(outcome.hold_back_ms()),
+        connection,
+    )
+    .await
 }
