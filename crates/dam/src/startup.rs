@@ -44,8 +44,8 @@ pub async fn run(
 /// What `dam serve` does: telemetry, settings from files and environment, bind `dam.host:dam.port`, serve until
 /// SIGINT or SIGTERM.
 pub async fn serve_until_signalled() -> Result<(), Box<dyn std::error::Error>> {
-    protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
+    let _telemetry = protocol::telemetry::init_telemetry("dam", &settings.telemetry);
     let address = format!("{}:{}", settings.dam.host, settings.dam.port);
     let listener = TcpListener::bind(&address).await?;
     run(listener, settings, protocol::shutdown::shutdown_signal()).await?;

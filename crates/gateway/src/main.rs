@@ -12,10 +12,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
     let runtime = protocol::service_runtime::build_service_runtime(settings.gateway.runtime_threads)?;
     runtime.block_on(async {
+        let _telemetry = protocol::telemetry::init_telemetry("gateway", &settings.telemetry);
         let address = format!("{}:{}", settings.gateway.host, settings.gateway.port);
         let listener = gateway::http_server::bind_listener(&address).await?;
         tracing::info!(address = %listener.local_addr()?, "gateway listening");

@@ -13,9 +13,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    protocol::telemetry::init_tracing();
     let settings = Settings::load()?;
     let runtime = protocol::service_runtime::build_service_runtime(settings.worker.runtime_threads)?;
-    runtime.block_on(async { llm_worker::run(settings, protocol::shutdown::shutdown_signal()).await })?;
+    runtime.block_on(async {
+        let _telemetry = protocol::telemetry::init_telemetry("llm-worker", &settings.telemetry);
+        llm_worker::run(settings, protocol::shutdown::shutdown_signal()).await
+    })?;
     Ok(())
 }

@@ -10,9 +10,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    protocol::telemetry::init_tracing();
-
-    let settings = Settings::load()?.mock_llm;
+    let all_settings = Settings::load()?;
+    let _telemetry = protocol::telemetry::init_telemetry("mock-llm", &all_settings.telemetry);
+    let settings = all_settings.mock_llm;
     let listener = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
     let address = listener.local_addr()?;
     // Printed as well as logged, so scripts that start the mock can read the bound port from stdout.

@@ -200,7 +200,14 @@ pub async fn admit_chat(
         .arg(request.fixed_clock_ms.map(|now_ms| now_ms.to_string()).unwrap_or_default())
         .arg(request.duplicate.as_ref().map(|duplicate| duplicate.content_digest.as_str()).unwrap_or(""))
         // Estimated only when there is a budget to reserve from.
-        .arg(if limits.daily_token_budget > 0 { budget_reservation(envelope) } else { 0 });
+        .arg(if limits.daily_token_budget > 0 { budget_reservation(envelope) } else { 0 })
+        .arg(
+            envelope
+                .trace_context
+                .get(crate::keys::job_state_field::TRACEPARENT)
+                .map(String::as_str)
+                .unwrap_or(""),
+        );
     let (decision, job_id, ticket, position, retry_after_ms, remaining, reset_ms): (
         String,
         String,

@@ -230,6 +230,9 @@ pub mod job_state_field {
     /// Tokens admission reserved on the caller's budget for the day of the job's creation; the job's ending
     /// settles against it (a missing field counts as 0).
     pub const RESERVED_TOKENS: &str = "reserved_tokens";
+    /// The W3C `traceparent` of the chat's admission, when tracing is on: a relay opened later (a browser's
+    /// event stream) joins the chat's trace through it.
+    pub const TRACEPARENT: &str = "traceparent";
 }
 
 #[cfg(test)]

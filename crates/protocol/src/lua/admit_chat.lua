@@ -28,6 +28,8 @@
 -- ARGV[9]  most queued chats in all lanes   ARGV[18]  digest of the chat's content (model, messages, parameters)
 -- ARGV[10] duplicate window, ms (0: no      ARGV[19]  tokens to reserve from the budget (prompt estimate +
 --          duplicate check)                           max_tokens); reserved only when there is a budget
+--                                           ARGV[20]  the admission span's W3C traceparent ('' when tracing
+--                                                     is off), kept in the job's state for the relay's span
 --
 -- Returns {decision, job id, ticket, position, retry_after_ms, rate_remaining, rate_reset_ms} where decision is
 -- 'admitted', 'joined' (job id is the existing job's; ticket and position 0), 'idempotency_key_reused' (the
@@ -154,6 +156,9 @@ local ticket = redis.call('INCR', KEYS[11])
 redis.call('HSET', KEYS[9],
   'status', 'queued', 'ticket', ticket, 'lane', ARGV[5], 'attempt', 0,
   'identity', ARGV[4], 'created_at_ms', ARGV[1], 'reserved_tokens', reservation)
+if ARGV[20] ~= '' then
+  redis.call('HSET', KEYS[9], 'traceparent', ARGV[20])
+end
 redis.call('EXPIRE', KEYS[9], ARGV[12])
 -- The budget key lives two days, as the worker's charge leaves it: long enough for the day's late settlements.
 if reservation > 0 and redis.call('INCRBY', KEYS[7], reservation) == reservation then
