@@ -8,8 +8,10 @@ use std::time::Instant;
 use protocol::job_lifecycle::{
     AdmissionDecision, AdmissionRequest, DuplicateCheck, admit_chat, chat_content_digest,
 };
+use protocol::telemetry::trace_context::{hashed_identity, trace_context_of};
 use protocol::{JobEnvelope, JobId, Lane, unix_time_ms};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::app_state::{AppState, OpenStreamGuard};
 use crate::caller_identity::Caller;
@@ -62,7 +64,7 @@ pub async fn admit_chat_request(
     // admission (the reservation) and at the job's end (the settlement).
     let now_ms = unix_time_ms();
     let lane = caller.tier.lane();
-    let envelope = JobEnvelope::new_chat(
+    let mut envelope = JobEnvelope::new_chat(
         caller.identity.as_str().to_owned(),
         lane,
         chat.messages,
@@ -71,6 +73,15 @@ pub async fn admit_chat_request(
         now_ms,
         now_ms + settings.chat.queue_deadline_s * 1000,
     );
+    // The admission's span is the parent of every later step of the chat: its context travels in the envelope.
+    let admission_span = tracing::info_span!(
+        "chat.admission",
+        job_id = %envelope.id,
+        lane = lane.as_str(),
+        identity_hash = %hashed_identity(caller.identity.as_str()),
+        flow,
+    );
+    envelope.trace_context = trace_context_of(&admission_span);
     let longest_life_s = settings.longest_job_life_s();
     let drain_per_second = state.queue_watch.borrow().total_drain_per_second();
     let request = AdmissionRequest {
@@ -89,6 +100,7 @@ pub async fn admit_chat_request(
     let decision = state
         .redis
         .run(|mut connection| async move { admit_chat(&mut connection, keys, &request).await })
+        .instrument(admission_span)
         .await;
     metrics::histogram!("dam_gateway_admission_seconds").record(started.elapsed().as_secs_f64());
     let policy = RatePolicy {

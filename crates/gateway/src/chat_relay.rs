@@ -13,6 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use protocol::stream_event::published_event_ranges;
+use protocol::telemetry::trace_context::{continue_trace, trace_context_from_headers};
 use protocol::{JobId, Lane, StreamEvent};
 use redis::RedisResult;
 use serde::Deserialize;
@@ -35,13 +36,16 @@ const LOG_READ_RETRY_FIRST_DELAY: Duration = Duration::from_millis(100);
 const LOG_READ_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Where a relay starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RelayStart {
     pub job_id: JobId,
     /// Relay only events after this `seq` (0 for all; a reconnecting client's `Last-Event-ID`).
     pub resume_after_seq: u64,
     /// Set while the job waits: its lane, ticket and current position.
     pub queued: Option<QueuedJob>,
+    /// The chat's admission `traceparent` when the relay starts in a request of its own (a browser's event
+    /// stream), so the relay's span joins the chat's trace; `None` inside the admitting request.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +200,9 @@ pub struct ChatRelay {
     /// Failed reads of the replay log in a row, and the pause before the next try (set only after a failure).
     log_read_failures: u32,
     log_read_retry: Option<Pin<Box<Sleep>>>,
+    /// `chat.relay`: open from the subscription to the relay's end, so a trace shows how long the answer took
+    /// to reach this client.
+    _relay_span: tracing::Span,
 }
 
 impl fmt::Debug for ChatRelay {
@@ -213,6 +220,10 @@ impl fmt::Debug for ChatRelay {
 impl ChatRelay {
     /// Subscribes and catches up with the replay log. The first event is a `queued` one if the job waits.
     pub async fn open(state: &AppState, start: RelayStart) -> Result<Self, GatewayError> {
+        let relay_span = tracing::info_span!("chat.relay", job_id = %start.job_id);
+        if let Some(traceparent) = start.traceparent.as_deref() {
+            continue_trace(&relay_span, &trace_context_from_headers(Some(traceparent), None));
+        }
         let channel = state.keys.job_event_channel(&start.job_id);
         let subscription = state.stream_router.subscribe(channel).await.map_err(|error| {
             GatewayError::BackendUnavailable(redis::RedisError::from((
@@ -237,6 +248,7 @@ impl ChatRelay {
             log_read: None,
             log_read_failures: 0,
             log_read_retry: None,
+            _relay_span: relay_span,
         };
         relay.queue_watch.mark_unchanged();
         // The subscription is confirmed, so whatever was published before it is in the log by now: reading the
@@ -493,12 +505,17 @@ pub async fn locate_chat(
         .run(|mut connection| async move {
             redis::cmd("HMGET")
                 .arg(&state_key)
-                .arg(&[job_state_field::STATUS, job_state_field::LANE, job_state_field::TICKET])
+                .arg(&[
+                    job_state_field::STATUS,
+                    job_state_field::LANE,
+                    job_state_field::TICKET,
+                    job_state_field::TRACEPARENT,
+                ])
                 .query_async(&mut connection)
                 .await
         })
         .await?;
-    let [status, lane, ticket] = <[Option<String>; 3]>::try_from(fields).unwrap_or_default();
+    let [status, lane, ticket, traceparent] = <[Option<String>; 4]>::try_from(fields).unwrap_or_default();
     let Some(status) = status else {
         return Err(GatewayError::ChatNotFound(job_id.to_string()));
     };
@@ -511,7 +528,7 @@ pub async fn locate_chat(
         }
         _ => None,
     };
-    Ok(RelayStart { job_id, resume_after_seq, queued })
+    Ok(RelayStart { job_id, resume_after_seq, queued, traceparent })
 }
 
 /// The lane's served-ticket counter: from the queue snapshot once there is one, else from Redis.

@@ -19,6 +19,7 @@ pub mod json_body;
 pub mod openai_api;
 pub mod openai_format;
 pub mod queue_watch;
+pub mod request_tracing;
 pub mod routes;
 pub mod sse_stream;
 pub mod startup;

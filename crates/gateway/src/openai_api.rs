@@ -32,9 +32,12 @@ pub async fn chat_completions(
     let model = chat.model.clone();
     let admitted = admit_chat_request(&state, chat, &caller, idempotency_key(&headers), "openai").await?;
     let start = match admitted {
-        AdmittedChat::Queued { job_id, lane, ticket, position } => {
-            RelayStart { job_id, resume_after_seq: 0, queued: Some(QueuedJob { lane, ticket, position }) }
-        }
+        AdmittedChat::Queued { job_id, lane, ticket, position } => RelayStart {
+            job_id,
+            resume_after_seq: 0,
+            queued: Some(QueuedJob { lane, ticket, position }),
+            traceparent: None,
+        },
         AdmittedChat::Joined { job_id } => locate_chat(&state, job_id, 0).await?,
     };
     let mut relay = ChatRelay::open(&state, start).await?;

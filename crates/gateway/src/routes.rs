@@ -9,7 +9,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::app_state::AppState;
 use crate::error::GatewayError;
-use crate::{chat_api, chat_page, health_api, openai_api};
+use crate::{chat_api, chat_page, health_api, openai_api, request_tracing};
 
 pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.gateway.max_body_bytes;
@@ -30,6 +30,7 @@ pub fn build_router(state: AppState) -> Router {
         // layers hold the same limits for HTTP/2 requests, whose bodies hyper streams.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(axum::middleware::from_fn(request_tracing::trace_chat_requests))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ use protocol::{
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::abandonment::{LISTENER_CHECK_INTERVAL, SILENCE_CONFIRMATION};
 use crate::cancel_listener::{CANCELLED_BY_CLIENT, CancelRegistration, CancelRegistry, ListenedChannel};
@@ -223,13 +224,16 @@ impl RunningJob<'_> {
                 first_answer,
                 interrupt,
             )
+            .instrument(tracing::info_span!("chat.permit_wait", job_id = %self.envelope.id))
             .await;
             // The first answer is in: the worker may claim more if nothing else waits.
             self.seat_until_first_permit = None;
             let Some(permit) = waited? else {
                 return self.end_expired().await;
             };
-            let answer = self.stream_one_answer().await;
+            let upstream_call_span =
+                tracing::info_span!("chat.upstream_call", job_id = %self.envelope.id, upstream_attempt);
+            let answer = self.stream_one_answer().instrument(upstream_call_span).await;
             let (tokens_used, call_outcome) = match &answer {
                 Ok(AnswerOutcome::Completed { usage, .. }) => (usage.total_tokens, CallOutcome::Ok),
                 Ok(AnswerOutcome::Failed { error, pieces, .. }) => {

@@ -9,17 +9,20 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use opentelemetry::KeyValue;
 use protocol::dead_letter::{DeadLetter, DeadLetterCaps};
 use protocol::job_lifecycle::{
     ClaimedJob, claim_jobs, dead_letter_job, lanes_in_claim_order, wait_for_doorbell_then_claim,
 };
 use protocol::limits::Limits;
+use protocol::telemetry::trace_context::{continue_trace, hashed_identity, record_queue_wait_span};
 use protocol::{JobEnvelope, Lane, RedisKeys, unix_time_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::WorkerError;
 use crate::job_runner::{JobContext, run_claimed_job};
@@ -161,8 +164,10 @@ async fn run_one_job(
             return;
         }
     };
+    let run_span = job_run_span(context, &envelope);
     metrics::gauge!("dam_worker_jobs_running").increment(1.0);
-    let outcome = run_claimed_job(context, &envelope, &claimed.raw_envelope, stop, seat).await;
+    let outcome =
+        run_claimed_job(context, &envelope, &claimed.raw_envelope, stop, seat).instrument(run_span).await;
     metrics::gauge!("dam_worker_jobs_running").decrement(1.0);
     match outcome {
         Ok(outcome) => {
@@ -182,6 +187,35 @@ async fn run_one_job(
             hand_back_lost_attempt(context, &claimed.raw_envelope, stop).await;
         }
     }
+}
+
+/// The span of one attempt at a job, `chat.run`, in the chat's trace (a child of its admission). A first attempt
+/// also records its wait in the lane, `chat.queue_wait`, ending now.
+fn job_run_span(context: &JobContext, envelope: &JobEnvelope) -> tracing::Span {
+    let identity_hash = hashed_identity(&envelope.identity);
+    if envelope.attempt <= 1 && envelope.recoveries == 0 {
+        let attributes = vec![
+            KeyValue::new("job_id", envelope.id.to_string()),
+            KeyValue::new("lane", envelope.lane.as_str()),
+            KeyValue::new("identity_hash", identity_hash.clone()),
+        ];
+        record_queue_wait_span(
+            &envelope.trace_context,
+            envelope.created_at_ms,
+            SystemTime::now(),
+            attributes,
+        );
+    }
+    let span = tracing::info_span!(
+        "chat.run",
+        job_id = %envelope.id,
+        lane = envelope.lane.as_str(),
+        identity_hash = %identity_hash,
+        attempt = envelope.attempt,
+        worker_id = %context.worker_id,
+    );
+    continue_trace(&span, &envelope.trace_context);
+    span
 }
 
 /// Takes a lost attempt's entry out of this worker's processing list through `recover_job`: `recover_job`

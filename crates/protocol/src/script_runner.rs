@@ -7,6 +7,36 @@ use std::time::Instant;
 use redis::aio::ConnectionLike;
 use redis::{FromRedisValue, RedisResult, ScriptInvocation};
 
+/// Every script's name, as [`run_script`] labels it.
+pub const SCRIPT_NAMES: [&str; 12] = [
+    "acquire_upstream_permit",
+    "admit_chat",
+    "append_stream_events",
+    "cancel_job",
+    "claim_job",
+    "dead_letter_job",
+    "drop_dead_letter",
+    "finish_job",
+    "recover_job",
+    "replay_dead_letter",
+    "settle_upstream_call",
+    "start_job",
+];
+
+/// The error kinds [`run_script`] counts.
+const ERROR_KINDS: [&str; 4] = ["timeout", "connection", "server", "reply"];
+
+/// Registers every script's error counters at zero, so `/metrics` shows them (and alerts on their rate work)
+/// before the first error.
+pub fn register_script_error_counters() {
+    for script in SCRIPT_NAMES {
+        for kind in ERROR_KINDS {
+            metrics::counter!("dam_redis_script_errors_total", "script" => script, "kind" => kind)
+                .increment(0);
+        }
+    }
+}
+
 /// Invokes `invocation` (EVALSHA, loading the script when Redis lost it) and records its round trip under
 /// `script`, the script's file name without `.lua`.
 pub async fn run_script<T: FromRedisValue>(

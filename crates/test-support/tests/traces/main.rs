@@ -78,9 +78,10 @@ async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to
             async move {
                 let _ = provider.force_flush();
                 let spans = exporter.get_finished_spans().unwrap_or_default();
-                let complete = ["chat.admission", "chat.queue_wait", "chat.run", "chat.upstream_call", "chat.relay"]
-                    .iter()
-                    .all(|name| spans_named(&spans, name).len() >= 2);
+                let complete =
+                    ["chat.admission", "chat.queue_wait", "chat.run", "chat.upstream_call", "chat.relay"]
+                        .iter()
+                        .all(|name| spans_named(&spans, name).len() >= 2);
                 complete.then_some(spans)
             }
         })
@@ -92,7 +93,14 @@ async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to
     };
     let browser_spans = of_job(&job_id);
     let names: Vec<&str> = browser_spans.iter().map(|span| span.name.as_ref()).collect();
-    for step in ["chat.admission", "chat.queue_wait", "chat.run", "chat.permit_wait", "chat.upstream_call", "chat.relay"] {
+    for step in [
+        "chat.admission",
+        "chat.queue_wait",
+        "chat.run",
+        "chat.permit_wait",
+        "chat.upstream_call",
+        "chat.relay",
+    ] {
         assert!(names.contains(&step), "the browser chat has a {step} span: {names:?}");
     }
     for span in &browser_spans {
