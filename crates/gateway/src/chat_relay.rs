@@ -42,6 +42,22 @@ pub struct RelayStart {
     pub resume_after_seq: u64,
     /// Set while the job waits: its lane, ticket and current position.
     pub queued: Option<QueuedJob>,
+    /// When the chat was created (ms since the epoch), where its time to first token starts; `None` if unknown.
+    pub created_at_ms: Option<u64>,
+    /// When a worker last started the chat (ms since the epoch); `None` while it waits.
+    pub started_at_ms: Option<u64>,
+}
+
+impl RelayStart {
+    /// How long the chat waited in its queue, once a worker has started it.
+    pub fn queue_wait(&self) -> Option<Duration> {
+        queue_wait(self.created_at_ms, self.started_at_ms)
+    }
+}
+
+/// A start after a creation: the queue wait (0 when the two hosts' clocks disagree that far).
+fn queue_wait(created_at_ms: Option<u64>, started_at_ms: Option<u64>) -> Option<Duration> {
+    Some(Duration::from_millis(started_at_ms?.saturating_sub(created_at_ms?)))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +212,9 @@ pub struct ChatRelay {
     /// Failed reads of the replay log in a row, and the pause before the next try (set only after a failure).
     log_read_failures: u32,
     log_read_retry: Option<Pin<Box<Sleep>>>,
+    /// When the router received the oldest published message whose events are ready but not yet taken by the
+    /// format: the start of the relay's added latency.
+    oldest_message_received_at: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for ChatRelay {
@@ -237,6 +256,7 @@ impl ChatRelay {
             log_read: None,
             log_read_failures: 0,
             log_read_retry: None,
+            oldest_message_received_at: None,
         };
         relay.queue_watch.mark_unchanged();
         // The subscription is confirmed, so whatever was published before it is in the log by now: reading the
@@ -254,6 +274,12 @@ impl ChatRelay {
     /// The `seq` of the last log event relayed (0 before any).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// When the router received the oldest published message among the events taken since the last call (`None`
+    /// if they all came from the replay log): the stream measures its relay latency from it.
+    pub fn take_oldest_message_received_at(&mut self) -> Option<std::time::Instant> {
+        self.oldest_message_received_at.take()
     }
 
     /// The next event already received, without waiting: lets a format write a burst of events at once.
@@ -320,7 +346,11 @@ impl ChatRelay {
                 // While the log is read (or a read waits to be tried again), messages wait in the subscription:
                 // applied after the log, they are either duplicates or the events that follow it.
                 message = self.subscription.next_message(), if !reading_log && !retry_pending => match message {
-                    Some(RouterMessage::Published(message)) => self.accept_published(&message),
+                    Some(RouterMessage::Published { message, received_at }) => {
+                        if self.accept_published(&message) {
+                            self.oldest_message_received_at.get_or_insert(received_at);
+                        }
+                    }
                     Some(RouterMessage::Resync) => self.start_log_read(),
                     // The router stopped, or dropped this stream for falling too far behind its client.
                     None => {
@@ -339,8 +369,10 @@ impl ChatRelay {
         }
     }
 
-    /// Takes one published message: the events of one batch, in seq order (one event is a batch of one).
-    fn accept_published(&mut self, message: &Arc<str>) {
+    /// Takes one published message: the events of one batch, in seq order (one event is a batch of one). Returns
+    /// whether any of them is relayed.
+    fn accept_published(&mut self, message: &Arc<str>) -> bool {
+        let mut relayed = false;
         for range in published_event_ranges(message) {
             let event = match StoredEvent::read(message, range.start, range.end) {
                 Ok(event) => event,
@@ -358,14 +390,16 @@ impl ChatRelay {
                 self.state.counters.duplicate_events_dropped.increment(1);
             } else if event.seq == self.last_seq + 1 {
                 self.push_log_event(event);
+                relayed = true;
             } else {
                 // A gap: something was published before this relay subscribed, or was lost. The batch was appended
                 // to the log before it was published, so the log holds this event and the rest of its batch too.
                 self.state.counters.stream_gaps_filled.increment(1);
                 self.start_log_read();
-                return;
+                return relayed;
             }
         }
+        relayed
     }
 
     fn start_log_read(&mut self) {
@@ -476,8 +510,8 @@ fn queued_event(snapshot: &QueueSnapshot, lane: Lane, position: u64) -> StreamEv
     }
 }
 
-/// Finds a chat by id for a client that (re)connects to its events: 404 when unknown, and its queue position
-/// when it still waits. One command (HMGET); the position comes from this process's queue snapshot, which is at
+/// Finds a chat by id for a client that (re)connects to its events: 404 when unknown, its queue position when
+/// it still waits, its creation and start times. One command (HMGET); the position comes from this process's queue snapshot, which is at
 /// most one update interval old, so it may start a little high and is corrected by the next update. Only before
 /// the first snapshot does it read the lane's served counter too.
 pub async fn locate_chat(
@@ -493,12 +527,19 @@ pub async fn locate_chat(
         .run(|mut connection| async move {
             redis::cmd("HMGET")
                 .arg(&state_key)
-                .arg(&[job_state_field::STATUS, job_state_field::LANE, job_state_field::TICKET])
+                .arg(&[
+                    job_state_field::STATUS,
+                    job_state_field::LANE,
+                    job_state_field::TICKET,
+                    job_state_field::CREATED_AT_MS,
+                    job_state_field::STARTED_AT_MS,
+                ])
                 .query_async(&mut connection)
                 .await
         })
         .await?;
-    let [status, lane, ticket] = <[Option<String>; 3]>::try_from(fields).unwrap_or_default();
+    let [status, lane, ticket, created_at_ms, started_at_ms] =
+        <[Option<String>; 5]>::try_from(fields).unwrap_or_default();
     let Some(status) = status else {
         return Err(GatewayError::ChatNotFound(job_id.to_string()));
     };
@@ -511,7 +552,34 @@ pub async fn locate_chat(
         }
         _ => None,
     };
-    Ok(RelayStart { job_id, resume_after_seq, queued })
+    Ok(RelayStart {
+        job_id,
+        resume_after_seq,
+        queued,
+        created_at_ms: created_at_ms.and_then(|ms| ms.parse().ok()),
+        started_at_ms: started_at_ms.and_then(|ms| ms.parse().ok()),
+    })
+}
+
+/// A chat's queue wait from its state (one HMGET), for an answer whose head waits for the whole answer; `None`
+/// when the state cannot be read, which costs the answer nothing but this figure.
+pub async fn read_queue_wait(state: &AppState, job_id: JobId) -> Option<Duration> {
+    use protocol::keys::job_state_field;
+
+    let state_key = state.keys.job_state(&job_id);
+    let times: (Option<u64>, Option<u64>) = state
+        .redis
+        .run(|mut connection| async move {
+            redis::cmd("HMGET")
+                .arg(&state_key)
+                .arg(&[job_state_field::CREATED_AT_MS, job_state_field::STARTED_AT_MS])
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+        .inspect_err(|error| tracing::debug!(%error, "the queue wait of a finished chat could not be read"))
+        .ok()?;
+    queue_wait(times.0, times.1)
 }
 
 /// The lane's served-ticket counter: from the queue snapshot once there is one, else from Redis.
