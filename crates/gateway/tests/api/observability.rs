@@ -237,7 +237,7 @@ async fn gateway_metrics_in_a_process_of_their_own() {
 
     // An OpenAI stream and a browser chat whose tokens arrive while their streams are open, so that they are
     // relayed from published messages.
-    let slow = "[[mock tokens=3 ttft_ms=300 inter_token_ms=100]]";
+    let slow = "[[mock tokens=4 ttft_ms=300 inter_token_ms=200]]";
     let streamed = post_completion(
         &stack,
         json!({"messages": [{"role": "user", "content": format!("streamed {slow}")}], "stream": true}),
