@@ -117,7 +117,7 @@ async fn keep_table_current(
             _ = shutdown.cancelled() => return,
             _ = reload.tick() => {}
             message = control.next_message() => match message {
-                Some(RouterMessage::Published(payload)) => {
+                Some(RouterMessage::Published { message: payload, .. }) => {
                     if !matches!(ControlMessage::decode(&payload), Ok(ControlMessage::ApiKeysChanged)) {
                         continue;
                     }

@@ -17,12 +17,14 @@ use crate::app_state::{AppState, OpenStreamGuard};
 use crate::caller_identity::Caller;
 use crate::chat_request::ValidatedChat;
 use crate::error::{GatewayError, RatePolicy, Rejection};
+use crate::gateway_metrics::{NO_REASON, count_admission_decision};
+use crate::server_timing::ChatTiming;
 
 /// A chat that passed the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdmittedChat {
-    /// Newly queued: `position` 1 is next in its lane.
-    Queued { job_id: JobId, lane: Lane, ticket: u64, position: u64 },
+    /// Newly queued: `position` 1 is next in its lane; `created_at_ms` is the envelope's creation time.
+    Queued { job_id: JobId, lane: Lane, ticket: u64, position: u64, created_at_ms: u64 },
     /// A duplicate of a chat already queued, running or done: the caller follows that chat.
     Joined { job_id: JobId },
 }
@@ -36,23 +38,24 @@ impl AdmittedChat {
 }
 
 /// The per-process connection gate: a streaming response may open only while this gateway holds fewer than
-/// `max_open_streams`. Costs no Redis work, so it sheds load even when Redis is the bottleneck.
-pub fn open_stream_slot(state: &AppState) -> Result<OpenStreamGuard, GatewayError> {
+/// `max_open_streams`. Costs no Redis work, so it sheds load even when Redis is the bottleneck. `flow` labels the
+/// refusal's count.
+pub fn open_stream_slot(state: &AppState, flow: &'static str) -> Result<OpenStreamGuard, GatewayError> {
     let limit = state.limits.borrow().max_open_streams;
     state.open_streams.try_enter(limit as usize).ok_or_else(|| {
-        metrics::counter!("dam_gateway_admission_decisions_total", "decision" => "too_many_connections")
-            .increment(1);
+        count_admission_decision("too_many_connections", "too_many_connections", flow);
         GatewayError::TooManyConnections { limit }
     })
 }
 
-/// Runs the gate for a validated chat and queues it when admitted.
+/// Runs the gate for a validated chat and queues it when admitted; the round trip goes into `timing`.
 pub async fn admit_chat_request(
     state: &AppState,
     chat: ValidatedChat,
     caller: &Caller,
     idempotency_key: Option<&str>,
     flow: &'static str,
+    timing: &mut ChatTiming,
 ) -> Result<AdmittedChat, GatewayError> {
     let started = Instant::now();
     let settings = &state.settings;
@@ -102,17 +105,39 @@ pub async fn admit_chat_request(
         .run(|mut connection| async move { admit_chat(&mut connection, keys, &request).await })
         .instrument(admission_span)
         .await;
-    metrics::histogram!("dam_gateway_admission_seconds").record(started.elapsed().as_secs_f64());
+    let round_trip = started.elapsed();
+    metrics::histogram!("dam_gateway_admission_seconds").record(round_trip.as_secs_f64());
+    timing.record_admission(round_trip);
     let policy = RatePolicy {
         burst: caller_limits.burst,
         window_s: (f64::from(caller_limits.burst) / caller_limits.rate_per_second).ceil() as u64,
     };
-    let (decision_label, outcome) = match decision? {
-        AdmissionDecision::Admitted { ticket, position, .. } => {
-            ("admitted", Ok(AdmittedChat::Queued { job_id: envelope.id, lane, ticket, position }))
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(error) => {
+            // Redis did not decide: counted, so that a wave of 503s shows up next to the gate's refusals.
+            count_admission_decision("error", "backend_unavailable", flow);
+            return Err(error.into());
         }
-        AdmissionDecision::Joined { job_id, .. } => ("joined", Ok(AdmittedChat::Joined { job_id })),
+    };
+    // `decision` is the gate's verdict; `reason` the code a refused client sees.
+    let (decision_label, reason_label, outcome) = match decision {
+        AdmissionDecision::Admitted { ticket, position, .. } => (
+            "admitted",
+            NO_REASON,
+            Ok(AdmittedChat::Queued {
+                job_id: envelope.id,
+                lane,
+                ticket,
+                position,
+                created_at_ms: envelope.created_at_ms,
+            }),
+        ),
+        AdmissionDecision::Joined { job_id, .. } => {
+            ("joined", NO_REASON, Ok(AdmittedChat::Joined { job_id }))
+        }
         AdmissionDecision::Rejected { reason, retry_after_ms, rate } => (
+            "rejected",
             reason.code(),
             Err(GatewayError::Rejected {
                 rejection: Rejection {
@@ -123,14 +148,15 @@ pub async fn admit_chat_request(
             }),
         ),
         AdmissionDecision::IdempotencyKeyReused { .. } => {
-            ("idempotency_key_reused", Err(GatewayError::IdempotencyKeyReused))
+            ("rejected", "idempotency_key_reused", Err(GatewayError::IdempotencyKeyReused))
         }
-        AdmissionDecision::IdTaken => {
-            ("id_taken", Err(GatewayError::Internal("a freshly generated job id already existed".to_owned())))
-        }
+        AdmissionDecision::IdTaken => (
+            "error",
+            "id_taken",
+            Err(GatewayError::Internal("a freshly generated job id already existed".to_owned())),
+        ),
     };
-    metrics::counter!("dam_gateway_admission_decisions_total", "decision" => decision_label, "flow" => flow)
-        .increment(1);
+    count_admission_decision(decision_label, reason_label, flow);
     outcome
 }
 

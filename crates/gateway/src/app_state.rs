@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_directory::AccessDirectory;
+use crate::gateway_metrics::{ADDED_LATENCY, BROWSER_FLOW, OPENAI_FLOW, TIME_TO_FIRST_TOKEN};
+use crate::http_observation::InstanceHeader;
 use crate::queue_watch::QueueSnapshot;
 use crate::stream_router::StreamRouter;
 
@@ -48,17 +50,27 @@ pub struct SharedState {
     pub limits: watch::Receiver<Arc<Limits>>,
     pub access_directory: AccessDirectory,
     pub counters: GatewayCounters,
+    /// `X-Dam-Instance`: this process's instance name (`telemetry.instance`).
+    pub instance_header: InstanceHeader,
     /// Bounds the cancellations of chats whose OpenAI clients left (see `CancelOnDrop`).
     pub departure_cancellations: tokio::sync::Semaphore,
 }
 
-/// Counters touched per message or per event, resolved once rather than looked up by name every time.
+/// Counters and histograms touched per request, message or event, resolved once rather than looked up by name
+/// (and labels) every time.
 #[derive(Debug, Clone)]
 pub struct GatewayCounters {
     pub stream_events_relayed: metrics::Counter,
     pub duplicate_events_dropped: metrics::Counter,
     pub stream_gaps_filled: metrics::Counter,
     pub pubsub_messages: metrics::Counter,
+    /// `dam_gateway_added_latency_seconds{stage="admission"}`: a chat POST read to its answer's head.
+    pub admission_added_latency: metrics::Histogram,
+    /// `dam_gateway_added_latency_seconds{stage="relay"}`: a published message received to its bytes written.
+    pub relay_added_latency: metrics::Histogram,
+    /// `dam_gateway_time_to_first_token_seconds`, by flow.
+    pub browser_time_to_first_token: metrics::Histogram,
+    pub openai_time_to_first_token: metrics::Histogram,
 }
 
 impl GatewayCounters {
@@ -69,7 +81,16 @@ impl GatewayCounters {
             duplicate_events_dropped: metrics::counter!("dam_gateway_duplicate_events_dropped_total"),
             stream_gaps_filled: metrics::counter!("dam_gateway_stream_gaps_filled_total"),
             pubsub_messages: metrics::counter!("dam_gateway_pubsub_messages_total"),
+            admission_added_latency: metrics::histogram!(ADDED_LATENCY, "stage" => "admission"),
+            relay_added_latency: metrics::histogram!(ADDED_LATENCY, "stage" => "relay"),
+            browser_time_to_first_token: metrics::histogram!(TIME_TO_FIRST_TOKEN, "flow" => BROWSER_FLOW),
+            openai_time_to_first_token: metrics::histogram!(TIME_TO_FIRST_TOKEN, "flow" => OPENAI_FLOW),
         }
+    }
+
+    /// The time-to-first-token histogram of `flow` (`browser` or `openai`).
+    pub fn time_to_first_token(&self, flow: &str) -> &metrics::Histogram {
+        if flow == OPENAI_FLOW { &self.openai_time_to_first_token } else { &self.browser_time_to_first_token }
     }
 }
 

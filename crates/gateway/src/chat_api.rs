@@ -19,8 +19,11 @@ use crate::cancellation;
 use crate::chat_relay::{ChatRelay, RelayedEvent, locate_chat};
 use crate::chat_request::BrowserChatRequest;
 use crate::error::GatewayError;
+use crate::gateway_metrics::BROWSER_FLOW;
+use crate::http_observation::RequestStarted;
 use crate::json_body::JsonBody;
-use crate::sse_stream::{EVENTSOURCE_RETRY, StreamFormat, relay_as_sse, write_sse_event};
+use crate::server_timing::ChatTiming;
+use crate::sse_stream::{EVENTSOURCE_RETRY, StreamFormat, StreamMetrics, relay_as_sse, write_sse_event};
 
 /// The 202 body of `POST /api/chats`.
 #[derive(Debug, Serialize)]
@@ -33,18 +36,35 @@ pub struct CreatedChat {
     pub joined: bool,
 }
 
+/// `POST /api/chats`; its answer, a refusal's included, carries `Server-Timing`.
 pub async fn create_chat(
     State(state): State<AppState>,
+    started: RequestStarted,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(request): JsonBody<BrowserChatRequest>,
+) -> Response {
+    let mut timing = ChatTiming::new(started);
+    let outcome = queue_browser_chat(&state, &caller, &headers, request, &mut timing).await;
+    timing.stamp(outcome, Some(&state.counters.admission_added_latency))
+}
+
+async fn queue_browser_chat(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: BrowserChatRequest,
+    timing: &mut ChatTiming,
 ) -> Result<Response, GatewayError> {
     let chat = request.validate(&state.settings.chat)?;
-    let admitted = admit_chat_request(&state, chat, &caller, idempotency_key(&headers), "browser").await?;
+    let admitted =
+        admit_chat_request(state, chat, caller, idempotency_key(headers), BROWSER_FLOW, timing).await?;
     let position = match admitted {
         AdmittedChat::Queued { position, .. } => position,
         AdmittedChat::Joined { job_id } => {
-            locate_chat(&state, job_id, 0).await?.queued.map(|queued| queued.position).unwrap_or(0)
+            let start = locate_chat(state, job_id, 0).await?;
+            timing.record_queue_wait(start.queue_wait());
+            start.queued.map(|queued| queued.position).unwrap_or(0)
         }
     };
     let job_id = admitted.job_id();
@@ -54,21 +74,37 @@ pub async fn create_chat(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, events_url)], Json(body)).into_response())
 }
 
+/// `GET /api/chats/{id}/events`; its answer carries `Server-Timing` (no admission: that was the POST's).
 pub async fn chat_events(
     State(state): State<AppState>,
+    started: RequestStarted,
     Path(id): Path<String>,
     headers: HeaderMap,
+) -> Response {
+    let mut timing = ChatTiming::new(started);
+    let outcome = stream_chat_events(&state, id, &headers, &mut timing).await;
+    timing.stamp(outcome, None)
+}
+
+async fn stream_chat_events(
+    state: &AppState,
+    id: String,
+    headers: &HeaderMap,
+    timing: &mut ChatTiming,
 ) -> Result<Response, GatewayError> {
-    let open_stream = open_stream_slot(&state)?;
+    let open_stream = open_stream_slot(state, BROWSER_FLOW)?;
     // A malformed id cannot exist, so it is refused without asking Redis.
     let job_id: JobId = id.parse().map_err(|_| GatewayError::ChatNotFound(id))?;
-    let resume_after_seq = last_event_id(&headers);
-    let opened = match locate_chat(&state, job_id, resume_after_seq).await {
-        Ok(start) => ChatRelay::open(&state, start).await,
+    let resume_after_seq = last_event_id(headers);
+    let opened = match locate_chat(state, job_id, resume_after_seq).await {
+        Ok(start) => {
+            timing.record_queue_wait(start.queue_wait());
+            ChatRelay::open(state, &start).await.map(|relay| (relay, start))
+        }
         Err(error) => Err(error),
     };
-    let relay = match opened {
-        Ok(relay) => relay,
+    let (relay, start) = match opened {
+        Ok(opened) => opened,
         // EventSource gives up for good on an error status, so while Redis is away the stream opens only to ask
         // the client to come back after its retry delay, from where it was.
         Err(GatewayError::BackendUnavailable(error)) => {
@@ -78,8 +114,8 @@ pub async fn chat_events(
         Err(error) => return Err(error),
     };
     let keep_alive = Duration::from_secs(state.settings.gateway.sse_keep_alive_s);
-    let events_relayed = state.counters.stream_events_relayed.clone();
-    Ok(relay_as_sse(relay, BrowserEvents, events_relayed, open_stream, keep_alive))
+    let metrics = StreamMetrics::for_stream(&state.counters, BROWSER_FLOW, &start);
+    Ok(relay_as_sse(relay, BrowserEvents, metrics, open_stream, keep_alive))
 }
 
 /// An event stream that only sets EventSource's reconnect delay and says `stream_interrupted`, with the seq the

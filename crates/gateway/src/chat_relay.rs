@@ -46,6 +46,22 @@ pub struct RelayStart {
     /// The chat's admission `traceparent` when the relay starts in a request of its own (a browser's event
     /// stream), so the relay's span joins the chat's trace; `None` inside the admitting request.
     pub traceparent: Option<String>,
+    /// When the chat was created (ms since the epoch), where its time to first token starts; `None` if unknown.
+    pub created_at_ms: Option<u64>,
+    /// When a worker last started the chat (ms since the epoch); `None` while it waits.
+    pub started_at_ms: Option<u64>,
+}
+
+impl RelayStart {
+    /// How long the chat waited in its queue, once a worker has started it.
+    pub fn queue_wait(&self) -> Option<Duration> {
+        queue_wait(self.created_at_ms, self.started_at_ms)
+    }
+}
+
+/// A start after a creation: the queue wait (0 when the two hosts' clocks disagree that far).
+fn queue_wait(created_at_ms: Option<u64>, started_at_ms: Option<u64>) -> Option<Duration> {
+    Some(Duration::from_millis(started_at_ms?.saturating_sub(created_at_ms?)))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,6 +219,9 @@ pub struct ChatRelay {
     /// `chat.relay`: open from the subscription to the relay's end, so a trace shows how long the answer took
     /// to reach this client.
     _relay_span: tracing::Span,
+    /// When the router received the oldest published message whose events are ready but not yet taken by the
+    /// format: the start of the relay's added latency.
+    oldest_message_received_at: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for ChatRelay {
@@ -219,7 +238,7 @@ impl fmt::Debug for ChatRelay {
 
 impl ChatRelay {
     /// Subscribes and catches up with the replay log. The first event is a `queued` one if the job waits.
-    pub async fn open(state: &AppState, start: RelayStart) -> Result<Self, GatewayError> {
+    pub async fn open(state: &AppState, start: &RelayStart) -> Result<Self, GatewayError> {
         let relay_span = tracing::info_span!("chat.relay", job_id = %start.job_id);
         if let Some(traceparent) = start.traceparent.as_deref() {
             continue_trace(&relay_span, &trace_context_from_headers(Some(traceparent), None));
@@ -249,6 +268,7 @@ impl ChatRelay {
             log_read_failures: 0,
             log_read_retry: None,
             _relay_span: relay_span,
+            oldest_message_received_at: None,
         };
         relay.queue_watch.mark_unchanged();
         // The subscription is confirmed, so whatever was published before it is in the log by now: reading the
@@ -266,6 +286,12 @@ impl ChatRelay {
     /// The `seq` of the last log event relayed (0 before any).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// When the router received the oldest published message among the events taken since the last call (`None`
+    /// if they all came from the replay log): the stream measures its relay latency from it.
+    pub fn take_oldest_message_received_at(&mut self) -> Option<std::time::Instant> {
+        self.oldest_message_received_at.take()
     }
 
     /// The next event already received, without waiting: lets a format write a burst of events at once.
@@ -332,7 +358,11 @@ impl ChatRelay {
                 // While the log is read (or a read waits to be tried again), messages wait in the subscription:
                 // applied after the log, they are either duplicates or the events that follow it.
                 message = self.subscription.next_message(), if !reading_log && !retry_pending => match message {
-                    Some(RouterMessage::Published(message)) => self.accept_published(&message),
+                    Some(RouterMessage::Published { message, received_at }) => {
+                        if self.accept_published(&message) {
+                            self.oldest_message_received_at.get_or_insert(received_at);
+                        }
+                    }
                     Some(RouterMessage::Resync) => self.start_log_read(),
                     // The router stopped, or dropped this stream for falling too far behind its client.
                     None => {
@@ -351,8 +381,10 @@ impl ChatRelay {
         }
     }
 
-    /// Takes one published message: the events of one batch, in seq order (one event is a batch of one).
-    fn accept_published(&mut self, message: &Arc<str>) {
+    /// Takes one published message: the events of one batch, in seq order (one event is a batch of one). Returns
+    /// whether any of them is relayed.
+    fn accept_published(&mut self, message: &Arc<str>) -> bool {
+        let mut relayed = false;
         for range in published_event_ranges(message) {
             let event = match StoredEvent::read(message, range.start, range.end) {
                 Ok(event) => event,
@@ -370,14 +402,16 @@ impl ChatRelay {
                 self.state.counters.duplicate_events_dropped.increment(1);
             } else if event.seq == self.last_seq + 1 {
                 self.push_log_event(event);
+                relayed = true;
             } else {
                 // A gap: something was published before this relay subscribed, or was lost. The batch was appended
                 // to the log before it was published, so the log holds this event and the rest of its batch too.
                 self.state.counters.stream_gaps_filled.increment(1);
                 self.start_log_read();
-                return;
+                return relayed;
             }
         }
+        relayed
     }
 
     fn start_log_read(&mut self) {
@@ -488,8 +522,8 @@ fn queued_event(snapshot: &QueueSnapshot, lane: Lane, position: u64) -> StreamEv
     }
 }
 
-/// Finds a chat by id for a client that (re)connects to its events: 404 when unknown, and its queue position
-/// when it still waits. One command (HMGET); the position comes from this process's queue snapshot, which is at
+/// Finds a chat by id for a client that (re)connects to its events: 404 when unknown, its queue position when
+/// it still waits, its creation and start times. One command (HMGET); the position comes from this process's queue snapshot, which is at
 /// most one update interval old, so it may start a little high and is corrected by the next update. Only before
 /// the first snapshot does it read the lane's served counter too.
 pub async fn locate_chat(
@@ -510,12 +544,15 @@ pub async fn locate_chat(
                     job_state_field::LANE,
                     job_state_field::TICKET,
                     job_state_field::TRACEPARENT,
+                    job_state_field::CREATED_AT_MS,
+                    job_state_field::STARTED_AT_MS,
                 ])
                 .query_async(&mut connection)
                 .await
         })
         .await?;
-    let [status, lane, ticket, traceparent] = <[Option<String>; 4]>::try_from(fields).unwrap_or_default();
+    let [status, lane, ticket, traceparent, created_at_ms, started_at_ms] =
+        <[Option<String>; 6]>::try_from(fields).unwrap_or_default();
     let Some(status) = status else {
         return Err(GatewayError::ChatNotFound(job_id.to_string()));
     };
@@ -528,7 +565,35 @@ pub async fn locate_chat(
         }
         _ => None,
     };
-    Ok(RelayStart { job_id, resume_after_seq, queued, traceparent })
+    Ok(RelayStart {
+        job_id,
+        resume_after_seq,
+        queued,
+        created_at_ms: created_at_ms.and_then(|ms| ms.parse().ok()),
+        started_at_ms: started_at_ms.and_then(|ms| ms.parse().ok()),
+        traceparent,
+    })
+}
+
+/// A chat's queue wait from its state (one HMGET), for an answer whose head waits for the whole answer; `None`
+/// when the state cannot be read, which costs the answer nothing but this figure.
+pub async fn read_queue_wait(state: &AppState, job_id: JobId) -> Option<Duration> {
+    use protocol::keys::job_state_field;
+
+    let state_key = state.keys.job_state(&job_id);
+    let times: (Option<u64>, Option<u64>) = state
+        .redis
+        .run(|mut connection| async move {
+            redis::cmd("HMGET")
+                .arg(&state_key)
+                .arg(&[job_state_field::CREATED_AT_MS, job_state_field::STARTED_AT_MS])
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+        .inspect_err(|error| tracing::debug!(%error, "the queue wait of a finished chat could not be read"))
+        .ok()?;
+    queue_wait(times.0, times.1)
 }
 
 /// The lane's served-ticket counter: from the queue snapshot once there is one, else from Redis.

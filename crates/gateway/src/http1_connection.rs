@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use crate::error::GatewayError;
+use crate::http_observation::observe_refused_request;
 use crate::http_server::{ConnectionContext, serve_http2};
 use crate::http1_head::{BodyFraming, HeadRefusal, RequestHead, parse_chunk_size, parse_request_head};
 
@@ -60,8 +61,14 @@ struct Http1Connection {
 
 /// What reading a request and running its handler gave.
 enum Exchange {
-    Answer { response: Response<Body>, is_head_request: bool, version: Version, keep_alive: bool },
-    Refuse(GatewayError),
+    Answer {
+        response: Response<Body>,
+        is_head_request: bool,
+        version: Version,
+        keep_alive: bool,
+    },
+    /// Refused before routing; the method is known when the head was read.
+    Refuse(GatewayError, Option<Method>),
     Http2,
     Close,
 }
@@ -107,7 +114,9 @@ impl Http1Connection {
                     Exchange::Answer { response, is_head_request, version, keep_alive } => {
                         (response, is_head_request, version, keep_alive)
                     }
-                    Exchange::Refuse(error) => return Box::pin(self.refuse_and_close(error)).await,
+                    Exchange::Refuse(error, method) => {
+                        return Box::pin(self.refuse_and_close(error, method)).await;
+                    }
                     Exchange::Http2 => {
                         // Boxed: an HTTP/2 connection is large, and only an HTTP/2 client should pay for it.
                         let received = std::mem::take(&mut self.received);
@@ -138,11 +147,11 @@ impl Http1Connection {
             Ok(NextRequest::Request(head)) => head,
             Ok(NextRequest::Http2) => return Exchange::Http2,
             Ok(NextRequest::Closed) | Err(RequestFailure::Dropped) => return Exchange::Close,
-            Err(RequestFailure::Refused(error)) => return Exchange::Refuse(error),
+            Err(RequestFailure::Refused(error)) => return Exchange::Refuse(error, None),
         };
         let body = match self.read_body(&head).await {
             Ok(body) => body,
-            Err(RequestFailure::Refused(error)) => return Exchange::Refuse(error),
+            Err(RequestFailure::Refused(error)) => return Exchange::Refuse(error, Some(head.parts.method)),
             Err(RequestFailure::Dropped) => return Exchange::Close,
         };
         if self.received.is_empty() {
@@ -404,8 +413,10 @@ impl Http1Connection {
 
     /// Answers a request that cannot be served with its JSON error, then closes without resetting the
     /// connection: the client may still be sending what is refused.
-    async fn refuse_and_close(mut self, error: GatewayError) {
-        let answer = encode_response_head(error.into_response(), false, Version::HTTP_11, false);
+    async fn refuse_and_close(mut self, error: GatewayError, method: Option<Method>) {
+        let mut response = error.into_response();
+        observe_refused_request(&mut response, method.as_ref(), &self.context.instance_header);
+        let answer = encode_response_head(response, false, Version::HTTP_11, false);
         if self.write_answer(answer).await.is_err() {
             return;
         }

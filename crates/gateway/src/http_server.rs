@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::http_observation::InstanceHeader;
 use crate::http1_connection::serve_http1_connection;
 
 /// Connections the kernel may complete and hold until the gateway accepts them (capped by `net.core.somaxconn`):
@@ -56,6 +57,8 @@ pub struct ConnectionContext {
     pub limits: ConnectionLimits,
     /// Cancelled when the server stops accepting: idle connections close, busy ones after their answer.
     pub stopping: CancellationToken,
+    /// `X-Dam-Instance`, for the answers given without the router (refused heads and bodies).
+    pub instance_header: InstanceHeader,
 }
 
 /// Binds the gateway's listening socket on `address` (`host:port`) with a deep accept backlog.
@@ -76,9 +79,11 @@ pub async fn serve_with_limits(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    instance_header: InstanceHeader,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let context = Arc::new(ConnectionContext { router, limits, stopping: CancellationToken::new() });
+    let context =
+        Arc::new(ConnectionContext { router, limits, stopping: CancellationToken::new(), instance_header });
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {

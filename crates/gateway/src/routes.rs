@@ -4,16 +4,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::app_state::AppState;
 use crate::error::GatewayError;
+use crate::http_observation::observe_request;
 use crate::{chat_api, chat_page, health_api, openai_api, request_tracing};
 
 pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.gateway.max_body_bytes;
     let body_timeout = Duration::from_millis(state.settings.gateway.body_read_timeout_ms);
+    let instance_header = state.instance_header.clone();
     Router::new()
         .route("/", get(chat_page::chat_page))
         .route("/api/chats", post(chat_api::create_chat))
@@ -31,6 +34,8 @@ pub fn build_router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::from_fn(request_tracing::trace_chat_requests))
+        // Outermost: every answer is counted and names this instance, the fallbacks' and the limits' included.
+        .layer(middleware::from_fn_with_state(instance_header, observe_request))
         .with_state(state)
 }
 

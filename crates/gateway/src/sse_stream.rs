@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use tokio::time::{Instant, Sleep};
 
-use crate::app_state::OpenStreamGuard;
-use crate::chat_relay::{ChatRelay, RelayedEvent};
+use crate::app_state::{GatewayCounters, OpenStreamGuard};
+use crate::chat_relay::{ChatRelay, RelayStart, RelayedEvent, StoredEventKind};
 
 /// First capacity of a body chunk: a token event takes 100 to 300 bytes on the wire.
 const CHUNK_CAPACITY_BYTES: usize = 1024;
@@ -48,8 +48,57 @@ struct SseStream<F> {
     /// Whether the format's opening went out.
     opened: bool,
     ended: bool,
-    events_relayed: metrics::Counter,
+    metrics: StreamMetrics,
     _open_stream: OpenStreamGuard,
+}
+
+/// What a stream measures, with handles resolved before it opens: nothing is looked up or allocated per event.
+#[derive(Debug)]
+pub struct StreamMetrics {
+    pub events_relayed: metrics::Counter,
+    /// `dam_gateway_added_latency_seconds{stage="relay"}`, recorded once per body chunk that carries events of a
+    /// published message.
+    pub relay_added_latency: metrics::Histogram,
+    /// Set until the chat's first token is written, when this stream is one to measure it.
+    pub first_token: Option<FirstTokenClock>,
+}
+
+/// Where a chat's time to first token starts, and where it goes.
+#[derive(Debug)]
+pub struct FirstTokenClock {
+    /// The chat's creation, in ms since the epoch (the gateway that admitted it read its own clock).
+    pub created_at_ms: u64,
+    pub histogram: metrics::Histogram,
+}
+
+impl StreamMetrics {
+    /// The metrics of a stream relaying from `start`, in `flow`. Only a stream that starts at the beginning
+    /// measures the time to first token: a resume after the first token would count the chat twice.
+    pub fn for_stream(counters: &GatewayCounters, flow: &str, start: &RelayStart) -> Self {
+        let first_token = match (start.resume_after_seq, start.created_at_ms) {
+            (0, Some(created_at_ms)) => {
+                Some(FirstTokenClock { created_at_ms, histogram: counters.time_to_first_token(flow).clone() })
+            }
+            _ => None,
+        };
+        Self {
+            events_relayed: counters.stream_events_relayed.clone(),
+            relay_added_latency: counters.relay_added_latency.clone(),
+            first_token,
+        }
+    }
+
+    /// After a chunk is handed to the connection: the relay latency of the message it carried, and the time to
+    /// first token if it carried the first token.
+    fn chunk_written(&mut self, oldest_message_received_at: Option<std::time::Instant>, carried_token: bool) {
+        if let Some(received_at) = oldest_message_received_at {
+            self.relay_added_latency.record(received_at.elapsed().as_secs_f64());
+        }
+        if carried_token && let Some(clock) = self.first_token.take() {
+            let waited_ms = protocol::unix_time_ms().saturating_sub(clock.created_at_ms);
+            clock.histogram.record(waited_ms as f64 / 1000.0);
+        }
+    }
 }
 
 impl<F: StreamFormat> SseStream<F> {
@@ -71,12 +120,16 @@ impl<F: StreamFormat> SseStream<F> {
                         break;
                     };
                     let mut events = 1;
+                    let mut carried_token = is_token(&event);
                     self.ended = self.format.write_event(&event, self.relay.last_seq(), &mut chunk);
                     while !self.ended && let Some(event) = self.relay.next_ready_event() {
                         events += 1;
+                        carried_token |= is_token(&event);
                         self.ended = self.format.write_event(&event, self.relay.last_seq(), &mut chunk);
                     }
-                    self.events_relayed.increment(events);
+                    self.metrics.events_relayed.increment(events);
+                    // The chunk goes to the connection as soon as this returns: that is when it counts as written.
+                    self.metrics.chunk_written(self.relay.take_oldest_message_received_at(), carried_token);
                 }
                 _ = self.keep_alive_timer.as_mut() => {
                     let due = self.last_write + self.keep_alive;
@@ -94,11 +147,16 @@ impl<F: StreamFormat> SseStream<F> {
     }
 }
 
+/// Whether `event` is answer text (a stored `token`).
+fn is_token(event: &RelayedEvent) -> bool {
+    matches!(event, RelayedEvent::Stored(stored) if stored.kind == StoredEventKind::Token)
+}
+
 /// The SSE response for one relay.
 pub fn relay_as_sse<F: StreamFormat>(
     relay: ChatRelay,
     format: F,
-    events_relayed: metrics::Counter,
+    metrics: StreamMetrics,
     open_stream: OpenStreamGuard,
     keep_alive: Duration,
 ) -> Response {
@@ -110,7 +168,7 @@ pub fn relay_as_sse<F: StreamFormat>(
         last_write: Instant::now(),
         opened: false,
         ended: false,
-        events_relayed,
+        metrics,
         _open_stream: open_stream,
     };
     let body = futures::stream::unfold(stream, |mut stream| async move {

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::access_directory::AccessDirectory;
 use crate::app_state::{AppState, GatewayCounters, OpenStreams, SharedState};
 use crate::error::GatewayError;
+use crate::gateway_metrics::register_series_at_zero;
+use crate::http_observation::InstanceHeader;
 use crate::http_server::{ConnectionLimits, serve_with_limits};
 use crate::queue_watch::start_queue_watch;
 use crate::routes::build_router;
@@ -31,6 +33,8 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
     // The recorder first, so that counters resolved once below record into it.
     let metrics = protocol::telemetry::prometheus_handle();
     let counters = GatewayCounters::register();
+    register_series_at_zero();
+    let instance_header = InstanceHeader::new(&settings.telemetry.instance_name());
     let stream_router = StreamRouter::start(
         redis.client().clone(),
         redis.connect_timeout(),
@@ -63,6 +67,7 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
         limits,
         access_directory,
         counters,
+        instance_header,
         departure_cancellations: tokio::sync::Semaphore::new(CONCURRENT_DEPARTURE_CANCELLATIONS),
     }))
 }
@@ -84,6 +89,7 @@ pub async fn run(
     };
     let state = build_app_state(settings, background.clone())?;
     let stream_shutdown = state.stream_shutdown.clone();
+    let instance_header = state.instance_header.clone();
     let app = build_router(state);
     let graceful = async move {
         shutdown.await;
@@ -93,7 +99,7 @@ pub async fn run(
             stream_shutdown.cancel();
         });
     };
-    let served = serve_with_limits(listener, app, connection_limits, graceful).await;
+    let served = serve_with_limits(listener, app, connection_limits, instance_header, graceful).await;
     background.cancel();
     served.map_err(|error| GatewayError::Internal(format!("server error: {error}")))
 }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -26,8 +26,9 @@ pub const STREAM_QUEUE_CAPACITY: usize = 256;
 /// What a subscribed stream receives.
 #[derive(Debug, Clone)]
 pub enum RouterMessage {
-    /// A message published on the stream's channel, as published: one batch of events, one JSON per line.
-    Published(Arc<str>),
+    /// A message published on the stream's channel, as published: one batch of events, one JSON per line; and when
+    /// the router received it (one clock reading per message, shared by its streams), where relay latency starts.
+    Published { message: Arc<str>, received_at: Instant },
     /// The connection was lost and restored: messages may have been missed; re-read the replay log.
     Resync,
 }
@@ -244,7 +245,10 @@ impl RouterTask {
         // One copy of the payload, shared by every stream of this chat on this gateway.
         let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { return };
         let payload: Arc<str> = payload.into();
-        subscribers.retain(|(_, sender)| deliver(sender, RouterMessage::Published(payload.clone())));
+        let received_at = Instant::now();
+        subscribers.retain(|(_, sender)| {
+            deliver(sender, RouterMessage::Published { message: payload.clone(), received_at })
+        });
         if subscribers.is_empty() {
             // Forgotten here; the subscriptions' own departures then unsubscribe the channel at Redis.
             self.subscribers.remove(channel);

@@ -93,8 +93,11 @@ async fn metrics_counted_in_a_process_of_their_own() {
     let text = metrics.text().await.expect("text");
     let decisions = "dam_gateway_admission_decisions_total";
     assert!(text.contains(&format!("# TYPE {decisions} counter")), "{text}");
-    let count = |decision| sample_value(&text, decisions, &[("decision", decision), ("flow", "browser")]);
-    assert_eq!(count("admitted"), Some(2.0), "{text}");
-    assert_eq!(count("rate_limited"), Some(1.0), "{text}");
-    assert_eq!(sample_value(&text, decisions, &[("decision", "admitted"), ("flow", "openai")]), None);
+    let count = |decision, reason, flow| {
+        sample_value(&text, decisions, &[("decision", decision), ("reason", reason), ("flow", flow)])
+    };
+    assert_eq!(count("admitted", "none", "browser"), Some(2.0), "{text}");
+    assert_eq!(count("rejected", "rate_limited", "browser"), Some(1.0), "{text}");
+    // Registered at zero at startup, so a dashboard shows 0 rather than no data.
+    assert_eq!(count("admitted", "none", "openai"), Some(0.0), "{text}");
 }

@@ -6,6 +6,7 @@ mod browser_flow;
 mod budget_reservations;
 mod health;
 mod http_connections;
+mod observability;
 mod openai_flow;
 mod retries_and_reconnects;
 mod stream_faults;

@@ -135,13 +135,15 @@ async fn a_stream_whose_reader_stopped_is_dropped_while_the_others_flow() {
     let message = tokio::time::timeout(Duration::from_secs(10), flowing.next_message())
         .await
         .expect("the other stream is not held up");
-    assert!(matches!(message, Some(RouterMessage::Published(text)) if &*text == "still flowing"));
+    assert!(
+        matches!(message, Some(RouterMessage::Published { message: text, .. }) if &*text == "still flowing")
+    );
 
     // The stalled stream kept what it could hold, in order, and was then dropped: it ends instead of growing.
     let mut received = 0;
     let ended = loop {
         match tokio::time::timeout(Duration::from_secs(5), stalled.next_message()).await {
-            Ok(Some(RouterMessage::Published(text))) => {
+            Ok(Some(RouterMessage::Published { message: text, .. })) => {
                 assert_eq!(&*text, received.to_string(), "in order");
                 received += 1;
             }
