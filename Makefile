@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run run-monitoring test test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run run-monitoring test test-monitoring-config test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -22,7 +22,10 @@ run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; C
 run-monitoring: ## `make run` plus mtail, Prometheus (:9291) and Alertmanager (:9292); knobs: deploy/monitoring/start-monitoring.sh
 	@MONITORING=1 exec deploy/run-local.sh
 
-test: deps test-unit test-e2e test-chaos-smoke ## Install what the tests need, cargo test --workspace, the end-to-end test, the short fault tests
+test: deps test-monitoring-config test-unit test-e2e test-chaos-smoke ## Install what the tests need, the monitoring files' checks, cargo test --workspace, the end-to-end test, the short fault tests
+
+test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
+	$(PYTHON) dashboards/check_monitoring_config.py
 
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
