@@ -107,17 +107,26 @@ def check_dashboards() -> None:
         source = variables.get("datasource")
         if not source or source.get("type") != "datasource" or source["current"].get("value") != provisioned:
             problems.append(f"{path.name}: the `datasource` variable must default to the provisioned {provisioned}")
+        cells: dict[tuple[int, int], str] = {}
         for panel in panels_of(dashboard):
+            title = f"{path.name}: {panel.get('title', '?')!r}"
+            grid = panel.get("gridPos", {})
+            if grid.get("x", 0) + grid.get("w", 0) > 24:
+                problems.append(f"{title} is wider than the dashboard's 24 columns")
+            for x in range(grid.get("x", 0), grid.get("x", 0) + grid.get("w", 0)):
+                for y in range(grid.get("y", 0), grid.get("y", 0) + grid.get("h", 0)):
+                    if (x, y) in cells:
+                        problems.append(f"{title} overlaps {cells[(x, y)]}")
+                    cells[(x, y)] = title
             if panel.get("type") == "row":
                 continue
-            title = f"{path.name}: {panel.get('title', '?')!r}"
             targets = panel.get("targets", [])
             if not targets or not all(target.get("expr", "").strip() for target in targets):
                 problems.append(f"{title} has a panel without a query")
             for holder in [panel, *targets]:
                 if holder.get("datasource", {}).get("uid") != "${datasource}":
                     problems.append(f"{title} names datasource {holder.get('datasource')}, not ${{datasource}}")
-    assert not problems, "\n".join(problems)
+    assert not problems, "\n".join(dict.fromkeys(problems))
 
 
 def check_names_in_catalog() -> None:
@@ -134,7 +143,7 @@ CHECKS = [
     ("amtool check-config", check_alertmanager_config),
     ("mtail compiles edge.mtail and counts the sample log as expected", check_mtail_program),
     ("the dashboards' JSON is what generate_dashboards.py writes", check_dashboards_generated),
-    ("every panel has a query on the provisioned datasource", check_dashboards),
+    ("every panel has a query on the provisioned datasource, and none overlaps another", check_dashboards),
     ("every metric name the dashboards and rules use is in the catalog", check_names_in_catalog),
 ]
 
