@@ -48,7 +48,8 @@ def run(command: list[str]) -> str:
     tool = shutil.which(command[0])
     assert tool, f"{command[0]} is not installed (make deps)"
     result = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, cwd=ROOT)
-    assert result.returncode == 0, f"{' '.join(command)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, \
+        f"{' '.join(command)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
     return result.stdout
 
 

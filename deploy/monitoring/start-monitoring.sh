@@ -55,7 +55,8 @@ webhook_url="${DISCORD_WEBHOOK_URL:-http://127.0.0.1:1/set-DISCORD_WEBHOOK_URL}"
 shopt -u patsub_replacement 2>/dev/null || true
 alertmanager_config="$(<"$ROOT/dashboards/alertmanager/alertmanager.yml")"
 placeholder='https://discord.com/api/webhooks/REPLACE_WITH_WEBHOOK_ID/REPLACE_WITH_WEBHOOK_TOKEN'
-[[ "$alertmanager_config" == *"$placeholder"* ]] || die "dashboards/alertmanager/alertmanager.yml lost its webhook placeholder"
+[[ "$alertmanager_config" == *"$placeholder"* ]] \
+    || die "dashboards/alertmanager/alertmanager.yml lost its webhook placeholder"
 printf '%s\n' "${alertmanager_config//"$placeholder"/$webhook_url}" >"$monitoring_dir/alertmanager.yml"
 chmod 600 "$monitoring_dir/alertmanager.yml"
 
@@ -92,7 +93,9 @@ wait_for_http() {
     local name="$1" url="$2" deadline=$((SECONDS + 30))
     until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
         ((SECONDS < deadline)) || die "$name did not answer $url within 30s (log: $run_dir/logs/$name.log)"
-        for pid in "${children[@]}"; do kill -0 "$pid" 2>/dev/null || die "$name exited (log: $run_dir/logs/$name.log)"; done
+        for pid in "${children[@]}"; do
+            kill -0 "$pid" 2>/dev/null || die "$name exited (log: $run_dir/logs/$name.log)"
+        done
         sleep 0.2
     done
 }
@@ -114,7 +117,7 @@ discord="alerts go to Discord"
 [[ -n "${DISCORD_WEBHOOK_URL:-}" ]] || discord="set DISCORD_WEBHOOK_URL to send alerts to Discord"
 cat >"$monitoring_dir/banner.txt" <<BANNER
   Monitoring:
-    Prometheus   http://127.0.0.1:$PROMETHEUS_PORT/  (alerts: /alerts, targets: /targets; jobs gateway, worker, dam, edge)
+    Prometheus   http://127.0.0.1:$PROMETHEUS_PORT/  (/alerts, /targets: jobs gateway, worker, dam, edge)
     Alertmanager http://127.0.0.1:$ALERTMANAGER_PORT/  ($discord)
     mtail (edge) http://127.0.0.1:$MTAIL_PORT/metrics  reading $access_log
     Grafana is not packaged in Debian: the compose deployment runs it from dashboards/grafana (dashboards/README.md).
