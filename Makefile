@@ -11,15 +11,21 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run test test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run run-monitoring test test-monitoring-config test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; Ctrl-C stops it
 	@exec deploy/run-local.sh
 
-test: deps test-unit test-e2e test-chaos-smoke ## Install what the tests need, cargo test --workspace, the end-to-end test, the short fault tests
+run-monitoring: ## `make run` plus mtail, Prometheus (:9291) and Alertmanager (:9292); knobs: deploy/monitoring/start-monitoring.sh
+	@MONITORING=1 exec deploy/run-local.sh
+
+test: deps test-monitoring-config test-unit test-e2e test-chaos-smoke ## Install what the tests need, the monitoring files' checks, cargo test --workspace, the end-to-end test, the short fault tests
+
+test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
+	$(PYTHON) dashboards/check_monitoring_config.py
 
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
@@ -53,8 +59,8 @@ fmt: ## Format the workspace
 build-release: ## Release build of the four service binaries (what `make run` runs)
 	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
 
-deps: ## Install missing system packages (redis-server, nginx, curl) and the e2e test's OpenAI SDK
-	deploy/install-system-packages.sh
+deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail) and the e2e test's OpenAI SDK
+	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail
 	@if ! $(PYTHON) -c 'import openai' 2>/dev/null; then \
 		echo "[deps] installing the OpenAI Python SDK for the end-to-end test"; \
 		$(PYTHON) -m pip install --quiet openai \

@@ -2,6 +2,9 @@
 # Installs the Debian packages a local Traffic Dam stack and its tests need (redis-server, nginx, curl), and only
 # the missing ones: a machine that has them is left untouched and no network is used. Called by `make deps`,
 # deploy/run-local.sh and .ci/run. Python packages for the end-to-end test are .ci/run's and `make deps`' business.
+# `make deps` and deploy/monitoring/start-monitoring.sh also ask for the monitoring tools by command name
+# (prometheus promtool prometheus-alertmanager amtool mtail): only their binaries are used, so the system services
+# Debian starts with them (Prometheus on :9090, which `make run` gives mock-llm) are stopped and disabled again.
 set -euo pipefail
 
 log() { echo "[deps] $*" >&2; }
@@ -12,12 +15,17 @@ have_command() {
 }
 
 # command -> Debian package. Arguments name more commands to ensure (each from the package of its name), e.g. wrk.
-declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [curl]=curl)
+declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [curl]=curl
+    [prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
+    [amtool]=prometheus-alertmanager [mtail]=mtail)
+# Packages whose system service this script turns off again when it installed them (see the top).
+service_packages=(prometheus prometheus-alertmanager mtail)
 wanted=(redis-server redis-cli nginx curl "$@")
 missing=()
 for command_name in "${wanted[@]}"; do
     if ! have_command "$command_name"; then
-        missing+=("${package_of[$command_name]:-$command_name}")
+        package="${package_of[$command_name]:-$command_name}"
+        [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
     fi
 done
 if ((${#missing[@]} == 0)); then
@@ -42,7 +50,14 @@ log "installing: ${missing[*]}"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 
-for command_name in redis-server nginx curl; do
+for command_name in "${wanted[@]}"; do
     have_command "$command_name" || { log "$command_name is still missing after apt-get install"; exit 1; }
+done
+for package in "${service_packages[@]}"; do
+    if [[ " ${missing[*]} " == *" $package "* ]] && command -v systemctl >/dev/null 2>&1 \
+        && systemctl list-unit-files "$package.service" >/dev/null 2>&1; then
+        log "stopping and disabling the $package system service Debian started (only its binary is used)"
+        "${as_root[@]}" systemctl disable --now "$package.service" >/dev/null 2>&1 || true
+    fi
 done
 log "installed: ${missing[*]}"

@@ -366,7 +366,7 @@ stop_everything() {
     log "stopping the stack"
     local clean=1 phase_pids name pid nginx_workers stop_started="${EPOCHREALTIME/,/.}"
     nginx_workers="$(nginx_worker_pids)"
-    for phase in "nginx gateway-" "worker- dam" "mock-llm redis"; do
+    for phase in "monitoring nginx gateway-" "worker- dam" "mock-llm redis"; do
         phase_pids=()
         for ((index = 0; index < ${#STARTED_NAMES[@]}; index++)); do
             name="${STARTED_NAMES[index]}"
@@ -524,6 +524,20 @@ cat <<EOF
   Ctrl-C stops everything.
 
 EOF
+
+# MONITORING=1 (`make run-monitoring`): mtail, Prometheus and Alertmanager beside the stack, under one supervisor
+# stopped first with it. Its knobs (PROMETHEUS_PORT, ...) are at the top of deploy/monitoring/start-monitoring.sh.
+if [[ "${MONITORING:-0}" == 1 ]]; then
+    monitored_worker_ports=""
+    for ((index = 0; index < SCALE_WORKER; index++)); do
+        monitored_worker_ports+="$((${WORKER_PORT_BASE:-9201} + index)) "
+    done
+    start_process monitoring "$ROOT/deploy/monitoring/start-monitoring.sh" --run-dir "$RUN_DIR" \
+        --gateway-ports "${GATEWAY_PORTS[*]}" --worker-ports "$monitored_worker_ports" --dam-port "$ADMIN_PORT"
+    READY_DEADLINE=$((SECONDS + READY_TIMEOUT_S))
+    wait_until_ready "monitoring|http|http://127.0.0.1:${PROMETHEUS_PORT:-9291}/-/ready"
+    cat "$RUN_DIR/monitoring/banner.txt"
+fi
 
 # Serve until a signal arrives (the traps stop the stack and exit). A process that ends on its own is reported and
 # the rest keep serving, so one gateway can be stopped to watch nginx fail over; when none is left, so is this.

@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
+from check_metric_coverage import check_metric_coverage  # noqa: E402 - beside this file
 from local_stack import (  # noqa: E402 - the shared module lives beside the run script
     STOP_TIMEOUT_S,
     Stack,
@@ -497,6 +498,8 @@ def main() -> int:
                      lambda: check_body_limits(stack))
         report.check("h: nginx spreads requests over every gateway",
                      lambda: check_load_reaches_every_gateway(stack))
+        report.check("k: every metric the dashboards and alert rules use is exported (refusals sent first)",
+                     lambda: check_metric_coverage(stack))
         report.check("i: nginx fails over when a gateway stops", lambda: check_failover_when_a_gateway_stops(stack))
         report.check("f: SIGINT to run-local.sh stops every process it started, within the bound",
                      lambda: check_sigint_stops_everything(stack))
