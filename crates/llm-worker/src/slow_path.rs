@@ -88,9 +88,9 @@ pub fn log_slow_path(job_id: JobId, lane: Lane, outcome: &str, reasons: &SlowPat
     }
     let (lane, reasons_text) = (lane.as_str(), reasons.describe());
     if reasons.only_waited_in_line() {
-        tracing::info!(%job_id, lane, outcome, reasons = %reasons_text, "job ended after a slow path");
+        tracing::info!(%job_id, lane, outcome, reasons = reasons_text.as_str(), "job ended after a slow path");
     } else {
-        tracing::warn!(%job_id, lane, outcome, reasons = %reasons_text, "job ended after a slow path");
+        tracing::warn!(%job_id, lane, outcome, reasons = reasons_text.as_str(), "job ended after a slow path");
     }
 }
 
