@@ -120,3 +120,52 @@ async fn a_draining_worker_stays_alive_but_answers_not_ready() {
 
     stopping.await.expect("the worker stopped");
 }
+
+#[tokio::test]
+async fn upstream_failures_are_counted_by_outcome_with_their_retries() {
+    let stack = TestStack::start_with(StackOptions { gateways: 0, ..StackOptions::default() }, |settings| {
+        settings.llm.max_attempts = 2;
+        settings.llm.retry_base_delay_ms = 10;
+        settings.llm.retry_max_delay_ms = 50;
+    })
+    .await;
+    let throttled = chat_envelope("slow down [[mock status=429]]");
+    let broken = chat_envelope("broken [[mock status=500]]");
+    enqueue(&stack, &throttled).await;
+    enqueue(&stack, &broken).await;
+    replay_log_when_final(&stack, &throttled.id).await;
+    replay_log_when_final(&stack, &broken.id).await;
+
+    let (_, metrics) = get(&stack, &stack.workers[0], "/metrics").await;
+    let value = |series: &str| series_value(&metrics, series).unwrap_or_else(|| panic!("{series} missing"));
+    assert!(value("dam_worker_llm_requests_total{outcome=\"throttled\"}") >= 2.0);
+    assert!(value("dam_worker_llm_requests_total{outcome=\"error\"}") >= 2.0);
+    assert!(value("dam_worker_upstream_retries_total") >= 2.0);
+    assert!(value("dam_worker_jobs_total{outcome=\"failed\"}") >= 2.0);
+}
+
+#[tokio::test]
+async fn the_binary_refuses_a_taken_port_and_names_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("address").port();
+    let empty_config = std::env::temp_dir().join(format!("dam-worker-no-config-{}", std::process::id()));
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-worker"))
+        .env_clear()
+        .env("DAM_CONFIG_DIR", &empty_config)
+        .env("DAM_WORKER__HOST", "127.0.0.1")
+        .env("DAM_WORKER__PORT", port.to_string())
+        // Never reached: the listener is bound first.
+        .env("DAM_REDIS__URL", "redis://127.0.0.1:1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary");
+    let mut stderr = worker.stderr.take().expect("stderr");
+    let exited = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
+    let status = exited.expect("the worker exits at once").expect("exit status");
+    let mut output = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut output).await.expect("read stderr");
+    assert!(!status.success(), "a taken port is an error: {output}");
+    assert!(output.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{output}");
+    assert!(output.contains("DAM_WORKER__PORT"), "{output}");
+}
