@@ -49,8 +49,8 @@ pub struct JobContext {
     pub permit_line: Arc<PermitLine>,
     /// Hands an attempt that lost Redis (or its ownership) back: requeued, released or ended (see `reaper`).
     pub reaper: Reaper,
-    /// The process's metric handles, resolved once.
-    pub metrics: WorkerMetrics,
+    /// The process's metric handles, resolved once (behind one `Arc`: the context is cloned for every job).
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 /// What one attempt tells its caller besides its outcome, for the slow-path log line.

@@ -57,7 +57,7 @@ pub async fn run(
     let worker_id = worker_id_from(&settings);
     // The recorder first, so that the handles resolved once below record into it.
     let prometheus = protocol::telemetry::prometheus_handle();
-    let worker_metrics = WorkerMetrics::register();
+    let worker_metrics = Arc::new(WorkerMetrics::register());
     let readiness = Arc::new(WorkerReadiness::default());
     let address = listener.local_addr().map_err(|error| WorkerError::Listener(error.to_string()))?;
     let listener_stop = CancellationToken::new();
