@@ -10,13 +10,17 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SCRIPT = ROOT / "deploy" / "run-local.sh"
 # The run script stops the stack in three phases of at most 15 s each; an idle stack stops in about a second.
 STOP_TIMEOUT_S = 60.0
+
+
+# Worker listener ports `pick_ports` reserves unless told otherwise; a stack with more workers finds more.
+DEFAULT_WORKER_PORTS = 4
 
 
 @dataclass
@@ -26,6 +30,8 @@ class Ports:
     redis: int
     mock_llm: int
     admin: int
+    # Each worker's own listener (/metrics, /healthz, /readyz), worker N on workers[N-1].
+    workers: list[int] = field(default_factory=list)
 
 
 def port_is_listening(port: int) -> bool:
@@ -44,9 +50,9 @@ def port_is_free(port: int) -> bool:
     return not port_is_listening(port)
 
 
-def pick_ports(gateway_count: int) -> Ports:
+def pick_ports(gateway_count: int, worker_count: int = DEFAULT_WORKER_PORTS) -> Ports:
     """A block of free consecutive loopback ports below the ephemeral range, away from `make run`'s defaults."""
-    needed = 4 + gateway_count
+    needed = 4 + gateway_count + worker_count
     for _attempt in range(100):
         base = random.randrange(20000, 30000 - needed)
         block = list(range(base, base + needed))
@@ -57,8 +63,22 @@ def pick_ports(gateway_count: int) -> Ports:
                 redis=block[1 + gateway_count],
                 mock_llm=block[2 + gateway_count],
                 admin=block[3 + gateway_count],
+                workers=block[4 + gateway_count :],
             )
     raise RuntimeError("no block of free loopback ports found in 20000-30000")
+
+
+def more_free_ports(ports: Ports, count: int) -> list[int]:
+    """`count` further free loopback ports, none of them already in `ports`."""
+    taken = {ports.public, ports.redis, ports.mock_llm, ports.admin, *ports.gateways, *ports.workers}
+    found: list[int] = []
+    for _attempt in range(1000):
+        if len(found) == count:
+            return found
+        port = random.randrange(20000, 30000)
+        if port not in taken and port not in found and port_is_free(port):
+            found.append(port)
+    raise RuntimeError("not enough free loopback ports found in 20000-30000")
 
 
 def reset_signals_for_child() -> None:
@@ -85,6 +105,9 @@ class Stack:
         self.ports = ports
         self.profile = profile
         self.workers = workers
+        # Every worker needs a listener port of its own.
+        if len(ports.workers) < workers:
+            ports.workers = ports.workers + more_free_ports(ports, workers - len(ports.workers))
         self.settings = settings or {}
         self.start_timeout_s = start_timeout_s
         self.output_path = run_dir.parent / f"{run_dir.name}.run-local.log"
@@ -112,6 +135,7 @@ class Stack:
             SCALE_WORKER=str(self.workers),
             PUBLIC_PORT=str(self.ports.public),
             GATEWAY_PORT_BASE=str(self.ports.gateways[0]),
+            WORKER_PORTS=" ".join(str(port) for port in self.ports.workers[: self.workers]),
             REDIS_PORT=str(self.ports.redis),
             MOCK_LLM_PORT=str(self.ports.mock_llm),
             ADMIN_PORT=str(self.ports.admin),

@@ -7,7 +7,9 @@
 # Knobs (none starts with DAM_: every DAM_* variable is a service setting, and unknown settings are refused):
 #   PROFILE=release|debug     which cargo profile to build and run (default release)
 #   SCALE_GATEWAY=2           gateways, on ports GATEWAY_PORT_BASE, GATEWAY_PORT_BASE+1, ...
-#   SCALE_WORKER=2            llm-workers (one runtime thread each: one per core of a small machine)
+#   SCALE_WORKER=2            llm-workers (one runtime thread each: one per core of a small machine), each with its
+#                             own listener (/metrics, /healthz, /readyz) on WORKER_PORT_BASE, WORKER_PORT_BASE+1, ...
+#   WORKER_PORT_BASE=9201     or WORKER_PORTS="p1 p2 ..." (one port per worker, in order) to pick each one
 #   PUBLIC_PORT=8080          nginx, the only public entry (DAM_PUBLIC_PORT is accepted as an alias)
 #   GATEWAY_PORT_BASE=8081  REDIS_PORT=6390  MOCK_LLM_PORT=9090  ADMIN_PORT=9100 (dam)
 #   RUN_DIR=.run              logs, pids, nginx prefix and redis dir (absolute, or relative to the repo root)
@@ -51,6 +53,8 @@ SCALE_GATEWAY="${SCALE_GATEWAY:-2}"
 SCALE_WORKER="${SCALE_WORKER:-2}"
 PUBLIC_PORT="${PUBLIC_PORT:-${DAM_PUBLIC_PORT:-8080}}"
 GATEWAY_PORT_BASE="${GATEWAY_PORT_BASE:-8081}"
+WORKER_PORT_BASE="${WORKER_PORT_BASE:-9201}"
+WORKER_PORTS="${WORKER_PORTS:-}"
 REDIS_PORT="${REDIS_PORT:-6390}"
 MOCK_LLM_PORT="${MOCK_LLM_PORT:-9090}"
 ADMIN_PORT="${ADMIN_PORT:-9100}"
@@ -149,8 +153,8 @@ fi
 # Checks before anything starts
 
 is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
-for knob in SCALE_GATEWAY SCALE_WORKER PUBLIC_PORT GATEWAY_PORT_BASE REDIS_PORT MOCK_LLM_PORT ADMIN_PORT \
-    READY_TIMEOUT_S STOP_TIMEOUT_S; do
+for knob in SCALE_GATEWAY SCALE_WORKER PUBLIC_PORT GATEWAY_PORT_BASE WORKER_PORT_BASE REDIS_PORT MOCK_LLM_PORT \
+    ADMIN_PORT READY_TIMEOUT_S STOP_TIMEOUT_S; do
     is_number "${!knob}" || die "$knob must be a whole number, got '${!knob}'"
 done
 ((SCALE_GATEWAY >= 1 && SCALE_GATEWAY <= 32)) || die "SCALE_GATEWAY must be 1..32"
@@ -174,7 +178,7 @@ SERVED_MODEL="${DAM_CHAT__DEFAULT_MODEL:-mock-1}"
 
 # Every service on loopback, on the ports chosen here, against the Redis started here.
 export DAM_REDIS__URL="redis://127.0.0.1:$REDIS_PORT"
-export DAM_GATEWAY__HOST=127.0.0.1 DAM_DAM__HOST=127.0.0.1 DAM_DAM__PORT="$ADMIN_PORT"
+export DAM_GATEWAY__HOST=127.0.0.1 DAM_WORKER__HOST=127.0.0.1 DAM_DAM__HOST=127.0.0.1 DAM_DAM__PORT="$ADMIN_PORT"
 # Nobody hears a job that finishes after nginx and the gateways are gone: a long drain would only delay Ctrl-C,
 # so local workers hand running jobs back to the queue (kept in Redis's append-only file) after 5 s (setting it
 # wins).
@@ -184,11 +188,24 @@ export NO_COLOR="${NO_COLOR-1}"
 
 GATEWAY_PORTS=()
 for ((index = 0; index < SCALE_GATEWAY; index++)); do GATEWAY_PORTS+=($((GATEWAY_PORT_BASE + index))); done
+# Worker N listens on WORKER_PORTS' N-th port when that list is given, else on WORKER_PORT_BASE+N-1.
+WORKER_PORT_LIST=()
+if [[ -n "$WORKER_PORTS" ]]; then
+    read -r -a WORKER_PORT_LIST <<<"$WORKER_PORTS"
+    for port in "${WORKER_PORT_LIST[@]}"; do
+        is_number "$port" || die "WORKER_PORTS must be whole numbers separated by spaces, got '$WORKER_PORTS'"
+    done
+    ((${#WORKER_PORT_LIST[@]} >= SCALE_WORKER)) \
+        || die "WORKER_PORTS names ${#WORKER_PORT_LIST[@]} ports for SCALE_WORKER=$SCALE_WORKER workers"
+else
+    for ((index = 0; index < SCALE_WORKER; index++)); do WORKER_PORT_LIST+=($((WORKER_PORT_BASE + index))); done
+fi
 
 # name:port of every listener this run opens; a port taken by anyone (or named twice) stops the run here.
 listeners=("nginx:$PUBLIC_PORT" "redis:$REDIS_PORT" "dam:$ADMIN_PORT")
 ((USE_MOCK_LLM)) && listeners+=("mock-llm:$MOCK_LLM_PORT")
 for ((index = 0; index < SCALE_GATEWAY; index++)); do listeners+=("gateway-$((index + 1)):${GATEWAY_PORTS[index]}"); done
+for ((index = 0; index < SCALE_WORKER; index++)); do listeners+=("worker-$((index + 1)):${WORKER_PORT_LIST[index]}"); done
 
 port_in_use() {
     local port="$1"
@@ -477,8 +494,8 @@ for ((index = 0; index < SCALE_GATEWAY; index++)); do
     ready_checks+=("$name|http|http://127.0.0.1:${GATEWAY_PORTS[index]}/readyz")
 done
 for ((index = 1; index <= SCALE_WORKER; index++)); do
-    start_service "worker-$index" llm-worker
-    ready_checks+=("worker-$index|alive|")
+    start_service "worker-$index" llm-worker "DAM_WORKER__PORT=${WORKER_PORT_LIST[index - 1]}"
+    ready_checks+=("worker-$index|http|http://127.0.0.1:${WORKER_PORT_LIST[index - 1]}/readyz")
 done
 wait_until_ready "${ready_checks[@]}"
 
@@ -491,7 +508,7 @@ wait_until_ready "${ready_checks[@]}"
 start_process nginx "$NGINX_BIN" -p "$RUN_DIR/nginx/" -c "$RUN_DIR/nginx/nginx.conf" -e "$LOG_DIR/nginx-error.log"
 # Through nginx to a gateway's readiness: the whole public path answers.
 wait_until_ready "nginx|http|http://127.0.0.1:$PUBLIC_PORT/readyz"
-# Workers have no port: the ones still alive now got past settings and Redis.
+# Every service still ready now that nginx is up (none died meanwhile).
 wait_until_ready "${ready_checks[@]}"
 
 public_url="http://127.0.0.1:$PUBLIC_PORT"
@@ -515,6 +532,11 @@ cat <<EOF
         print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
 
   nginx $public_url -> gateways ${GATEWAY_PORTS[*]} (127.0.0.1); $SCALE_WORKER workers; redis 127.0.0.1:$REDIS_PORT
+EOF
+for ((index = 0; index < SCALE_WORKER; index++)); do
+    echo "  worker-$((index + 1)): http://127.0.0.1:${WORKER_PORT_LIST[index]}/metrics (and /healthz, /readyz)"
+done
+cat <<EOF
   dam admin (loopback only, not behind nginx): http://127.0.0.1:$ADMIN_PORT/readyz
     and its CLI: $BIN_DIR/dam --url http://127.0.0.1:$ADMIN_PORT status
 EOF
@@ -528,12 +550,8 @@ EOF
 # MONITORING=1 (`make run-monitoring`): mtail, Prometheus and Alertmanager beside the stack, under one supervisor
 # stopped first with it. Its knobs (PROMETHEUS_PORT, ...) are at the top of deploy/monitoring/start-monitoring.sh.
 if [[ "${MONITORING:-0}" == 1 ]]; then
-    monitored_worker_ports=""
-    for ((index = 0; index < SCALE_WORKER; index++)); do
-        monitored_worker_ports+="$((${WORKER_PORT_BASE:-9201} + index)) "
-    done
     start_process monitoring "$ROOT/deploy/monitoring/start-monitoring.sh" --run-dir "$RUN_DIR" \
-        --gateway-ports "${GATEWAY_PORTS[*]}" --worker-ports "$monitored_worker_ports" --dam-port "$ADMIN_PORT"
+        --gateway-ports "${GATEWAY_PORTS[*]}" --worker-ports "${WORKER_PORT_LIST[*]}" --dam-port "$ADMIN_PORT"
     READY_DEADLINE=$((SECONDS + READY_TIMEOUT_S))
     wait_until_ready "monitoring|http|http://127.0.0.1:${PROMETHEUS_PORT:-9291}/-/ready"
     cat "$RUN_DIR/monitoring/banner.txt"

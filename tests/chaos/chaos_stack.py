@@ -123,6 +123,10 @@ class ChaosStack:
     def gateway_port(self, index: int) -> int:
         return self.stack.ports.gateways[index - 1]
 
+    def worker_url(self, index: int) -> str:
+        """The listener of `worker-{index}` (1-based): /metrics, /healthz, /readyz. A restart keeps the port."""
+        return f"http://127.0.0.1:{self.stack.ports.workers[index - 1]}"
+
     # -- processes --------------------------------------------------------------------------------------------
 
     def service_names(self) -> list[str]:
@@ -274,9 +278,11 @@ class ChaosStack:
         return body if status == 200 else None
 
     def metrics(self, name: str) -> str:
-        """A gateway's (`gateway-1`) or the dam's (`dam`) Prometheus text."""
+        """A gateway's (`gateway-1`), a worker's (`worker-1`) or the dam's (`dam`) Prometheus text."""
         if name == "dam":
             url = f"{self.admin_url}/metrics"
+        elif name.startswith("worker-"):
+            url = f"{self.worker_url(int(name.split('-')[1]))}/metrics"
         else:
             url = f"{self.gateway_url(int(name.split('-')[1]))}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -32,6 +32,7 @@ use crate::stream_writer::StreamWriter;
 use crate::upstream_permits::{
     PermitLine, PermitLineSeat, PermitWait, permit_request, settle_upstream_permit, wait_for_upstream_permit,
 };
+use crate::worker_metrics::{LlmRequestOutcome, WorkerMetrics};
 
 /// What every job of this worker shares.
 #[derive(Debug, Clone)]
@@ -49,6 +50,15 @@ pub struct JobContext {
     pub permit_line: Arc<PermitLine>,
     /// Hands an attempt that lost Redis (or its ownership) back: requeued, released or ended (see `reaper`).
     pub reaper: Reaper,
+    /// The process's metric handles, resolved once (behind one `Arc`: the context is cloned for every job).
+    pub metrics: Arc<WorkerMetrics>,
+}
+
+/// What one attempt tells its caller besides its outcome, for the slow-path log line.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptReport {
+    /// Upstream requests retried (after a failure before any text).
+    pub upstream_retries: u32,
 }
 
 /// How a job attempt ended, for logs and metrics.
@@ -85,15 +95,17 @@ enum AnswerOutcome {
 /// take `&mut self`, so the job stays `Send` while one is pending.
 type WriteInFlight<'a> = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send + 'a>>;
 
-/// Runs `envelope` (claimed as `raw_envelope`) to its end, or until `stop` is cancelled (then the job stays in
-/// the processing list, to be put back). `seat` is the job's place in the permit line since its claim, given up
-/// with its first permit answer.
+/// Runs `envelope` (claimed as `raw_envelope` at `claimed_at`) to its end, or until `stop` is cancelled (then the
+/// job stays in the processing list, to be put back). `seat` is the job's place in the permit line since its
+/// claim, given up with its first permit answer. `report` receives what the slow-path log needs.
 pub async fn run_claimed_job(
     context: &JobContext,
     envelope: &JobEnvelope,
     raw_envelope: &str,
     stop: &CancellationToken,
     seat: PermitLineSeat,
+    claimed_at: Instant,
+    report: &mut AttemptReport,
 ) -> Result<JobOutcome, WorkerError> {
     // Registered before the start, so a cancellation sent once the job runs here always finds it. An unattended
     // job (an operator's replay) is never cancelled for want of listeners.
@@ -164,6 +176,10 @@ pub async fn run_claimed_job(
         reserve_tokens,
         early_permit,
         seat_until_first_permit: Some(seat),
+        claimed_at,
+        waited_not_overhead: Duration::ZERO,
+        start_recorded: false,
+        upstream_retries: 0,
     };
     // Cancelled while an earlier attempt ran (that worker then died): this attempt only ends it.
     if cancel_requested {
@@ -171,6 +187,7 @@ pub async fn run_claimed_job(
         return job.end_cancelled(CANCELLED_BY_CLIENT, 0).await;
     }
     let outcome = job.run().await;
+    report.upstream_retries = job.upstream_retries;
     // A job that ended before its first upstream call (expired, abandoned, stopped) did not use that permit.
     give_back_unused_permit(context, job.early_permit.take()).await;
     match outcome {
@@ -202,6 +219,13 @@ struct RunningJob<'a> {
     early_permit: Option<PermitDecision>,
     /// Held from the claim until the first permit answer (see `PermitLine`); dropping it leaves the line.
     seat_until_first_permit: Option<PermitLineSeat>,
+    /// When this worker claimed the job: the start of its own time (`dam_worker_added_latency_seconds{start}`).
+    claimed_at: Instant,
+    /// Time since the claim spent waiting on purpose (a permit, a listener): not the worker's overhead.
+    waited_not_overhead: Duration,
+    /// Whether the start latency was recorded: once, at the first upstream request.
+    start_recorded: bool,
+    upstream_retries: u32,
 }
 
 impl RunningJob<'_> {
@@ -209,7 +233,9 @@ impl RunningJob<'_> {
         if unix_time_ms() > self.envelope.deadline_ms {
             return self.end_expired().await;
         }
+        let listener_wait_started = Instant::now();
         self.wait_for_a_listener_after_a_long_wait().await?;
+        self.waited_not_overhead += listener_wait_started.elapsed();
         if self.cancel.is_cancelled() {
             return self.end_cancelled(self.registration.reason(), 0).await;
         }
@@ -217,6 +243,7 @@ impl RunningJob<'_> {
         for upstream_attempt in 1..=max_attempts {
             let interrupt = PermitWait { stop: self.stop, cancel: &self.cancel };
             let first_answer = self.early_permit.take();
+            let permit_wait_started = Instant::now();
             let waited = wait_for_upstream_permit(
                 self.context,
                 self.envelope,
@@ -228,12 +255,23 @@ impl RunningJob<'_> {
             .await;
             // The first answer is in: the worker may claim more if nothing else waits.
             self.seat_until_first_permit = None;
+            let permit_waited = permit_wait_started.elapsed();
+            self.waited_not_overhead += permit_waited;
+            if matches!(waited, Ok(Some(_))) {
+                self.context.metrics.record_permit_wait(permit_waited);
+            }
             let Some(permit) = waited? else {
                 return self.end_expired().await;
             };
             let upstream_call_span =
                 tracing::info_span!("chat.upstream_call", job_id = %self.envelope.id, upstream_attempt);
             let answer = self.stream_one_answer().instrument(upstream_call_span).await;
+            self.context.metrics.count_llm_request(match &answer {
+                Ok(AnswerOutcome::Completed { .. }) => LlmRequestOutcome::Ok,
+                Ok(AnswerOutcome::Failed { error, .. }) => LlmRequestOutcome::of_failure(error),
+                // Cut by this worker: the client cancelled, the worker stopped or lost Redis mid-answer.
+                Ok(AnswerOutcome::Cancelled { .. }) | Err(_) => LlmRequestOutcome::Cancelled,
+            });
             let (tokens_used, call_outcome) = match &answer {
                 Ok(AnswerOutcome::Completed { usage, .. }) => (usage.total_tokens, CallOutcome::Ok),
                 Ok(AnswerOutcome::Failed { error, pieces, .. }) => {
@@ -247,6 +285,8 @@ impl RunningJob<'_> {
             settle_upstream_permit(self.context, &permit, tokens_used, call_outcome).await;
             match answer? {
                 AnswerOutcome::Completed { usage, finish_reason } => {
+                    // The upstream spent them whether or not the ending lands.
+                    self.context.metrics.count_llm_tokens(usage.prompt_tokens, usage.completion_tokens);
                     let done = self.writer.done(usage, finish_reason);
                     let ending = JobEnding {
                         status: JobStatus::Done,
@@ -254,7 +294,6 @@ impl RunningJob<'_> {
                         dead_letter: None,
                     };
                     self.finish(done, ending).await?;
-                    metrics::counter!("dam_worker_tokens_total").increment(usage.total_tokens);
                     return Ok(JobOutcome::Completed);
                 }
                 AnswerOutcome::Cancelled { reason, pieces } => {
@@ -264,7 +303,8 @@ impl RunningJob<'_> {
                     if error.is_retryable() && upstream_attempt < max_attempts =>
                 {
                     tracing::info!(job_id = %self.envelope.id, %error, upstream_attempt, "upstream failed; retrying");
-                    metrics::counter!("dam_worker_upstream_retries_total").increment(1);
+                    self.context.metrics.upstream_retries.increment(1);
+                    self.upstream_retries += 1;
                     if !self.back_off(upstream_attempt, error.retry_after()).await? {
                         return self.end_cancelled(self.registration.reason(), 0).await;
                     }
@@ -304,6 +344,11 @@ impl RunningJob<'_> {
         let llm = &self.context.settings.llm;
         let first_token_timeout = Duration::from_millis(llm.first_token_timeout_ms);
         let gap_timeout = Duration::from_millis(llm.token_gap_timeout_ms);
+        if !self.start_recorded {
+            self.start_recorded = true;
+            let own_time = self.claimed_at.elapsed().saturating_sub(self.waited_not_overhead);
+            self.context.metrics.record_start_latency(own_time);
+        }
         let call_started = Instant::now();
         let opened = tokio::select! {
             _ = self.stop.cancelled() => return Err(WorkerError::Stopped),

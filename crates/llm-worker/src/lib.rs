@@ -5,14 +5,18 @@ pub mod abandonment;
 pub mod cancel_listener;
 pub mod error;
 pub mod group_commit;
+pub mod health_api;
 pub mod heartbeat;
 pub mod job_runner;
 pub mod provider;
 pub mod reaper;
+pub mod routes;
+pub mod slow_path;
 pub mod startup;
 pub mod stream_writer;
 pub mod upstream_permits;
 pub mod worker_loop;
+pub mod worker_metrics;
 
 pub use error::WorkerError;
 pub use startup::run;

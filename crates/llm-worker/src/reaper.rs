@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel_listener::CANCELLED_BY_CLIENT;
 use crate::error::WorkerError;
+use crate::slow_path::{SlowPathReasons, log_slow_path};
 
 /// What the client of a poison job sees.
 const POISON_JOB_MESSAGE: &str = "the chat failed repeatedly while being answered and was set aside";
@@ -210,6 +211,8 @@ impl Reaper {
             raw_envelope: raw_envelope.to_owned(),
         });
         let (replay_ttl_s, dead_letter_caps) = (self.replay_ttl_s, self.dead_letter_caps);
+        let (job_id, lane) = (envelope.id, envelope.lane);
+        let poison_reasons = SlowPathReasons::of_attempt(&envelope, Duration::ZERO, 0, true);
         let outcome = self
             .redis
             .run(|mut connection| async move {
@@ -228,6 +231,10 @@ impl Reaper {
             })
             .await?;
         metrics::counter!("dam_worker_jobs_recovered_total", "outcome" => outcome.as_str()).increment(1);
+        // A poison job ends here, not in a job runner: its slow path is told here.
+        if outcome == RecoveryOutcome::DeadLettered {
+            log_slow_path(job_id, lane, outcome.as_str(), &poison_reasons);
+        }
         Ok(outcome)
     }
 }

@@ -1,23 +1,31 @@
 //! Builds a worker from settings and runs it until the shutdown future completes: heartbeat, intake, drain,
-//! and a clean farewell when no job is left behind.
+//! and a clean farewell when no job is left behind. Its own listener (`/metrics`, `/healthz`, `/readyz`) is
+//! served from the start to the end, drain included.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::dead_letter::DeadLetterCaps;
 use protocol::live_limits::watch_live_limits;
 use protocol::{RedisConnections, RedisKeys, Settings};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::abandonment::cancel_abandoned_jobs_until_stopped;
 use crate::cancel_listener::{CancelRegistry, listen_for_cancellations};
 use crate::error::WorkerError;
-use crate::heartbeat::{beat_once, deregister_if_idle, keep_heartbeat_until_stopped};
+use crate::health_api::HealthState;
+use crate::heartbeat::{WorkerReadiness, beat_once, deregister_if_idle, keep_heartbeat_until_stopped};
 use crate::job_runner::JobContext;
 use crate::provider::openai::OpenAiProvider;
 use crate::reaper::{Reaper, RecoveryCause};
+use crate::routes::build_router;
 use crate::worker_loop::consume_jobs_until_stopped;
+use crate::worker_metrics::WorkerMetrics;
+
+/// Longest wait, once the worker stopped, for its listener's open connections (a scraper's keep-alive) to close.
+const LISTENER_CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// The worker's id: configured, or host name, process id and a random suffix (unique across restarts).
 pub fn worker_id_from(settings: &Settings) -> String {
@@ -34,8 +42,10 @@ pub fn worker_id_from(settings: &Settings) -> String {
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }
 
-/// Runs the worker until `shutdown` completes and its jobs are drained or put back.
+/// Runs the worker until `shutdown` completes and its jobs are drained or put back, serving `/metrics`,
+/// `/healthz` and `/readyz` on `listener` all along.
 pub async fn run(
+    listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
@@ -45,10 +55,24 @@ pub async fn run(
     let provider =
         OpenAiProvider::new(&settings.llm).map_err(|error| WorkerError::Settings(error.to_string()))?;
     let worker_id = worker_id_from(&settings);
-    tracing::info!(%worker_id, llm = %settings.llm.base_url, concurrency = settings.worker.concurrency, "worker starting");
+    // The recorder first, so that the handles resolved once below record into it.
+    let prometheus = protocol::telemetry::prometheus_handle();
+    let worker_metrics = Arc::new(WorkerMetrics::register());
+    let readiness = Arc::new(WorkerReadiness::default());
+    let address = listener.local_addr().map_err(|error| WorkerError::Listener(error.to_string()))?;
+    let listener_stop = CancellationToken::new();
+    let health_state =
+        HealthState { redis: redis.clone(), metrics: prometheus, readiness: readiness.clone() };
+    let listening = tokio::spawn(
+        axum::serve(listener, build_router(health_state))
+            .with_graceful_shutdown(listener_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    tracing::info!(%worker_id, %address, llm = %settings.llm.base_url, concurrency = settings.worker.concurrency, "worker starting");
     let heartbeat_ttl = Duration::from_millis(settings.worker.heartbeat_ttl_ms);
-    if let Err(error) = beat_once(&redis, &keys, &worker_id, heartbeat_ttl).await {
-        tracing::warn!(%error, "could not register yet; the heartbeat keeps trying");
+    match beat_once(&redis, &keys, &worker_id, heartbeat_ttl).await {
+        Ok(()) => readiness.set_registered(true),
+        Err(error) => tracing::warn!(%error, "could not register yet; the heartbeat keeps trying"),
     }
     let reaper = Reaper {
         redis: redis.clone(),
@@ -71,6 +95,7 @@ pub async fn run(
         worker_id.clone(),
         Duration::from_millis(settings.worker.heartbeat_interval_ms),
         heartbeat_ttl,
+        readiness.clone(),
         background.clone(),
     ));
     let reaping =
@@ -95,8 +120,10 @@ pub async fn run(
     let limits = watch_live_limits(redis.clone(), keys.clone(), settings.limits.clone(), background.clone());
     let stop_intake = CancellationToken::new();
     let stop_on_signal = stop_intake.clone();
+    let readiness_on_signal = readiness.clone();
     tokio::spawn(async move {
         shutdown.await;
+        readiness_on_signal.start_draining();
         stop_on_signal.cancel();
     });
 
@@ -110,6 +137,7 @@ pub async fn run(
         cancels,
         permit_line: Default::default(),
         reaper: reaper.clone(),
+        metrics: worker_metrics,
     };
     consume_jobs_until_stopped(context, stop_intake).await;
 
@@ -126,5 +154,10 @@ pub async fn run(
         Ok(false) => tracing::warn!(%worker_id, "worker stopped with jobs left in its processing list"),
         Err(error) => tracing::warn!(%worker_id, %error, "worker stopped; could not deregister"),
     }
-    Ok(())
+    listener_stop.cancel();
+    match tokio::time::timeout(LISTENER_CLOSE_LIMIT, listening).await {
+        Ok(Ok(Ok(()))) | Err(_) => Ok(()),
+        Ok(Ok(Err(error))) => Err(WorkerError::Listener(error.to_string())),
+        Ok(Err(error)) => Err(WorkerError::Listener(error.to_string())),
+    }
 }

@@ -79,6 +79,7 @@ impl<'a> StreamWriter<'a> {
             loop {
                 tries += 1;
                 let (stream_keys, events) = (&stream_keys, &events);
+                let write_started = std::time::Instant::now();
                 let outcome = context
                     .redis
                     .run(|mut connection| async move {
@@ -87,7 +88,8 @@ impl<'a> StreamWriter<'a> {
                     .await;
                 match outcome {
                     Ok(AppendOutcome::Appended { .. }) => {
-                        metrics::counter!("dam_worker_stream_batches_written_total").increment(1);
+                        context.metrics.record_write_latency(write_started.elapsed());
+                        context.metrics.stream_batches_written.increment(1);
                         return Ok(());
                     }
                     Ok(AppendOutcome::Fenced) => return Err(WorkerError::Fenced),
@@ -112,6 +114,7 @@ impl<'a> StreamWriter<'a> {
         loop {
             tries += 1;
             let (keys, fence) = (&self.context.keys, self.fence);
+            let write_started = std::time::Instant::now();
             let outcome = self
                 .context
                 .redis
@@ -132,7 +135,10 @@ impl<'a> StreamWriter<'a> {
                 })
                 .await;
             match outcome {
-                Ok(FinishOutcome::Finished { .. }) => return Ok(()),
+                Ok(FinishOutcome::Finished { .. }) => {
+                    self.context.metrics.record_write_latency(write_started.elapsed());
+                    return Ok(());
+                }
                 Ok(FinishOutcome::AlreadyFinished) if tries > 1 => return Ok(()),
                 Ok(FinishOutcome::AlreadyFinished) | Ok(FinishOutcome::Fenced) => {
                     return Err(WorkerError::Fenced);

@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::WorkerError;
-use crate::job_runner::{JobContext, run_claimed_job};
+use crate::job_runner::{AttemptReport, JobContext, JobOutcome, run_claimed_job};
 use crate::reaper::RecoveryCause;
+use crate::slow_path::{SlowPathReasons, log_slow_path};
 use crate::upstream_permits::PermitLineSeat;
 
 /// Pause after a failed claim, so a Redis outage is not hammered.
@@ -157,6 +158,8 @@ async fn run_one_job(
     stop: &CancellationToken,
     seat: PermitLineSeat,
 ) {
+    // The claim's reply has just arrived: this task is spawned for it at once.
+    let (claimed_at, claimed_at_ms) = (tokio::time::Instant::now(), unix_time_ms());
     let envelope = match JobEnvelope::decode(&claimed.raw_envelope) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -165,14 +168,34 @@ async fn run_one_job(
         }
     };
     let run_span = job_run_span(context, &envelope);
-    metrics::gauge!("dam_worker_jobs_running").increment(1.0);
+    // Measured by this worker's clock against the gateway's: hosts keep their clocks in step (NTP).
+    let queue_wait = Duration::from_millis(claimed_at_ms.saturating_sub(envelope.created_at_ms));
+    // A later attempt's wait since creation includes the earlier attempts: it is not a queue wait.
+    if envelope.attempt <= 1 {
+        context.metrics.record_queue_wait(envelope.lane, queue_wait);
+    }
+    context.metrics.jobs_running.increment(1.0);
+    let mut report = AttemptReport::default();
     let outcome =
-        run_claimed_job(context, &envelope, &claimed.raw_envelope, stop, seat).instrument(run_span).await;
-    metrics::gauge!("dam_worker_jobs_running").decrement(1.0);
+        run_claimed_job(context, &envelope, &claimed.raw_envelope, stop, seat, claimed_at, &mut report)
+            .instrument(run_span)
+            .await;
+    context.metrics.jobs_running.decrement(1.0);
     match outcome {
         Ok(outcome) => {
             metrics::counter!("dam_worker_jobs_total", "outcome" => outcome.as_str()).increment(1);
             tracing::debug!(job_id = %envelope.id, outcome = outcome.as_str(), "job ended");
+            // A job that ended here (a skipped one had ended before) gets its one slow-path line.
+            if outcome != JobOutcome::Skipped {
+                let dead_lettered = outcome == JobOutcome::Failed;
+                let reasons = SlowPathReasons::of_attempt(
+                    &envelope,
+                    queue_wait,
+                    report.upstream_retries,
+                    dead_lettered,
+                );
+                log_slow_path(envelope.id, envelope.lane, outcome.as_str(), &reasons);
+            }
         }
         // The stopping worker puts its whole processing list back once its jobs returned.
         Err(WorkerError::Stopped) => {

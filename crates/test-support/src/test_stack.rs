@@ -446,10 +446,13 @@ pub async fn spawn_gateway(settings: Settings) -> ServiceHandle {
     })
 }
 
-/// Runs a worker in this process.
+/// Runs a worker in this process, its own listener (`/metrics`, `/healthz`, `/readyz`) on a free port.
 pub fn spawn_worker(settings: Settings) -> ServiceHandle {
-    spawn_service_thread("llm-worker", None, move |shutdown| async move {
-        if let Err(error) = llm_worker::run(settings, shutdown).await {
+    let listener = free_listener();
+    let address = listener.local_addr().expect("worker address");
+    spawn_service_thread("llm-worker", Some(address), move |shutdown| async move {
+        let listener = TcpListener::from_std(listener).expect("worker listener");
+        if let Err(error) = llm_worker::run(listener, settings, shutdown).await {
             panic!("worker failed: {error}");
         }
     })

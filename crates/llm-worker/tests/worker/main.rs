@@ -7,6 +7,7 @@ mod lost_attempts;
 mod recovery;
 mod upstream;
 mod upstream_backpressure;
+mod worker_listener;
 
 use std::time::Duration;
 
