@@ -24,17 +24,6 @@ pub const BROWSER_FLOW: &str = "browser";
 pub const OPENAI_FLOW: &str = "openai";
 const FLOWS: [&str; 2] = [BROWSER_FLOW, OPENAI_FLOW];
 
-/// Every refusal the gate can decide (its codes are the `reason` of `decision="rejected"`).
-const REJECTION_REASONS: [RejectionReason; 7] = [
-    RejectionReason::Blocked,
-    RejectionReason::Maintenance,
-    RejectionReason::UpstreamUnavailable,
-    RejectionReason::RateLimited,
-    RejectionReason::TooManyActiveChats,
-    RejectionReason::BudgetExhausted,
-    RejectionReason::QueueFull,
-];
-
 /// The chat routes and the statuses their panels plot, registered at zero: (route, method, statuses).
 const CHAT_ROUTE_STATUSES: [(&str, &str, &[u16]); 3] = [
     ("/api/chats", "POST", &[202, 429]),
@@ -82,7 +71,7 @@ pub fn register_series_at_zero() {
             metrics::counter!(ADMISSION_DECISIONS, "decision" => decision, "reason" => NO_REASON, "flow" => flow)
                 .increment(0);
         }
-        for reason in REJECTION_REASONS {
+        for reason in RejectionReason::ALL {
             metrics::counter!(ADMISSION_DECISIONS, "decision" => "rejected", "reason" => reason.code(), "flow" => flow)
                 .increment(0);
         }

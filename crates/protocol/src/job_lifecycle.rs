@@ -88,6 +88,17 @@ pub enum RejectionReason {
 }
 
 impl RejectionReason {
+    /// Every refusal the gate can decide.
+    pub const ALL: [RejectionReason; 7] = [
+        RejectionReason::Blocked,
+        RejectionReason::Maintenance,
+        RejectionReason::UpstreamUnavailable,
+        RejectionReason::RateLimited,
+        RejectionReason::TooManyActiveChats,
+        RejectionReason::BudgetExhausted,
+        RejectionReason::QueueFull,
+    ];
+
     /// The machine-readable code clients see.
     pub fn code(self) -> &'static str {
         match self {
@@ -102,17 +113,7 @@ impl RejectionReason {
     }
 
     fn from_code(code: &str) -> Option<Self> {
-        [
-            RejectionReason::Blocked,
-            RejectionReason::Maintenance,
-            RejectionReason::UpstreamUnavailable,
-            RejectionReason::RateLimited,
-            RejectionReason::TooManyActiveChats,
-            RejectionReason::BudgetExhausted,
-            RejectionReason::QueueFull,
-        ]
-        .into_iter()
-        .find(|reason| reason.code() == code)
+        Self::ALL.into_iter().find(|reason| reason.code() == code)
     }
 }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde_json::Value;
 use test_support::{StackOptions, TestStack};
 
+use crate::own_process::{in_a_process_of_its_own, run_in_a_process_of_its_own};
+
 #[tokio::test]
 async fn readiness_follows_redis_while_liveness_does_not() {
     let mut stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
@@ -31,28 +33,12 @@ async fn readiness_follows_redis_while_liveness_does_not() {
         .await;
 }
 
-/// Set in the child process that [`metrics_count_exactly_what_this_test_caused`] starts.
-const METRICS_CHILD: &str = "DAM_TEST_METRICS_IN_A_PROCESS_OF_ITS_OWN";
-
 /// The metrics registry is one per process, and every test of this binary runs gateways in it. So the test runs
 /// its requests in a process of its own (this test binary again, running only the ignored test below), where
 /// every count is this test's.
 #[tokio::test]
 async fn metrics_count_exactly_what_this_test_caused() {
-    let child = tokio::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["--exact", "health::metrics_counted_in_a_process_of_their_own", "--ignored", "--nocapture"])
-        .env(METRICS_CHILD, "1")
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), child)
-        .await
-        .expect("the child test ends")
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the metrics test failed in its own process:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_in_a_process_of_its_own("health::metrics_counted_in_a_process_of_their_own").await;
 }
 
 /// The value of the sample `name{labels}` in Prometheus text, labels in any order; `None` if absent.
@@ -72,7 +58,7 @@ fn sample_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 #[tokio::test]
 #[ignore = "runs only inside metrics_count_exactly_what_this_test_caused, in a process of its own"]
 async fn metrics_counted_in_a_process_of_their_own() {
-    if std::env::var_os(METRICS_CHILD).is_none() {
+    if !in_a_process_of_its_own() {
         return;
     }
     let stack = TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {

@@ -8,5 +8,6 @@ mod health;
 mod http_connections;
 mod observability;
 mod openai_flow;
+mod own_process;
 mod retries_and_reconnects;
 mod stream_faults;

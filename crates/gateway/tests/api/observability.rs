@@ -9,6 +9,8 @@ use test_support::{SseReader, StackOptions, TestStack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::own_process::{in_a_process_of_its_own, run_in_a_process_of_its_own};
+
 const INSTANCE: &str = "gateway-under-test";
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -140,32 +142,11 @@ async fn every_answer_names_the_instance_and_chat_answers_say_where_their_time_w
     assert!(refused_head.contains(&format!("x-dam-instance: {INSTANCE}\r\n")), "{refused_head}");
 }
 
-/// Set in the child process that [`gateway_metrics_count_exactly_what_this_test_caused`] starts.
-const METRICS_CHILD: &str = "DAM_TEST_GATEWAY_METRICS_IN_A_PROCESS_OF_ITS_OWN";
-
 /// The metrics registry is one per process and every test of this binary runs gateways in it, so the requests
 /// run in a process of their own (this test binary again, running only the ignored test below).
 #[tokio::test]
 async fn gateway_metrics_count_exactly_what_this_test_caused() {
-    let child = tokio::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
-            "observability::gateway_metrics_in_a_process_of_their_own",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(METRICS_CHILD, "1")
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), child)
-        .await
-        .expect("the child test ends")
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the metrics test failed in its own process:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_in_a_process_of_its_own("observability::gateway_metrics_in_a_process_of_their_own").await;
 }
 
 /// The samples of a Prometheus text exposition: `name{labels}` (labels sorted) -> value.
@@ -213,7 +194,7 @@ fn decisions(decision: &str, reason: &str, flow: &str) -> String {
 async fn gateway_metrics_in_a_process_of_their_own() {
     use http_body_util::{BodyExt, Empty};
 
-    if std::env::var_os(METRICS_CHILD).is_none() {
+    if !in_a_process_of_its_own() {
         return;
     }
     let stack = TestStack::start_with(StackOptions::default(), |settings| {
