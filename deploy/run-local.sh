@@ -344,7 +344,8 @@ start_service() {
     while (($# > 0)) && [[ "$1" != "--" ]]; do settings+=("$1"); shift; done
     (($# > 0)) && shift
     ln -sfn "$BIN_DIR/$binary" "$RUN_DIR/bin/$name"
-    start_process "$name" "${settings[@]}" "$RUN_DIR/bin/$name" "$@"
+    # Each process is named in its logs, traces and (gateways) X-Dam-Instance by its name here: gateway-1, worker-2.
+    start_process "$name" "DAM_TELEMETRY__INSTANCE=$name" "${settings[@]}" "$RUN_DIR/bin/$name" "$@"
 }
 
 show_log_tail() {

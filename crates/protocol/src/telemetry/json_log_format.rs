@@ -101,6 +101,10 @@ where
         let message = fields.remove("message").map(|message| plain_text(&message)).unwrap_or_default();
         let event_name = match fields.remove("event") {
             Some(name) => plain_text(&name),
+            // Libraries' own events (OpenTelemetry's exporter) name themselves in `name` and may say nothing else.
+            None if message.is_empty() => {
+                fields.get("name").map(plain_text).unwrap_or_else(|| stable_event_name(&message))
+            }
             None => stable_event_name(&message),
         };
         line.insert("event".into(), Value::String(event_name));
@@ -198,7 +202,17 @@ mod tests {
     }
 
     #[test]
-    fn a_json_line_carries_service_instance_event_and_the_job_id_of_its_span() {
+    fn a_library_event_without_a_message_is_named_by_its_name_field() {
+        let output = capture_json_lines(|| {
+            tracing::error!(name = "BatchSpanProcessor.ExportError", error = "refused", "");
+        });
+        let line: Value = serde_json::from_str(output.trim()).expect("one JSON line");
+        assert_eq!(line["event"], "BatchSpanProcessor.ExportError");
+        assert_eq!(line["error"], "refused");
+    }
+
+    /// The JSON lines `emit` writes through a subscriber with the span fields layer.
+    fn capture_json_lines(emit: impl FnOnce()) -> String {
         use std::sync::{Arc, Mutex};
         use tracing_subscriber::layer::SubscriberExt;
 
@@ -219,12 +233,17 @@ mod tests {
         let subscriber = tracing_subscriber::registry()
             .with(SpanFieldsLayer)
             .with(tracing_subscriber::fmt::layer().event_format(format).with_writer(move || writer.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_json_line_carries_service_instance_event_and_the_job_id_of_its_span() {
+        let output = capture_json_lines(|| {
             let span = tracing::info_span!("chat.admission", job_id = "0190-abc", lane = "free");
             let _entered = span.enter();
             tracing::info!(position = 3, "chat admitted; waiting in line");
         });
-        let output = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
         let line: Value = serde_json::from_str(output.trim()).expect("one JSON line");
         assert_eq!(line["service"], "gateway");
         assert_eq!(line["instance"], "gateway-1");
