@@ -19,7 +19,6 @@ use protocol::{
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::abandonment::{LISTENER_CHECK_INTERVAL, SILENCE_CONFIRMATION};
 use crate::cancel_listener::{CANCELLED_BY_CLIENT, CancelRegistration, CancelRegistry, ListenedChannel};
@@ -244,6 +243,9 @@ impl RunningJob<'_> {
             let interrupt = PermitWait { stop: self.stop, cancel: &self.cancel };
             let first_answer = self.early_permit.take();
             let permit_wait_started = Instant::now();
+            // The steps' spans are held, not entered: a span entered on every poll of a streaming answer costs the
+            // subscriber's bookkeeping per token. They are children of `chat.run`, which this task runs in.
+            let permit_wait_span = tracing::info_span!("chat.permit_wait", job_id = %self.envelope.id);
             let waited = wait_for_upstream_permit(
                 self.context,
                 self.envelope,
@@ -251,8 +253,8 @@ impl RunningJob<'_> {
                 first_answer,
                 interrupt,
             )
-            .instrument(tracing::info_span!("chat.permit_wait", job_id = %self.envelope.id))
             .await;
+            drop(permit_wait_span);
             // The first answer is in: the worker may claim more if nothing else waits.
             self.seat_until_first_permit = None;
             let permit_waited = permit_wait_started.elapsed();
@@ -265,7 +267,8 @@ impl RunningJob<'_> {
             };
             let upstream_call_span =
                 tracing::info_span!("chat.upstream_call", job_id = %self.envelope.id, upstream_attempt);
-            let answer = self.stream_one_answer().instrument(upstream_call_span).await;
+            let answer = self.stream_one_answer().await;
+            drop(upstream_call_span);
             self.context.metrics.count_llm_request(match &answer {
                 Ok(AnswerOutcome::Completed { .. }) => LlmRequestOutcome::Ok,
                 Ok(AnswerOutcome::Failed { error, .. }) => LlmRequestOutcome::of_failure(error),
