@@ -4,6 +4,7 @@
 //! address counts, so a client cannot choose its identity by inventing headers.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
@@ -12,10 +13,12 @@ use ipnet::IpNet;
 use protocol::access::{api_key_hash, client_ip_identity};
 use protocol::limits::{Limits, Tier, TierLimits};
 use protocol::settings::AuthSettings;
+use protocol::unix_time_ms;
 
 use crate::access_directory::{AccessDirectory, KnownApiKey};
 use crate::app_state::AppState;
 use crate::error::GatewayError;
+use crate::gateway_metrics::UNTRUSTED_FORWARDED_REQUESTS;
 
 /// A caller's identity as stored in job envelopes and limit keys: `ip:203.0.113.7` or `key:<16 hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +71,9 @@ pub fn identify_caller(
     auth: &AuthSettings,
     directory: &AccessDirectory,
 ) -> Caller {
+    if headers.contains_key(FORWARDED_FOR) && !is_trusted_proxy(peer.ip(), &auth.trusted_proxies) {
+        report_forwarding_from_an_untrusted_peer(peer.ip(), unix_time_ms());
+    }
     if let Some(key) = presented_api_key(headers).and_then(|key| directory.lookup(&api_key_hash(key))) {
         return Caller { identity: CallerIdentity(key.identity.clone()), tier: key.tier, api_key: Some(key) };
     }
@@ -90,14 +96,51 @@ fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|key| !key.is_empty())
 }
 
+/// The header a proxy names its client in.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// How long a gateway stays quiet after logging that a peer it does not trust forwards requests: often enough to
+/// be seen, rarely enough that a client sending the header on purpose cannot flood the log.
+const UNTRUSTED_FORWARDING_LOG_INTERVAL_MS: u64 = 60_000;
+
+/// When this process last logged forwarding from an untrusted peer (ms since the epoch; 0: never).
+static UNTRUSTED_FORWARDING_LOGGED_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn is_trusted_proxy(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+    trusted_proxies.iter().any(|network| network.contains(&canonical_ip(ip)))
+}
+
+/// A request names its client in `X-Forwarded-For`, but its peer is not in `auth.trusted_proxies`: the header is
+/// ignored, so every client behind that peer shares the peer's identity and rate limit. Behind nginx in compose
+/// or an ingress in Kubernetes that is a misconfiguration that would otherwise go unseen, so it is counted every
+/// time and logged as an error at most once a minute.
+fn report_forwarding_from_an_untrusted_peer(peer: IpAddr, now_ms: u64) {
+    metrics::counter!(UNTRUSTED_FORWARDED_REQUESTS).increment(1);
+    if claim_untrusted_forwarding_log_turn(&UNTRUSTED_FORWARDING_LOGGED_AT_MS, now_ms) {
+        tracing::error!(
+            %peer,
+            setting = "auth.trusted_proxies",
+            "requests carry X-Forwarded-For from a peer that auth.trusted_proxies does not trust; every client behind it shares one identity and one rate limit (if that peer is your proxy, add its address or network to auth.trusted_proxies)"
+        );
+    }
+}
+
+/// True when the last log is at least [`UNTRUSTED_FORWARDING_LOG_INTERVAL_MS`] old (or there was none), and then
+/// records `now_ms` as the last; one caller wins when several race.
+fn claim_untrusted_forwarding_log_turn(logged_at_ms: &AtomicU64, now_ms: u64) -> bool {
+    let last = logged_at_ms.load(Ordering::Relaxed);
+    (last == 0 || now_ms.saturating_sub(last) >= UNTRUSTED_FORWARDING_LOG_INTERVAL_MS)
+        && logged_at_ms.compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// The client address: the peer, or, behind trusted proxies, the right-most untrusted forwarded address.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted_proxies.iter().any(|network| network.contains(&canonical_ip(ip)));
+    let is_trusted = |ip: IpAddr| is_trusted_proxy(ip, trusted_proxies);
     if !is_trusted(peer) {
         return peer;
     }
     let forwarded: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
@@ -132,6 +175,19 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarding_from_an_untrusted_peer_is_logged_at_most_once_a_minute() {
+        let logged_at = AtomicU64::new(0);
+        assert!(claim_untrusted_forwarding_log_turn(&logged_at, 1_000_000), "the first time is logged");
+        assert!(!claim_untrusted_forwarding_log_turn(&logged_at, 1_000_001));
+        assert!(!claim_untrusted_forwarding_log_turn(&logged_at, 1_059_999));
+        assert!(
+            claim_untrusted_forwarding_log_turn(&logged_at, 1_060_000),
+            "a minute later it is logged again"
+        );
+        assert!(!claim_untrusted_forwarding_log_turn(&logged_at, 1_060_500));
+    }
 
     fn headers(forwarded: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();

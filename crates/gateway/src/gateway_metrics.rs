@@ -14,6 +14,8 @@ pub const ADMISSION_DECISIONS: &str = "dam_gateway_admission_decisions_total";
 pub const ADDED_LATENCY: &str = "dam_gateway_added_latency_seconds";
 /// `dam_gateway_time_to_first_token_seconds{flow}`: a chat's creation to its first token leaving the gateway.
 pub const TIME_TO_FIRST_TOKEN: &str = "dam_gateway_time_to_first_token_seconds";
+/// Requests naming a client in `X-Forwarded-For` from a peer `auth.trusted_proxies` does not trust.
+pub const UNTRUSTED_FORWARDED_REQUESTS: &str = "dam_gateway_untrusted_forwarded_requests_total";
 
 /// The `route` of a request no route matched, or that was refused before routing (bad head, body too large).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -90,6 +92,7 @@ pub fn register_series_at_zero() {
         }
     }
     metrics::counter!("dam_gateway_cancellations_total").increment(0);
+    metrics::counter!(UNTRUSTED_FORWARDED_REQUESTS).increment(0);
     metrics::counter!("dam_gateway_lagging_streams_dropped_total").increment(0);
     metrics::gauge!("dam_gateway_open_streams").increment(0.0);
 }

@@ -11,3 +11,4 @@ mod openai_flow;
 mod own_process;
 mod retries_and_reconnects;
 mod stream_faults;
+mod untrusted_proxies;
