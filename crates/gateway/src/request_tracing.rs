@@ -6,11 +6,11 @@ use axum::extract::Request;
 use axum::http::{Method, header::HeaderName};
 use axum::middleware::Next;
 use axum::response::Response;
-use protocol::telemetry::trace_context::{continue_trace, trace_context_from_headers};
+use protocol::telemetry::trace_context::{self, continue_trace, trace_context_from_headers};
 use tracing::Instrument;
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const TRACEPARENT: HeaderName = HeaderName::from_static(trace_context::TRACEPARENT);
+const TRACESTATE: HeaderName = HeaderName::from_static(trace_context::TRACESTATE);
 
 /// Runs a chat-opening request inside `chat.request`; every other request passes untouched.
 pub async fn trace_chat_requests(request: Request, next: Next) -> Response {

@@ -205,7 +205,7 @@ pub async fn admit_chat(
         .arg(
             envelope
                 .trace_context
-                .get(crate::keys::job_state_field::TRACEPARENT)
+                .get(crate::telemetry::trace_context::TRACEPARENT)
                 .map(String::as_str)
                 .unwrap_or(""),
         );

@@ -2,6 +2,7 @@
 //! (`dam_redis_script_duration_seconds`, `dam_redis_script_errors_total`). The scripts themselves live beside
 //! the code that calls them.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use redis::aio::ConnectionLike;
@@ -26,9 +27,19 @@ pub const SCRIPT_NAMES: [&str; 12] = [
 /// The error kinds [`run_script`] counts.
 const ERROR_KINDS: [&str; 4] = ["timeout", "connection", "server", "reply"];
 
-/// Registers every script's error counters at zero, so `/metrics` shows them (and alerts on their rate work)
-/// before the first error.
-pub fn register_script_error_counters() {
+/// Each script's duration histogram, in [`SCRIPT_NAMES`] order, resolved once the recorder is installed: a script
+/// runs for every batch of tokens, and a histogram named by labels is looked up in the registry on every use.
+static SCRIPT_DURATIONS: OnceLock<Vec<metrics::Histogram>> = OnceLock::new();
+
+/// Resolves the scripts' duration histograms and registers every script's error counters at zero, so `/metrics`
+/// shows them (and alerts on their rate work) before the first error. Called once the recorder is installed.
+pub fn register_script_metrics() {
+    SCRIPT_DURATIONS.get_or_init(|| {
+        SCRIPT_NAMES
+            .iter()
+            .map(|script| metrics::histogram!("dam_redis_script_duration_seconds", "script" => *script))
+            .collect()
+    });
     for script in SCRIPT_NAMES {
         for kind in ERROR_KINDS {
             metrics::counter!("dam_redis_script_errors_total", "script" => script, "kind" => kind)
@@ -46,8 +57,13 @@ pub async fn run_script<T: FromRedisValue>(
 ) -> RedisResult<T> {
     let started = Instant::now();
     let result = invocation.invoke_async(connection).await;
-    metrics::histogram!("dam_redis_script_duration_seconds", "script" => script)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed_s = started.elapsed().as_secs_f64();
+    match SCRIPT_DURATIONS.get().zip(SCRIPT_NAMES.iter().position(|name| *name == script)) {
+        Some((durations, index)) => durations[index].record(elapsed_s),
+        None => {
+            metrics::histogram!("dam_redis_script_duration_seconds", "script" => script).record(elapsed_s)
+        }
+    }
     if let Err(error) = &result {
         metrics::counter!("dam_redis_script_errors_total", "script" => script, "kind" => error_kind(error))
             .increment(1);
@@ -65,5 +81,21 @@ fn error_kind(error: &redis::RedisError) -> &'static str {
         "server"
     } else {
         "reply"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lua_script_is_named_once() {
+        let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/src/lua");
+        let mut files: Vec<String> = std::fs::read_dir(directory)
+            .expect("the scripts' directory")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".lua").map(str::to_owned))
+            .collect();
+        files.sort();
+        assert_eq!(files, SCRIPT_NAMES.iter().map(|name| name.to_string()).collect::<Vec<_>>());
     }
 }

@@ -155,7 +155,7 @@ pub fn prometheus_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder was installed first; /metrics will be empty");
             }
-            crate::script_runner::register_script_error_counters();
+            crate::script_runner::register_script_metrics();
             let upkeep_handle = handle.clone();
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(Duration::from_secs(5));

@@ -15,6 +15,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The tracer name every Traffic Dam span is recorded under.
 pub const TRACER_NAME: &str = "traffic-dam";
 
+/// The W3C names of a trace context's two entries: HTTP headers, and the keys of the envelope's `trace_context`.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
 /// The W3C trace context of `span`, ready for the envelope; empty when tracing is off or the span not sampled.
 pub fn trace_context_of(span: &tracing::Span) -> BTreeMap<String, String> {
     let context = span.context();
@@ -71,9 +75,9 @@ pub fn trace_context_from_headers(
 ) -> BTreeMap<String, String> {
     let mut carrier = BTreeMap::new();
     if let Some(traceparent) = traceparent {
-        carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+        carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
         if let Some(tracestate) = tracestate {
-            carrier.insert("tracestate".to_owned(), tracestate.to_owned());
+            carrier.insert(TRACESTATE.to_owned(), tracestate.to_owned());
         }
     }
     carrier
