@@ -45,6 +45,9 @@ pub struct SharedState {
     pub metrics: PrometheusHandle,
     /// Cancelled when the shutdown drain time is over: open streams end and clients resume elsewhere.
     pub stream_shutdown: CancellationToken,
+    /// Cancelled as soon as the gateway begins to stop: streams a client can resume elsewhere (the browser flow's
+    /// event streams) end at once, with a short reconnect delay, so that clients move to another gateway.
+    pub resumable_stream_shutdown: CancellationToken,
     pub open_streams: OpenStreams,
     /// The limits in force, kept current from Redis.
     pub limits: watch::Receiver<Arc<Limits>>,

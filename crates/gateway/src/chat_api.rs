@@ -16,14 +16,17 @@ use crate::admission::{AdmittedChat, admit_chat_request, open_stream_slot};
 use crate::app_state::AppState;
 use crate::caller_identity::Caller;
 use crate::cancellation;
-use crate::chat_relay::{ChatRelay, RelayedEvent, locate_chat};
+use crate::chat_relay::{ChatRelay, OnGatewayStop, RelayedEvent, locate_chat};
 use crate::chat_request::BrowserChatRequest;
 use crate::error::GatewayError;
 use crate::gateway_metrics::BROWSER_FLOW;
 use crate::http_observation::RequestStarted;
 use crate::json_body::JsonBody;
 use crate::server_timing::ChatTiming;
-use crate::sse_stream::{EVENTSOURCE_RETRY, StreamFormat, StreamMetrics, relay_as_sse, write_sse_event};
+use crate::sse_stream::{
+    EVENTSOURCE_RESUME_ELSEWHERE, EVENTSOURCE_RETRY, StreamFormat, StreamMetrics, relay_as_sse,
+    write_sse_event,
+};
 
 /// The 202 body of `POST /api/chats`.
 #[derive(Debug, Serialize)]
@@ -99,7 +102,7 @@ async fn stream_chat_events(
     let opened = match locate_chat(state, job_id, resume_after_seq).await {
         Ok(start) => {
             timing.record_queue_wait(start.queue_wait());
-            ChatRelay::open(state, &start).await.map(|relay| (relay, start))
+            ChatRelay::open(state, &start, OnGatewayStop::ResumeElsewhere).await.map(|relay| (relay, start))
         }
         Err(error) => Err(error),
     };
@@ -186,5 +189,9 @@ impl StreamFormat for BrowserEvents {
 
     fn opening(&self) -> &'static [u8] {
         EVENTSOURCE_RETRY
+    }
+
+    fn gateway_stop_notice(&self) -> &'static [u8] {
+        EVENTSOURCE_RESUME_ELSEWHERE
     }
 }

@@ -188,6 +188,16 @@ impl StoredEvent {
     }
 }
 
+/// What a relay does when its gateway begins to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnGatewayStop {
+    /// End at once: the client resumes on another gateway from the replay log (the browser flow's event stream).
+    ResumeElsewhere,
+    /// Keep relaying until the chat ends or the drain time is over: the client cannot resume (an
+    /// OpenAI-compatible stream).
+    FinishWithinDrain,
+}
+
 /// How a stream ends when its events do not end it.
 enum RelayEnding {
     /// The gateway's shutdown drain is over: the client may resume elsewhere.
@@ -210,6 +220,7 @@ pub struct ChatRelay {
     queue_watch: watch::Receiver<QueueSnapshot>,
     /// The deadline and the shutdown drain, in one future made once per stream (not one timer per event).
     ending: Pin<Box<dyn Future<Output = RelayEnding> + Send>>,
+    ended_by_gateway_stop: bool,
     /// A read of the replay log under way, after a gap or a lost pub/sub connection. It lives here rather than in
     /// `next_event`'s future, so that dropping that future (a keep-alive tick won the race) loses nothing.
     log_read: Option<LogRead>,
@@ -238,7 +249,11 @@ impl fmt::Debug for ChatRelay {
 
 impl ChatRelay {
     /// Subscribes and catches up with the replay log. The first event is a `queued` one if the job waits.
-    pub async fn open(state: &AppState, start: &RelayStart) -> Result<Self, GatewayError> {
+    pub async fn open(
+        state: &AppState,
+        start: &RelayStart,
+        on_gateway_stop: OnGatewayStop,
+    ) -> Result<Self, GatewayError> {
         let relay_span = tracing::info_span!("chat.relay", job_id = %start.job_id);
         if let Some(traceparent) = start.traceparent.as_deref() {
             continue_trace(&relay_span, &trace_context_from_headers(Some(traceparent), None));
@@ -254,6 +269,10 @@ impl ChatRelay {
         let chat = &state.settings.chat;
         let longest_life =
             Duration::from_secs(chat.queue_deadline_s + state.settings.llm.request_timeout_s + 30);
+        let stop_token = match on_gateway_stop {
+            OnGatewayStop::ResumeElsewhere => &state.resumable_stream_shutdown,
+            OnGatewayStop::FinishWithinDrain => &state.stream_shutdown,
+        };
         let mut relay = Self {
             state: state.clone(),
             replay_log_key: state.keys.job_replay_log(&start.job_id),
@@ -263,7 +282,8 @@ impl ChatRelay {
             finished: false,
             waiting: start.queued,
             queue_watch: state.queue_watch.clone(),
-            ending: Box::pin(relay_ending(Instant::now() + longest_life, state.stream_shutdown.clone())),
+            ending: Box::pin(relay_ending(Instant::now() + longest_life, stop_token.clone())),
+            ended_by_gateway_stop: false,
             log_read: None,
             log_read_failures: 0,
             log_read_retry: None,
@@ -286,6 +306,11 @@ impl ChatRelay {
     /// The `seq` of the last log event relayed (0 before any).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Whether the relay ended because its gateway is stopping, not because the chat ended.
+    pub fn ended_by_gateway_stop(&self) -> bool {
+        self.ended_by_gateway_stop
     }
 
     /// When the router received the oldest published message among the events taken since the last call (`None`
@@ -322,7 +347,10 @@ impl ChatRelay {
                 ending = self.ending.as_mut() => {
                     self.finished = true;
                     return match ending {
-                        RelayEnding::Shutdown => None,
+                        RelayEnding::Shutdown => {
+                            self.ended_by_gateway_stop = true;
+                            None
+                        }
                         RelayEnding::Deadline => {
                             Some(self.end_with_error("stream_timeout", "the chat took longer than its deadline"))
                         }

@@ -128,7 +128,9 @@ impl Http1Connection {
             let answer = encode_response_head(response, is_head_request, version, keep_alive);
             let keep_alive = answer.keep_alive;
             match self.write_answer(answer).await {
-                Ok(()) if keep_alive && !self.context.stopping.is_cancelled() => {}
+                // An answer that promised keep-alive keeps it even if the server began stopping meanwhile: the
+                // connection then waits out the idle grace like any idle one, and its next answer closes it.
+                Ok(()) if keep_alive => {}
                 Ok(()) => {
                     let _ = self.stream.shutdown().await;
                     return;
@@ -172,13 +174,14 @@ impl Http1Connection {
     }
 
     /// Waits for the next request head: the whole wait, idle time included, is bounded by the header timeout
-    /// (slowloris), and a stopping server closes the connection unless a head is under way.
+    /// (slowloris). A stopping server still serves a request that comes on this connection during its idle grace
+    /// (`IDLE_CONNECTION_GRACE`), then closes the connection unless a head is under way.
     async fn next_request(&mut self) -> Result<NextRequest, RequestFailure> {
         let context = self.context.clone();
         let idle = self.received.is_empty();
         tokio::select! {
             biased;
-            _ = context.stopping.cancelled(), if idle => Ok(NextRequest::Closed),
+            _ = context.idle_connections_closing.cancelled(), if idle => Ok(NextRequest::Closed),
             read = tokio::time::timeout(context.limits.header_read_timeout, self.read_head()) => {
                 read.unwrap_or(Err(RequestFailure::Dropped))
             }

@@ -1,7 +1,8 @@
 //! What every answered request gets at the router, over HTTP/1.1 and HTTP/2 alike: it is counted by route
-//! template, method and status, it carries `X-Dam-Instance`, and its handler can read when it reached the router
-//! (`RequestStarted`, where `Server-Timing` starts). Requests refused before routing get the same from
-//! `http1_connection.rs` through [`observe_refused_request`]. Chat timings themselves belong to `server_timing.rs`.
+//! template, method and status, it carries `X-Dam-Instance` and `X-Dam-Layer: gate`, and its handler can read when
+//! it reached the router (`RequestStarted`, where `Server-Timing` starts). Requests refused before routing get the
+//! same from `http1_connection.rs` through [`observe_refused_request`]. Chat timings themselves belong to
+//! `server_timing.rs`.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -17,6 +18,11 @@ use crate::gateway_metrics::{UNMATCHED_ROUTE, count_answered_request, method_lab
 
 /// Names the gateway instance that answered, so a user (or an operator reading a bug report) knows which one.
 pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-dam-instance");
+
+/// Says which layer answered: `gate` on every gateway answer, `edge` on the answers nginx makes itself (its own
+/// refusals, deploy/nginx/nginx.conf.template), so a 429 from one is never taken for the other.
+pub const LAYER_HEADER: HeaderName = HeaderName::from_static("x-dam-layer");
+const GATE_LAYER: HeaderValue = HeaderValue::from_static("gate");
 
 /// This process's instance name, ready to be a header value.
 #[derive(Debug, Clone)]
@@ -63,7 +69,7 @@ pub async fn observe_request(
     let mut response = next.run(request).await;
     let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     count_answered_request(route, method, response.status());
-    response.headers_mut().insert(INSTANCE_HEADER, instance.0);
+    stamp_answer(&mut response, instance.0);
     response
 }
 
@@ -72,5 +78,12 @@ pub async fn observe_request(
 pub fn observe_refused_request(response: &mut Response, method: Option<&Method>, instance: &InstanceHeader) {
     let method = method.map_or("unknown", method_label);
     count_answered_request(UNMATCHED_ROUTE, method, response.status());
-    response.headers_mut().insert(INSTANCE_HEADER, instance.0.clone());
+    stamp_answer(response, instance.0.clone());
+}
+
+/// Names who answered: this instance, in the gate layer.
+fn stamp_answer(response: &mut Response, instance: HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert(INSTANCE_HEADER, instance);
+    headers.insert(LAYER_HEADER, GATE_LAYER);
 }

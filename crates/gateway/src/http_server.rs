@@ -34,6 +34,13 @@ use crate::http1_connection::serve_http1_connection;
 const LISTEN_BACKLOG: u32 = 4096;
 /// Pause after a failed accept (for example out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How long a stopping server keeps connections that sit idle between requests. A proxy may pick an idle
+/// keep-alive connection and send a request on it at the very moment the server closes it; the proxy cannot tell
+/// whether a POST sent so was received, so it answers 502 rather than retry it elsewhere. Kept open, such a
+/// request is answered (with `Connection: close`), and the proxy closes its idle ones itself: nginx's upstream
+/// `keepalive_timeout` (deploy/nginx/nginx.conf.template) is shorter than this grace, so behind it the server never
+/// closes an idle connection first. Other clients' idle connections close when the grace is over.
+pub const IDLE_CONNECTION_GRACE: Duration = Duration::from_secs(5);
 
 /// What one connection may take.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +62,10 @@ pub struct ConnectionLimits {
 pub struct ConnectionContext {
     pub router: Router,
     pub limits: ConnectionLimits,
-    /// Cancelled when the server stops accepting: idle connections close, busy ones after their answer.
+    /// Cancelled when the server stops accepting: every answer from then on closes its connection.
     pub stopping: CancellationToken,
+    /// Cancelled [`IDLE_CONNECTION_GRACE`] after `stopping`: connections idle between requests close then.
+    pub idle_connections_closing: CancellationToken,
     /// `X-Dam-Instance`, for the answers given without the router (refused heads and bodies).
     pub instance_header: InstanceHeader,
 }
@@ -82,8 +91,13 @@ pub async fn serve_with_limits(
     instance_header: InstanceHeader,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let context =
-        Arc::new(ConnectionContext { router, limits, stopping: CancellationToken::new(), instance_header });
+    let context = Arc::new(ConnectionContext {
+        router,
+        limits,
+        stopping: CancellationToken::new(),
+        idle_connections_closing: CancellationToken::new(),
+        instance_header,
+    });
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -104,6 +118,11 @@ pub async fn serve_with_limits(
     }
     drop(listener);
     context.stopping.cancel();
+    let idle_connections_closing = context.idle_connections_closing.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(IDLE_CONNECTION_GRACE).await;
+        idle_connections_closing.cancel();
+    });
     connections.close();
     connections.wait().await;
     Ok(())

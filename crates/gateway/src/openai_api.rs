@@ -14,7 +14,7 @@ use crate::app_state::AppState;
 use crate::caller_identity::Caller;
 use crate::cancellation::CancelOnDrop;
 use crate::chat_api::idempotency_key;
-use crate::chat_relay::{ChatRelay, QueuedJob, RelayStart, locate_chat, read_queue_wait};
+use crate::chat_relay::{ChatRelay, OnGatewayStop, QueuedJob, RelayStart, locate_chat, read_queue_wait};
 use crate::chat_request::OpenAiChatRequest;
 use crate::error::GatewayError;
 use crate::gateway_metrics::OPENAI_FLOW;
@@ -61,7 +61,7 @@ async fn answer_chat_completion(
         AdmittedChat::Joined { job_id } => locate_chat(state, job_id, 0).await?,
     };
     timing.record_queue_wait(start.queue_wait());
-    let mut relay = ChatRelay::open(state, &start).await?;
+    let mut relay = ChatRelay::open(state, &start, OnGatewayStop::FinishWithinDrain).await?;
     let identity = CompletionIdentity {
         id: format!("chatcmpl-{}", admitted.job_id()),
         model,

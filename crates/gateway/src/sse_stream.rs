@@ -31,11 +31,22 @@ pub trait StreamFormat: Send + 'static {
     fn opening(&self) -> &'static [u8] {
         b""
     }
+
+    /// What the stream ends with when the relay ended because the gateway is stopping (nothing unless a format
+    /// says so).
+    fn gateway_stop_notice(&self) -> &'static [u8] {
+        b""
+    }
 }
 
 /// EventSource's reconnect delay, set by the browser stream's opening `retry:` field: a dropped stream is resumed
 /// (with `Last-Event-ID`) after 2 s, well within the workers' abandonment grace, so the chat is still there.
 pub const EVENTSOURCE_RETRY: &[u8] = b"retry: 2000\n\n";
+
+/// How a browser stream ends when its gateway stops: a comment saying why, and a reconnect delay short enough that
+/// the client resumes on another gateway at once (its next stream's opening sets the delay back to 2 s).
+pub const EVENTSOURCE_RESUME_ELSEWHERE: &[u8] =
+    b": this gateway is stopping; resume on another\nretry: 100\n\n";
 
 struct SseStream<F> {
     relay: ChatRelay,
@@ -117,6 +128,9 @@ impl<F: StreamFormat> SseStream<F> {
                 event = self.relay.next_event() => {
                     let Some(event) = event else {
                         self.ended = true;
+                        if self.relay.ended_by_gateway_stop() {
+                            chunk.extend_from_slice(self.format.gateway_stop_notice());
+                        }
                         break;
                     };
                     let mut events = 1;

@@ -1,5 +1,6 @@
 //! Builds the gateway from settings and serves it on a given listener until a shutdown future completes; then it
-//! stops accepting, lets open streams run for the drain time, and ends the rest (clients resume elsewhere).
+//! stops accepting, ends the streams a client can resume elsewhere at once, lets the others run for the drain time,
+//! and ends the rest.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub fn build_app_state(settings: Settings, background: CancellationToken) -> Res
         queue_watch,
         metrics,
         stream_shutdown: background.child_token(),
+        resumable_stream_shutdown: background.child_token(),
         open_streams: OpenStreams::default(),
         limits,
         access_directory,
@@ -89,11 +91,16 @@ pub async fn run(
     };
     let state = build_app_state(settings, background.clone())?;
     let stream_shutdown = state.stream_shutdown.clone();
+    let resumable_stream_shutdown = state.resumable_stream_shutdown.clone();
     let instance_header = state.instance_header.clone();
     let app = build_router(state);
     let graceful = async move {
         shutdown.await;
-        tracing::info!(?drain_time, "gateway stopping: no new connections, open streams may finish");
+        tracing::info!(
+            ?drain_time,
+            "gateway stopping: no new connections; browser event streams end now and resume on another gateway, OpenAI-compatible streams may finish within the drain time"
+        );
+        resumable_stream_shutdown.cancel();
         tokio::spawn(async move {
             tokio::time::sleep(drain_time).await;
             stream_shutdown.cancel();

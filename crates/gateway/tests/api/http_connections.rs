@@ -184,27 +184,145 @@ async fn http2_clients_with_prior_knowledge_are_served() {
     assert_eq!(serde_json::from_slice::<Value>(&body).expect("json")["status"], "ok");
 }
 
+/// Reads from `connection` until `received` contains `wanted`, the connection closes, or `LIMIT` passes.
+async fn read_until(connection: &mut TcpStream, received: &mut String, wanted: &str) {
+    let mut buffer = vec![0_u8; 4096];
+    while !received.contains(wanted) {
+        let read = tokio::time::timeout(LIMIT, connection.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("{wanted:?} within {LIMIT:?}: {received}"))
+            .expect("read");
+        if read == 0 {
+            return;
+        }
+        received.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
 #[tokio::test]
-async fn a_stopping_gateway_lets_open_streams_run_for_the_drain_time_then_ends_them_and_exits() {
+async fn a_stopping_gateway_ends_browser_event_streams_at_once_asking_the_client_to_resume_elsewhere() {
+    // A drain far longer than the test's limits: only streams the gateway ends at once end in time.
+    let mut stack =
+        TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
+            settings.gateway.shutdown_drain_s = 600;
+        })
+        .await;
+    let created: Value =
+        stack.post_chat(0, &serde_json::json!({"message": "moved"})).await.json().await.expect("json");
+    let events_url = created["events_url"].as_str().expect("url");
+    let mut connection = connect(&stack).await;
+    connection
+        .write_all(format!("GET {events_url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut received = String::new();
+    read_until(&mut connection, &mut received, "event: queued").await;
+    assert!(received.contains("retry: 2000\n"), "{received}");
+
+    let gateway = stack.gateways.remove(0);
+    let stopped = tokio::spawn(gateway.stop());
+
+    // The chunked body ends, after a short reconnect delay and without any final event: the chat is not over.
+    read_until(&mut connection, &mut received, "\r\n0\r\n\r\n").await;
+    let (_, tail) = received.split_once("event: queued").expect("queued");
+    assert!(tail.contains("retry: 100\n"), "{received}");
+    assert!(!tail.contains("event: done") && !tail.contains("event: error"), "{received}");
+    assert!(received.ends_with("\r\n0\r\n\r\n"), "{received}");
+    tokio::time::timeout(LIMIT, stopped).await.expect("the gateway stops").expect("join");
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_lets_openai_streams_finish_and_exits() {
+    let mut stack = TestStack::start_with(StackOptions::default(), |settings| {
+        settings.gateway.shutdown_drain_s = 600;
+    })
+    .await;
+    // About two seconds of answer: the gateway is told to stop while it streams.
+    let prompt = "finish me [[mock tokens=20 inter_token_ms=100]]";
+    let response = stack
+        .http
+        .post(format!("{}/v1/chat/completions", stack.gateway_url(0)))
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": prompt}], "stream": true}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let mut events = test_support::SseReader::new(response);
+    let first = events.next_event_within(LIMIT).await.expect("a first chunk");
+    let gateway = stack.gateways.remove(0);
+    let address = gateway.address.expect("address");
+    let stopped = tokio::spawn(gateway.stop());
+
+    let mut all = vec![first];
+    all.extend(events.collect_all_within(Duration::from_secs(30)).await);
+    let (last, chunks) = all.split_last().expect("events");
+    assert_eq!(last.data, "[DONE]", "the stream finishes although its gateway stops");
+    let text: String = chunks
+        .iter()
+        .map(|event| serde_json::from_str::<Value>(&event.data).expect("chunk json"))
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, mock_llm::answer_text(prompt, 20));
+    tokio::time::timeout(LIMIT, stopped).await.expect("the gateway stops").expect("join");
+    assert!(TcpStream::connect(address).await.is_err(), "nothing listens any more");
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_ends_the_streams_left_when_the_drain_time_is_over_and_exits() {
     let mut stack =
         TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |settings| {
             settings.gateway.shutdown_drain_s = 1;
         })
         .await;
-    let created: Value =
-        stack.post_chat(0, &serde_json::json!({"message": "drained"})).await.json().await.expect("json");
-    let mut events = stack.open_events(0, created["events_url"].as_str().expect("url")).await;
-    assert_eq!(events.next_event_within(LIMIT).await.expect("queued").event, "queued");
+    // No worker: the chat stays queued, so only the drain's end can end its stream.
+    let response = stack
+        .http
+        .post(format!("{}/v1/chat/completions", stack.gateway_url(0)))
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": "never served"}], "stream": true}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let mut events = test_support::SseReader::new(response);
+    let gateway = stack.gateways.remove(0);
+    let stopped = tokio::spawn(gateway.stop());
+
+    let rest = events.collect_all_within(LIMIT).await;
+    assert!(rest.iter().all(|event| event.data != "[DONE]"), "{rest:?}");
+    tokio::time::timeout(LIMIT, stopped).await.expect("the gateway stops").expect("join");
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_answers_a_request_that_comes_on_an_idle_keep_alive_connection_then_closes_it() {
+    let mut stack =
+        TestStack::start_with(StackOptions { workers: 0, ..StackOptions::default() }, |_| {}).await;
+    let mut connection = connect(&stack).await;
+    let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    connection.write_all(health).await.expect("write");
+    let mut received = String::new();
+    read_until(&mut connection, &mut received, "\"ok\"").await;
+    assert!(!received.to_ascii_lowercase().contains("connection: close"), "{received}");
 
     let gateway = stack.gateways.remove(0);
     let address = gateway.address.expect("address");
     let stopped = tokio::spawn(gateway.stop());
+    stack
+        .wait_until("the gateway stops accepting", LIMIT, || async {
+            TcpStream::connect(address).await.is_err()
+        })
+        .await;
 
-    // The stream ends without a final event (the client may resume elsewhere), and the gateway exits.
-    let rest = events.collect_all_within(LIMIT).await;
-    assert!(rest.iter().all(|event| event.event == "queued"), "{rest:?}");
+    // A proxy that picked this idle connection just now must get an answer, not a closed connection.
+    connection.write_all(health).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, connection.read_to_end(&mut answer))
+        .await
+        .expect("the gateway answers, then closes the connection")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
     tokio::time::timeout(LIMIT, stopped).await.expect("the gateway stops").expect("join");
-    assert!(TcpStream::connect(address).await.is_err(), "nothing listens any more");
 }
 
 #[tokio::test]

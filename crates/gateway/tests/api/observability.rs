@@ -1,5 +1,6 @@
-//! What the gateway tells about itself: `X-Dam-Instance` on every answer, `Server-Timing` on chat answers, and the
-//! metrics of the catalog (`docs/observability.md`) counted after real chats, refused ones included.
+//! What the gateway tells about itself: `X-Dam-Instance` and `X-Dam-Layer` on every answer, `Server-Timing` on
+//! chat answers, and the metrics of the catalog (`docs/observability.md`) counted after real chats, refused ones
+//! included.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,7 +34,9 @@ fn server_timing(response: &reqwest::Response) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The answering instance; every gateway answer also says it comes from the gate layer (nginx's own say edge).
 fn instance_of(response: &reqwest::Response) -> &str {
+    assert_eq!(response.headers().get("x-dam-layer").map(|layer| layer.as_bytes()), Some(&b"gate"[..]));
     response.headers().get("x-dam-instance").expect("an X-Dam-Instance header").to_str().expect("ASCII")
 }
 
@@ -140,6 +143,7 @@ async fn every_answer_names_the_instance_and_chat_answers_say_where_their_time_w
     let refused_head = raw_exchange(&stack, &oversized_head()).await.to_ascii_lowercase();
     assert!(refused_head.starts_with("http/1.1 431"), "{refused_head}");
     assert!(refused_head.contains(&format!("x-dam-instance: {INSTANCE}\r\n")), "{refused_head}");
+    assert!(refused_head.contains("x-dam-layer: gate\r\n"), "{refused_head}");
 }
 
 /// The metrics registry is one per process and every test of this binary runs gateways in it, so the requests
