@@ -21,6 +21,12 @@ STOP_TIMEOUT_S = 60.0
 
 # Worker listener ports `pick_ports` reserves unless told otherwise; a stack with more workers finds more.
 DEFAULT_WORKER_PORTS = 4
+# deploy/run-local.sh's knobs for nginx's per-address limits, set far above anything a test sends from loopback.
+LIFTED_EDGE_LIMITS = {
+    "EDGE_RATE_PER_SECOND": "1000000",
+    "EDGE_BURST": "1000000",
+    "EDGE_CONNECTIONS_PER_ADDRESS": "1000000",
+}
 
 
 @dataclass
@@ -90,7 +96,8 @@ def reset_signals_for_child() -> None:
 
 class Stack:
     """One run of deploy/run-local.sh: `profile` build, `workers` workers, one gateway per port in `ports`, and
-    `settings` (DAM_* variables) on top of the defaults; the developer's own DAM_* variables are dropped."""
+    `settings` (DAM_* variables, and run-local.sh knobs such as EDGE_*) on top of the defaults; the developer's own
+    DAM_* variables are dropped. nginx's per-address limits are lifted unless `settings` sets them."""
 
     def __init__(
         self,
@@ -108,7 +115,9 @@ class Stack:
         # Every worker needs a listener port of its own.
         if len(ports.workers) < workers:
             ports.workers = ports.workers + more_free_ports(ports, workers - len(ports.workers))
-        self.settings = settings or {}
+        # nginx's per-address limits are lifted unless a test sets them: every test client comes from loopback, so
+        # the edge would otherwise count a whole load test as one abusive address.
+        self.settings = {**LIFTED_EDGE_LIMITS, **(settings or {})}
         self.start_timeout_s = start_timeout_s
         self.output_path = run_dir.parent / f"{run_dir.name}.run-local.log"
         self.process: subprocess.Popen | None = None

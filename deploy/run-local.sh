@@ -18,6 +18,9 @@
 #   STOP_TIMEOUT_S=15         longest wait per shutdown phase before SIGKILL
 #   SKIP_DEPS=1               do not check/install system packages;  SKIP_BUILD=1: do not run cargo build
 #   TRAFFIC_DAM_MODEL         with a real LLM: the model to serve (default openai/gpt-4o-mini)
+#   EDGE_RATE_PER_SECOND=50  EDGE_BURST=200  EDGE_CONNECTIONS_PER_ADDRESS=500
+#                             nginx's own per-address limits (requests/s, burst, requests in progress), above the
+#                             gate's; past them nginx answers 429 with X-Dam-Layer: edge (deploy/nginx/*)
 # A real LLM: DAM_LLM__BASE_URL=https://openrouter.ai/api/v1 DAM_LLM__API_KEY=sk-... make run
 #
 # Redis keeps its data in RUN_DIR/redis (append-only file, fsync every second): a restart of Redis, or of the

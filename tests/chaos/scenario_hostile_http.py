@@ -124,9 +124,9 @@ class Catalogue:
 
 
 def refused(answer: RawAnswer, status: int, code: str, edge_allowed: bool) -> tuple[bool, str]:
-    """Whether `answer` is the JSON refusal `status`/`code`; from nginx itself (`X-Dam-Answered-By: nginx`, set on
+    """Whether `answer` is the JSON refusal `status`/`code`; from nginx itself (`X-Dam-Layer: edge`, set on
     every answer nginx makes) only when `edge_allowed`. Returns (passed, what was observed)."""
-    by_edge = answer.headers.get("x-dam-answered-by") == "nginx"
+    by_edge = answer.headers.get("x-dam-layer") == "edge"
     observed = answer.summary() + (" from nginx" if by_edge else "")
     passed = answer.status == status and answer.json_code() == code and answer.is_json()
     if by_edge and not edge_allowed:
@@ -164,7 +164,7 @@ def body_cases(catalogue: Catalogue, targets: dict[str, int], sources: SourceAdd
         # Far over: behind nginx the edge refuses first, in the same shape, and says it did.
         answer = post(b'{"message": "' + b"x" * (1024 * 1024) + b'"}')
         passed, observed = refused(answer, 413, "body_too_large", edge_allowed=via_nginx)
-        if via_nginx and answer.headers.get("x-dam-answered-by") != "nginx":
+        if via_nginx and answer.headers.get("x-dam-layer") != "edge":
             passed, observed = False, observed + " (expected nginx to refuse it first)"
         catalogue.record("1 MiB body", target,
                          "413 body_too_large from nginx" if via_nginx else "413 body_too_large from the gateway",
