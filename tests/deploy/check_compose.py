@@ -211,7 +211,12 @@ def clean_environment() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # The checks: each raises CheckFailed with every problem it found, or returns a short note.
 
-COMPOSE = load_yaml(COMPOSE_FILE)
+try:
+    COMPOSE = load_yaml(COMPOSE_FILE)
+except yaml.YAMLError as load_error:
+    print(f"FAIL compose file parses: {load_error}")
+    print("0 passed, 1 failed")
+    sys.exit(1)
 SERVICES: dict[str, dict] = COMPOSE.get("services") or {}
 COMPOSE_TEXT = COMPOSE_FILE.read_text(encoding="utf-8")
 
