@@ -68,7 +68,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:9200/healthz"]
 ENTRYPOINT ["/usr/local/bin/llm-worker"]
 
-# `dam serve` runs the admin service; `docker run --rm traffic-dam/dam --url http://dam:9100 status` is the CLI.
+# `dam serve` runs the admin service; every other subcommand is its CLI (`docker compose exec dam dam status`).
 # Listening beyond loopback, the dam refuses to start without DAM_DAM__ADMIN_TOKEN.
 FROM runtime AS dam
 COPY --from=builder /out/dam /usr/local/bin/dam

@@ -310,6 +310,29 @@ def check_public_port_stays_out_of_services() -> str:
     return "DAM_PUBLIC_PORT only sets the edge's host port; no service loads .env"
 
 
+def check_edge_follows_gateways_through_docker_dns() -> str:
+    edge = environment_of(SERVICES.get(PUBLIC_SERVICE, {}))
+    problems = []
+    gateways = edge.get("EDGE_GATEWAYS", "")
+    service_name, _, port = gateways.partition(":")
+    if service_name not in SCALED_SERVICES or port != str(RUST_TARGETS["gateway"]):
+        problems.append(f"EDGE_GATEWAYS={gateways!r} is not the gateway service's DNS name and port (gateway:8080)")
+    resolver = edge.get("EDGE_RESOLVER", "127.0.0.11")
+    if resolver != "127.0.0.11":
+        problems.append(f"EDGE_RESOLVER={resolver} is not Docker's embedded DNS (127.0.0.11)")
+    entrypoint = REPO_ROOT / "deploy" / "nginx" / "edge-entrypoint.sh"
+    note = "EDGE_GATEWAYS=gateway:8080, resolver 127.0.0.11"
+    if entrypoint.exists():
+        text = entrypoint.read_text(encoding="utf-8")
+        for wanted in ("EDGE_GATEWAYS", "EDGE_RESOLVER", "127.0.0.11"):
+            if wanted not in text:
+                problems.append(f"{entrypoint.name} does not use {wanted}")
+    else:
+        note += f"; {entrypoint.relative_to(REPO_ROOT)} is not in this tree, so its resolver use is not checked"
+    fail_if(problems)
+    return note
+
+
 def check_every_service_has_a_healthcheck() -> str:
     problems = []
     for name, service in SERVICES.items():
@@ -689,6 +712,7 @@ CHECKS = [
     check_scaled_services_have_no_ports_or_names,
     check_only_edge_is_public,
     check_public_port_stays_out_of_services,
+    check_edge_follows_gateways_through_docker_dns,
     check_every_service_has_a_healthcheck,
     check_rust_services_check_healthz,
     check_depends_on_waits_for_health,
