@@ -39,6 +39,8 @@ RUN cargo build --release --locked -p gateway -p llm-worker -p dam -p mock-llm \
 # The services' common runtime: CA certificates for an HTTPS LLM provider, curl for the HEALTHCHECK, a non-root user
 # with a fixed uid (10001) that Kubernetes' runAsNonRoot can verify.
 FROM debian:bookworm-slim AS runtime
+# Unpinned on purpose: bookworm's current packages carry its security fixes.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \

@@ -4,8 +4,8 @@
 build targets, Prometheus's compose configuration and the CI workflow. One line per check; exits 1 on any failure.
 
 Run from anywhere: `python3 tests/deploy/check_compose.py`. Needs python3 with PyYAML and `docker-compose`
-(Debian's 1.29, which validates offline) or `docker compose`. promtool, check-jsonschema and actionlint, when
-installed, add deeper checks of the same files; without them those checks say "skip".
+(Debian's 1.29, which validates offline) or `docker compose`. promtool, check-jsonschema, actionlint
+and hadolint, when installed, add deeper checks of the same files; without them those checks say "skip".
 """
 
 from __future__ import annotations
@@ -583,6 +583,16 @@ def check_images_follow_the_contract() -> str:
     return f"targets {', '.join(ALL_TARGETS)}: non-root, /healthz checks, ports; .dockerignore"
 
 
+def check_dockerfile_with_hadolint() -> str:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        return "skip: hadolint is not installed"
+    result = run_command([hadolint, "--no-color", str(DOCKERFILE)])
+    if result.returncode != 0:
+        raise CheckFailed(f"hadolint: {(result.stdout + result.stderr).strip()}")
+    return "hadolint passes"
+
+
 def check_prometheus_scrapes_every_replica() -> str:
     config = load_yaml(PROMETHEUS_CONFIG_FILE)
     jobs = {job["job_name"]: job for job in config.get("scrape_configs") or []}
@@ -726,6 +736,7 @@ CHECKS = [
     check_admin_port_needs_the_token,
     check_mounted_paths_exist,
     check_images_follow_the_contract,
+    check_dockerfile_with_hadolint,
     check_prometheus_scrapes_every_replica,
     check_prometheus_config_with_promtool,
     check_grafana_provisioning,
