@@ -57,6 +57,12 @@ RUST_SERVICES = {
     "traffic-dam/dam": ("dam", "dam"),
     "traffic-dam/mock-llm": ("mock-llm", "mock_llm"),
 }
+# Settings a service cannot do without in a cluster: their defaults point at 127.0.0.1.
+REQUIRED_VARIABLES = {
+    "traffic-dam/gateway": {"DAM_REDIS__URL"},
+    "traffic-dam/llm-worker": {"DAM_REDIS__URL", "DAM_LLM__BASE_URL"},
+    "traffic-dam/dam": {"DAM_REDIS__URL"},
+}
 # The edge proxies every path to the gateways, so its HTTP probes are answered by a gateway's routes.
 EDGE_ROUTES_CRATE = "gateway"
 # Variables a service reads beside its settings (settings.rs: CONFIG_DIRECTORY_VARIABLE).
@@ -436,6 +442,14 @@ def check_manifests(documents: list[dict], report: Report) -> None:
                         secret_name in secrets or secret_name in hand_made_secrets,
                         f"{where} env {variable['name']} comes from a generated or documented Secret ({secret_name})",
                     )
+            provided = set(container_env(container))
+            for source in container.get("envFrom", []):
+                for reference_kind, available in (("configMapRef", config_maps), ("secretRef", secrets)):
+                    if source.get(reference_kind, {}).get("name") in available:
+                        holder = available[source[reference_kind]["name"]]
+                        provided |= set(holder.get("data", {})) | set(holder.get("stringData", {}))
+            for required in sorted(REQUIRED_VARIABLES.get(base_image, set())):
+                report.check(required in provided, f"{where} is given {required}")
             for source in container.get("envFrom", []):
                 for reference_kind, available in (("configMapRef", config_maps), ("secretRef", secrets)):
                     reference = source.get(reference_kind)
