@@ -91,13 +91,15 @@ ENTRYPOINT ["/usr/local/bin/mock-llm"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # The edge: nginx in front of the gateways, from the same template `make run` renders (deploy/nginx/). Its
-# entrypoint renders the template for containers and follows the gateways' DNS name (EDGE_GATEWAYS, EDGE_RESOLVER,
-# EDGE_LISTEN_PORT, EDGE_RATE_PER_SECOND, EDGE_BURST, EDGE_CONNECTIONS_PER_ADDRESS). The stop signal stays
-# nginx's own (SIGQUIT: finish open requests, then exit). Setting ENTRYPOINT clears the base image's CMD.
+# entrypoint renders the template for containers and follows the gateways' DNS name (EDGE_GATEWAYS,
+# EDGE_LISTEN_PORT, EDGE_RATE_PER_SECOND, EDGE_BURST, EDGE_CONNECTIONS_PER_ADDRESS; see the script). It runs
+# unprivileged, as the services do, writing only under /tmp. The stop signal stays nginx's own (SIGQUIT: finish
+# open requests, then exit), which the entrypoint passes on. Setting ENTRYPOINT clears the base image's CMD.
 FROM nginx:1.27-bookworm AS edge
 COPY deploy/nginx/ /opt/dam/nginx/
 COPY crates/gateway/static/ /opt/dam/static/
 RUN chmod 0755 /opt/dam/nginx/*.sh
+USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:8080/healthz"]

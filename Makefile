@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run run-monitoring test test-monitoring-config test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run run-monitoring compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -19,13 +19,26 @@ help: ## List the targets
 run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; Ctrl-C stops it
 	@exec deploy/run-local.sh
 
+compose-up: ## docker compose: build and start the stack (2 gateways, 4 workers); needs deploy/.env (cp deploy/.env.example deploy/.env)
+	docker compose -f deploy/compose.yaml up -d --build
+
+compose-down: ## docker compose: stop the stack (volumes, and so Redis's data, kept)
+	docker compose -f deploy/compose.yaml down
+
 run-monitoring: ## `make run` plus mtail, Prometheus (:9291) and Alertmanager (:9292); knobs: deploy/monitoring/start-monitoring.sh
 	@MONITORING=1 exec deploy/run-local.sh
 
-test: deps test-monitoring-config test-unit test-e2e test-chaos-smoke ## Install what the tests need, the monitoring files' checks, cargo test --workspace, the end-to-end test, the short fault tests
+test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2e test-chaos-smoke ## Install what the tests need, the monitoring and deployment files' checks, cargo test --workspace, the edge test, the end-to-end test, the short fault tests
 
 test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
 	$(PYTHON) dashboards/check_monitoring_config.py
+
+test-deploy-config: ## docker-compose config and the compose/Dockerfile/CI rules, kubectl kustomize and the K8s cross-references, offline
+	$(PYTHON) tests/deploy/check_compose.py
+	$(PYTHON) tests/deploy/check_k8s.py
+
+test-edge: ## nginx as users meet it: both renderings pass nginx -t, per-address floods get 429 X-Dam-Layer: edge, client identity through the container edge
+	$(PYTHON) tests/deploy/check_edge.py
 
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
@@ -59,8 +72,8 @@ fmt: ## Format the workspace
 build-release: ## Release build of the four service binaries (what `make run` runs)
 	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
 
-deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail) and the e2e test's OpenAI SDK
-	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail
+deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose) and the e2e test's OpenAI SDK
+	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail docker-compose
 	@if ! $(PYTHON) -c 'import openai' 2>/dev/null; then \
 		echo "[deps] installing the OpenAI Python SDK for the end-to-end test"; \
 		$(PYTHON) -m pip install --quiet openai \

@@ -38,14 +38,19 @@ CONTRACT_IMAGES = {
 THIRD_PARTY_IMAGES = {"redis"}
 # The uid of the `dam` user in every image the Dockerfile builds, which the pods also run as.
 CONTRACT_USER_ID = 10001
-# The edge image's environment, from the contract.
+# The edge image's environment: what deploy/nginx/edge-entrypoint.sh reads.
 EDGE_VARIABLES = {
     "EDGE_GATEWAYS",
-    "EDGE_RESOLVER",
     "EDGE_LISTEN_PORT",
     "EDGE_RATE_PER_SECOND",
     "EDGE_BURST",
     "EDGE_CONNECTIONS_PER_ADDRESS",
+    "EDGE_STREAMS",
+    "EDGE_GATEWAY_MAX_BODY_BYTES",
+    "EDGE_RESOLVE_INTERVAL_S",
+    "EDGE_START_TIMEOUT_S",
+    "EDGE_PREFIX",
+    "EDGE_STATIC_DIR",
 }
 EDGE_DEFAULT_LISTEN_PORT = 8080
 # The replaced system's memory limits (issue 11): 512 MB for the gateways and Redis.
