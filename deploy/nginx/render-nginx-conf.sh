@@ -69,8 +69,8 @@ fi
 [[ "$gateway_max_body_bytes" =~ ^[0-9]+$ ]] || fail "--gateway-max-body-bytes must be a number of bytes"
 [[ "$edge_rate_per_second" =~ ^[1-9][0-9]*$ ]] || fail "the edge's rate must be a whole number of requests per second"
 [[ "$edge_burst" =~ ^[0-9]+$ ]] || fail "the edge's burst must be a whole number of requests"
-[[ "$edge_connections_per_address" =~ ^[1-9][0-9]*$ ]] \
-    || fail "the edge's requests in progress per address must be a positive whole number"
+[[ "$edge_connections_per_address" =~ ^[1-9][0-9]*$ ]] && ((edge_connections_per_address <= 65535)) \
+    || fail "the edge's requests in progress per address must be a whole number from 1 to 65535 (nginx's limit)"
 
 # Every gateway as address:port.
 gateways=()
