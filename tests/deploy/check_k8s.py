@@ -489,16 +489,24 @@ def pre_stop_seconds(container: dict) -> int:
     return int(pre_stop.get("sleep", {}).get("seconds", 0))
 
 
+def check_grace_period_exceeds_drain(name: str, workload, container, settings, drain_setting: str,
+                                     report: Report) -> None:
+    """The pod's termination grace period covers its pre-stop pause and the drain `drain_setting` allows."""
+    section, key = drain_setting.split(".")
+    drain_s = int(settings[f"DAM_{section.upper()}__{key.upper()}"])
+    grace_s = pod_spec_of(workload).get("terminationGracePeriodSeconds", 30)
+    pause_s = pre_stop_seconds(container)
+    report.check(
+        grace_s > pause_s + drain_s,
+        f"{name} grace period {grace_s}s exceeds its pre-stop pause {pause_s}s + {drain_setting} {drain_s}s",
+    )
+
+
 def check_gateways_and_edge(by_kind, workloads, config_maps, defaults, report: Report) -> None:
     gateway, gateway_container = workload_by_image(workloads, "traffic-dam/gateway")
     settings = effective_settings(gateway_container, config_maps, defaults)
-    drain_s = int(settings["DAM_GATEWAY__SHUTDOWN_DRAIN_S"])
-    grace_s = pod_spec_of(gateway).get("terminationGracePeriodSeconds", 30)
-    pause_s = pre_stop_seconds(gateway_container)
-    report.check(
-        grace_s > pause_s + drain_s,
-        f"gateway grace period {grace_s}s exceeds its pre-stop pause {pause_s}s + gateway.shutdown_drain_s {drain_s}s",
-    )
+    check_grace_period_exceeds_drain("gateway", gateway, gateway_container, settings, "gateway.shutdown_drain_s",
+                                     report)
     report.check(bool(pod_spec_of(gateway).get("topologySpreadConstraints")), "gateways spread across nodes and zones")
 
     trusted = container_env(gateway_container).get("DAM_AUTH__TRUSTED_PROXIES")
@@ -536,13 +544,8 @@ def check_gateways_and_edge(by_kind, workloads, config_maps, defaults, report: R
 def check_worker_scaling(by_kind, workloads, config_maps, defaults, report: Report) -> None:
     worker, worker_container = workload_by_image(workloads, "traffic-dam/llm-worker")
     settings = effective_settings(worker_container, config_maps, defaults)
-    drain_s = int(settings["DAM_WORKER__DRAIN_TIMEOUT_S"])
-    grace_s = pod_spec_of(worker).get("terminationGracePeriodSeconds", 30)
-    pause_s = pre_stop_seconds(worker_container)
-    report.check(
-        grace_s > pause_s + drain_s,
-        f"llm-worker grace period {grace_s}s exceeds its pre-stop pause {pause_s}s + worker.drain_timeout_s {drain_s}s",
-    )
+    check_grace_period_exceeds_drain("llm-worker", worker, worker_container, settings, "worker.drain_timeout_s",
+                                     report)
     expected_lists = lane_list_names(settings.get("DAM_REDIS__KEY_PREFIX", default_key_prefix()))
     scaled_objects = [
         o
