@@ -86,6 +86,14 @@ def run(long: bool) -> ScenarioResult:
             create_failures=sum(1 for outcome in outcomes if outcome.create_status != 202),
             error_events=sum(1 for outcome in outcomes if (outcome.ended or "").startswith("error")),
         )
+        # What nginx answered with an error, and why (its error log names the upstream and what went wrong).
+        nginx_errors = [line for line in chaos.log("nginx-access").splitlines() if '" 502 ' in line or '" 504 ' in line]
+        upstream_failures = [line for line in chaos.log("nginx-error").splitlines()
+                             if "prematurely closed" in line or "reset by peer" in line]
+        figures.update(nginx_502_or_504=len(nginx_errors), nginx_upstream_closed_or_reset=len(upstream_failures))
+        evidence = ""
+        if nginx_errors:
+            evidence = f" nginx: {' | '.join(nginx_errors[:3])}; {' | '.join(upstream_failures[:3])}"
         clients_admitted = figures["admitted"] + figures["openai_admitted"]
         result.check(figures["redis_admitted"] == clients_admitted,
                      f"Redis admitted {figures['redis_admitted']} chats, the clients {clients_admitted} "
@@ -95,7 +103,7 @@ def run(long: bool) -> ScenarioResult:
                                           f"overran its bound")
         result.check(figures["create_failures"] == 0,
                      f"{figures['create_failures']} chat creations failed or were refused: {figures['refused']}; "
-                     f"{describe_create_failures(outcomes)}")
+                     f"{describe_create_failures(outcomes)}.{evidence}")
         result.check(figures["stream_requests_refused"] == 0,
                      f"{figures['stream_requests_refused']} stream reconnects were answered with an error status "
                      f"({figures['chats_an_eventsource_would_lose']} chats a browser would lose); reasons "
@@ -104,7 +112,7 @@ def run(long: bool) -> ScenarioResult:
                                                     f"{figures['ended']}")
         result.check(figures["openai_incomplete"] == 0,
                      f"{figures['openai_incomplete']} of {figures['openai_streams']} OpenAI streams were not whole: "
-                     f"{figures['openai_problems']}")
+                     f"{figures['openai_problems']}.{evidence}")
         result.check(figures["admitted"] > 0 and figures["openai_complete"] > 0, "no load ran: the test proved nothing")
         result.check(streams_open_at_start > 0, "no round began with a stream open: the test proved nothing")
     return result
@@ -152,8 +160,13 @@ def describe_create_failures(outcomes, limit: int = 5) -> str:
     body."""
     failed = [outcome for outcome in outcomes if outcome.create_status != 202]
     described = [f"at {wall_clock(outcome.created_at)} {outcome.create_status} after "
-                 f"{outcome.create_seconds or 0:.2f}s: {str(outcome.create_body)[:160]}" for outcome in failed[:limit]]
+                 f"{outcome.create_seconds or 0:.2f}s: {one_line(outcome.create_body)}" for outcome in failed[:limit]]
     return "; ".join(described) or "none"
+
+
+def one_line(body: object, limit: int = 160) -> str:
+    """A response body on one line (nginx's 502 page is HTML), cut to `limit` characters."""
+    return " ".join(str(body).split())[:limit]
 
 
 def wall_clock(monotonic_time: float) -> str:
