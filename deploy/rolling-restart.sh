@@ -14,8 +14,10 @@
 # wait until the new container is healthy, then `docker stop` the old one (SIGTERM: it drains within the grace)
 # and remove it. The number of containers ends where it began. Works with `docker compose` (v2) and
 # `docker-compose` (v1).
-# THE --compose PATH IS UNTESTED: it was written on a machine without a Docker engine, where it was only checked
-# by `bash -n` and by shellcheck. Try it on a staging deployment before relying on it.
+# THE --compose PATH IS UNTESTED against Docker: it was written on a machine without a Docker engine, where it was
+# only checked by `bash -n`, by shellcheck, and by walking its steps with a stand-in docker CLI that keeps containers
+# as files (which shows the control flow, not Docker's behaviour). Try it on a staging deployment before relying on
+# it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
