@@ -207,6 +207,24 @@ class ChaosStack:
         self.restarts += 1
         return process.pid
 
+    def adopt_pid_files(self) -> dict[str, int]:
+        """After a tool outside this helper restarted services and wrote their new pids to the pid files (as
+        deploy/rolling-restart.sh does): takes the pid files as the truth, and counts those processes among the ones
+        the emergency stop kills should the run script's stop miss them. Returns name -> pid."""
+        adopted = {}
+        for name in self.service_names():
+            try:
+                pid = self.stack.pid(name)
+            except (FileNotFoundError, ValueError):
+                continue
+            restarted = self._restarted.get(name)
+            if restarted is not None and restarted.process.pid != pid:
+                restarted.process.poll()
+                del self._restarted[name]
+            self.stack.known_pids.setdefault(f"{name}-adopted-{pid}", pid)
+            adopted[name] = pid
+        return adopted
+
     def _reap(self) -> None:
         for restarted in self._restarted.values():
             restarted.process.poll()
