@@ -11,13 +11,16 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run run-monitoring compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 run: ## Start the whole stack on 127.0.0.1 (nginx on :8080) in the foreground; Ctrl-C stops it
 	@exec deploy/run-local.sh
+
+rolling-restart: ## Restart every gateway, then every worker, of the running `make run`, one at a time, with no downtime
+	deploy/rolling-restart.sh --local --run-dir .run
 
 compose-up: ## docker compose: build and start the stack (2 gateways, 4 workers); needs deploy/.env (cp deploy/.env.example deploy/.env)
 	docker compose -f deploy/compose.yaml up -d --build

@@ -316,6 +316,9 @@ restart_local_process() {
     step_started="$(now)"
     stop_started="$step_started"
     CURRENT_STEP="stopping $name (pid $old_pid)"
+    # Tells run-local.sh, which sees its child exit, that this is a restart and not a crash (removed once the new
+    # process's pid is written).
+    : >"$PID_DIR/$name.restarting"
     kill -TERM "$old_pid" 2>/dev/null || true
     local deadline
     deadline="$(deadline_after "$bound_s")"
@@ -328,6 +331,7 @@ restart_local_process() {
         while is_alive "$old_pid" && before "$deadline"; do sleep 0.1; done
         if is_alive "$old_pid"; then
             say "$name: pid $old_pid survived SIGKILL for 10s; not starting a second copy"
+            rm -f -- "$PID_DIR/$name.restarting"
             return 1
         fi
     fi
@@ -337,6 +341,7 @@ restart_local_process() {
     start_captured_process "$log_file"
     new_pid="$STARTED_PID"
     write_pid_file "$pid_file" "$new_pid" || { say "$name: cannot write $pid_file (new pid $new_pid)"; return 1; }
+    rm -f -- "$PID_DIR/$name.restarting"
     CURRENT_STEP="waiting for $name (new pid $new_pid) to be ready"
     ready_started="$(now)"
     deadline="$(deadline_after "$READY_TIMEOUT_S")"

@@ -30,8 +30,8 @@
 # `deploy/run-local.sh --clean` stops processes an earlier, killed run left behind and removes RUN_DIR (and so
 # Redis's data).
 #
-# A service killed while the stack runs may be started again by hand (the fault tests do): writing its new pid to
-# RUN_DIR/pids/NAME.pid makes the stop below stop that process in the old one's place.
+# A service killed while the stack runs may be started again by hand (the fault tests and deploy/rolling-restart.sh
+# do): writing its new pid to RUN_DIR/pids/NAME.pid makes the stop below stop that process in the old one's place.
 set -euo pipefail
 
 # A shell started with SIGINT ignored (`run-local.sh &` from another script, nohup) cannot trap it, so Ctrl-C and
@@ -312,7 +312,7 @@ done
 # Starting and watching
 
 mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/bin" "$RUN_DIR/redis" "$RUN_DIR/nginx/temp"
-rm -f "$PID_DIR"/*.pid
+rm -f "$PID_DIR"/*.pid "$PID_DIR"/*.restarting
 echo "$$" >"$SCRIPT_PID_FILE"
 
 # Started processes in start order (parallel arrays).
@@ -570,8 +570,13 @@ for ((round = 0; round < ${#STARTED_PIDS[@]}; round++)); do
     wait -n -p exited_pid "${waiting_pids[@]}" || status=$?
     [[ -n "$exited_pid" ]] || break
     name="${NAME_OF_PID[$exited_pid]:-pid $exited_pid}"
-    log "$name exited on its own with status $status; the rest keep running"
-    show_log_tail "$name"
+    if [[ -e "$PID_DIR/$name.restarting" ]]; then
+        # deploy/rolling-restart.sh stopped it and starts it again (the new pid goes to its pid file).
+        log "$name (pid $exited_pid) stopped for a restart by deploy/rolling-restart.sh"
+    else
+        log "$name exited on its own with status $status; the rest keep running"
+        show_log_tail "$name"
+    fi
     # Only if the file still names the process that exited: one started again in its place keeps its pid file.
     [[ "$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)" == "$exited_pid" ]] && rm -f "$PID_DIR/$name.pid"
     still_waiting=()
