@@ -107,7 +107,8 @@ pub struct GatewaySettings {
     pub sse_keep_alive_s: u64,
     /// How often queued chats are told their position.
     pub queue_update_interval_ms: u64,
-    /// On shutdown, how long open streams may keep running before they are cut.
+    /// On shutdown, how long streams a client cannot resume (OpenAI-compatible ones) may keep running before they
+    /// are cut; browser event streams end at once and resume on another gateway.
     pub shutdown_drain_s: u64,
     /// A client must send a request's whole header block within this time (slowloris guard).
     pub header_read_timeout_ms: u64,
