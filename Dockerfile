@@ -98,7 +98,13 @@ ENTRYPOINT ["/usr/local/bin/mock-llm"]
 FROM nginx:1.27-bookworm AS edge
 COPY deploy/nginx/ /opt/dam/nginx/
 COPY crates/gateway/static/ /opt/dam/static/
-RUN chmod 0755 /opt/dam/nginx/*.sh
+# curl for the health check (the base image is not sure to carry it; unpinned, as above); getent, awk and sort,
+# which the entrypoint uses, come with Debian's base.
+# hadolint ignore=DL3008
+RUN chmod 0755 /opt/dam/nginx/*.sh \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends curl \
+    && rm -rf /var/lib/apt/lists/*
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
