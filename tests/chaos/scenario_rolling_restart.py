@@ -115,6 +115,11 @@ def run(long: bool) -> ScenarioResult:
                      f"{figures['openai_problems']}.{evidence}")
         result.check(figures["admitted"] > 0 and figures["openai_complete"] > 0, "no load ran: the test proved nothing")
         result.check(streams_open_at_start > 0, "no round began with a stream open: the test proved nothing")
+        # A stopping gateway ends browser streams at once and their clients resume on another gateway: streams
+        # were open, so some clients must have moved.
+        result.check(figures["reconnects"] > 0,
+                     "no browser client reconnected although gateways stopped with streams open: their streams "
+                     "were not moved to another gateway")
     return result
 
 
