@@ -71,14 +71,25 @@ def mock_stats(stack: Stack) -> dict:
     return get_json(f"http://127.0.0.1:{stack.ports.mock_llm}/stats")
 
 
-def run_k6(script: str, environment: dict[str, str], summary_name: str, cpus: str | None = None) -> dict:
+# k6's exit code when the run finished but some of its thresholds were crossed.
+K6_THRESHOLDS_CROSSED = 99
+
+
+def run_k6(script: str, environment: dict[str, str], summary_name: str, cpus: str | None = None,
+           k6_arguments: list[str] | None = None) -> dict:
+    """One k6 scenario from loadtest/k6/ (`script` is its file name there); its JSON summary. Crossed thresholds
+    are logged, not raised: a bench reports its figures whether or not the system met them."""
     summary_path = RESULTS / f"{summary_name}.k6.json"
-    command = [K6, "run", "--quiet", "--no-color", str(ROOT / "loadtest" / script)]
+    command = [K6, "run", "--quiet", "--no-color", *(k6_arguments or []), str(ROOT / "loadtest" / "k6" / script)]
     if cpus:
         command = ["taskset", "-c", cpus, *command]
     env = dict(os.environ, SUMMARY_PATH=str(summary_path), **environment)
     log(f"k6 {script} {json.dumps(environment)}")
-    subprocess.run(command, env=env, check=True, timeout=600)
+    finished = subprocess.run(command, env=env, timeout=600)
+    if finished.returncode == K6_THRESHOLDS_CROSSED:
+        log(f"k6 {script}: some thresholds were crossed (see its summary above)")
+    elif finished.returncode != 0:
+        raise RuntimeError(f"k6 {script} exited with {finished.returncode}")
     return json.loads(summary_path.read_text())
 
 
@@ -123,16 +134,16 @@ def bench_gate() -> None:
         gateway = f"http://127.0.0.1:{stack.ports.gateways[0]}"
         buckets_before = admission_buckets(gateway)
         flood = run_k6(
-            "gate_flood.js",
-            {"GATEWAY_URL": gateway, "FLOOD_RATE": "5000", "FLOOD_IDENTITIES": "5", "USERS": "100",
-             "DURATION": f"{duration_s}s"},
+            "flood.js",
+            {"BASE_URL": gateway, "FLOOD_RATE": "5000", "FLOOD_IDENTITIES": "5", "FLOOD_FORWARDED_FOR": "1",
+             "LEGIT_VUS": "100", "THINK_S": "1.5", "DURATION": f"{duration_s}s"},
             "bench-gate-flood",
         )
         inside_gateway = bucket_quantiles(buckets_before, admission_buckets(gateway))
         wait_until("every admitted chat reached its end upstream", 120, lambda: all_work_finished(stack))
         stats = mock_stats(stack)
-        flood_sent = metric(flood, "flood_status")
-        admitted = metric(flood, "flood_admitted") + metric(flood, "user_admitted")
+        flood_sent = metric(flood, "flood_requests")
+        admitted = metric(flood, "flood_admitted") + metric(flood, "legit_chats_admitted")
         figures = {
             "flood": {
                 "target_rate_per_s": 5000,
@@ -140,14 +151,15 @@ def bench_gate() -> None:
                 "sent_per_s": flood_sent / duration_s,
                 "dropped_iterations": metric(flood, "dropped_iterations"),
                 "admitted": metric(flood, "flood_admitted"),
-                "rejected": metric(flood, "flood_rejected"),
-                "rejection_ms": {stat: metric(flood, "flood_rejection_ms", stat)
+                "rejected": metric(flood, "flood_refused_edge") + metric(flood, "flood_refused_gate"),
+                "rejection_ms": {stat: metric(flood, "flood_refusal_ms", stat)
                                  for stat in ("med", "p(90)", "p(99)", "max")},
             },
             "users": {
-                "chats_completed": metric(flood, "user_chats_completed"),
-                "chats_failed": metric(flood, "user_chats_failed"),
-                "chat_ms": {stat: metric(flood, "user_chat_ms", stat) for stat in ("med", "p(90)", "p(99)")},
+                "chats_completed": metric(flood, "legit_chats_completed"),
+                # A user refused under the flood counts as failed here: the gate was meant to spare them.
+                "chats_failed": metric(flood, "legit_chats_failed") + metric(flood, "legit_chats_refused"),
+                "chat_ms": {stat: metric(flood, "legit_chat_ms", stat) for stat in ("med", "p(90)", "p(99)")},
             },
             "mock_llm": {"requests": stats["requests"], "admitted_chats": admitted},
             "admission_inside_gateway_ms": inside_gateway,
@@ -170,7 +182,7 @@ target 5000/s; k6 dropped {figures['flood']['dropped_iterations']:.0f} iteration
 | figure | value |
 |---|---|
 | flood requests admitted | {figures['flood']['admitted']:.0f} |
-| flood requests rejected (429/403) | {figures['flood']['rejected']:.0f} |
+| flood requests rejected (429/503 from the gate or the edge) | {figures['flood']['rejected']:.0f} |
 | 429 latency under the flood, median / p99 / max | {figures['flood']['rejection_ms']['med']:.2f} / {figures['flood']['rejection_ms']['p(99)']:.2f} / {figures['flood']['rejection_ms']['max']:.2f} ms |
 | the gate's decision inside the gateway (Redis round trip included), p50 / p99, at most | {figures['admission_inside_gateway_ms']['p50']} / {figures['admission_inside_gateway_ms']['p99']} ms |
 | user chats completed / failed | {figures['users']['chats_completed']:.0f} / {figures['users']['chats_failed']:.0f} (error rate {100 * figures['users']['chats_failed'] / max(user_total, 1):.2f}%) |
@@ -289,7 +301,7 @@ def bench_llm_rate() -> None:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        burst = run_k6("llm_burst.js", {"GATEWAY_URL": gateway, "CHATS": str(chats), "VUS": "100"}, "bench-llm-rate")
+        burst = run_k6("llm_burst.js", {"BASE_URL": gateway, "CHATS": str(chats), "VUS": "100"}, "bench-llm-rate")
         burst_s = time.monotonic() - started
         drained_s = wait_until(
             "the queue drained", 300, lambda: mock_stats(stack)["completed"] >= metric(burst, "burst_admitted")
