@@ -224,8 +224,8 @@ function formatValues(metric) {
   if (metric.type === 'trend') {
     return ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max']
       .filter((stat) => values[stat] !== undefined)
-      .map((stat) => `${stat}=${values[stat].toFixed(metric.contains === 'time' ? 2 : 1)}`)
-      .join(' ');
+      .map((stat) => `${stat}=${values[stat].toFixed(2)}`)
+      .join(' ') + (metric.contains === 'time' ? ' (ms)' : '');
   }
   if (metric.type === 'rate') {
     return `${(100 * values.rate).toFixed(2)}% (${values.passes} of ${values.passes + values.fails})`;
