@@ -45,7 +45,9 @@ export default function () {
     JSON.stringify({ message: `abuser ${__ENV.RUN_ID || Date.now()} ${__VU}-${__ITER}` }),
     { headers, responseType: 'text', tags: { name: 'POST /api/chats' } },
   );
-  check(response, { 'the answer is 202 or 429, never a 5xx': (answer) => answer.status === 202 || answer.status === 429 });
+  check(response, {
+    'the answer is 202 or 429, never a 5xx': (answer) => answer.status === 202 || answer.status === 429,
+  });
   if (response.status === 202) {
     metrics.admitted.add(1);
     metrics.refusals.add(false);
