@@ -62,6 +62,11 @@ def bench_capacity() -> None:
     }
     topologies = [tuple(int(count) for count in text.split("x"))
                   for text in os.environ.get("BENCH_CAPACITY_TOPOLOGIES", "1x2,2x4").split(",")]
+    chat_s = (answer["time_to_first_token_ms"] + answer["tokens_per_answer"] * answer["inter_token_delay_ms"]) / 1000
+    if step_s < 2 * chat_s:
+        # Only chats that end inside the window are measured: a window shorter than a chat measures none.
+        log(f"warning: a chat takes about {chat_s:g} s, so a {step_s:g} s window measures few chats or none; "
+            f"raise BENCH_CAPACITY_STEP_S or shorten the answer (BENCH_CAPACITY_TOKENS)")
     binary = dam_load_binary()
     measured = []
     for gateways, workers in topologies:
@@ -77,9 +82,9 @@ def bench_capacity() -> None:
     write_capacity_charts(figures)
     markdown = capacity_markdown(figures)
     write_results("bench-capacity", figures, markdown)
-    formula = figures["scale_out"].get("formula")
-    if formula:
-        log(formula)
+    for key in ("formula", "cpu_normalised_formula", "bounds_note"):
+        if figures["scale_out"].get(key):
+            log(figures["scale_out"][key])
 
 
 def capacity_settings(steps: list[int], workers: int, answer: dict) -> dict[str, str]:
@@ -321,6 +326,12 @@ def scale_out(topologies: list[dict]) -> dict:
         return result
     efficiency = bigger["capacity_users"] / (copies * base["capacity_users"])
     result["efficiency"] = efficiency
+    # A topology that met the objective at every step has a capacity of at least its last step, not exactly it.
+    unbroken = [topology["name"] for topology in (base, bigger) if topology["breaking_step"] is None]
+    if unbroken:
+        result["bounds_note"] = (f"{' and '.join(unbroken)} met the objective at every step run, so its capacity is "
+                                 "only a lower bound and the efficiency is not a measurement: add higher steps "
+                                 "(BENCH_CAPACITY_STEPS).")
     result["efficiency_met"] = efficiency >= EFFICIENCY_TARGET
     result["formula"] = (f"capacity = base × N × efficiency = {base['capacity_users']} × N × {efficiency:.2f} "
                          f"(base: {base['name']}, N copies of it; measured N = {copies:g}: "
@@ -412,7 +423,7 @@ Capacity: **{topology['capacity_users']:,} users**; it {ending}.
         cpu = result.get("cpu_normalised_efficiency")
         cpu_text = (f"**{cpu:.2f}** ({'met' if cpu >= EFFICIENCY_TARGET else '**not met**'})" if cpu is not None
                     else "cannot tell (a topology has no capacity step)")
-        scale_text = f"""Measured formula: `{result['formula']}`.
+        scale_text = f"""Measured formula: `{result['formula']}`.{' **' + result['bounds_note'] + '**' if result.get('bounds_note') else ''}
 
 | figure | value | target ≥ {EFFICIENCY_TARGET} |
 |---|---|---|
