@@ -267,7 +267,7 @@ def write_flood_charts(figures: dict) -> None:
         },
     }
     flood_log = figures["flood"]["access_log"]
-    if flood_log.get("available"):
+    if flood_log.get("available") and flood_log["per_second"]:
         outcomes = ["flood_refused_edge", "flood_refused_gate", "flood_admitted", "flood_other", "users_admitted",
                     "users_refused_edge", "users_refused_gate", "users_other"]
         series = [{"name": outcome.replace("_", " "),
