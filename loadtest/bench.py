@@ -1136,12 +1136,18 @@ def raise_open_file_limit() -> None:
 
 
 def main() -> int:
+    # The benches in modules of their own import this one, so they are imported only once it is whole.
+    import bench_capacity
+    import bench_flood
+
     benches = {"gate": bench_gate, "llm-rate": bench_llm_rate, "streams": bench_streams, "cancel": bench_cancel,
-               "overhead": bench_overhead}
+               "overhead": bench_overhead,
+               "capacity": bench_capacity.bench_capacity,
+               "flood": bench_flood.bench_flood}
     if len(sys.argv) != 2 or sys.argv[1] not in benches:
         print(f"usage: {sys.argv[0]} {'|'.join(benches)}", file=sys.stderr)
         return 2
-    if shutil.which("k6") is None and sys.argv[1] in ("gate", "llm-rate"):
+    if shutil.which("k6") is None and sys.argv[1] in ("gate", "llm-rate", "flood"):
         print("k6 is missing: make bench-tools", file=sys.stderr)
         return 2
     if shutil.which("wrk") is None and sys.argv[1] == "gate":

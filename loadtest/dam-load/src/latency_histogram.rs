@@ -55,6 +55,7 @@ impl LatencyHistogram {
             min_ms: microseconds_to_ms(self.microseconds.min()),
             p50_ms: at(0.5),
             p90_ms: at(0.9),
+            p95_ms: at(0.95),
             p99_ms: at(0.99),
             p999_ms: at(0.999),
             max_ms: microseconds_to_ms(self.microseconds.max()),
@@ -70,6 +71,8 @@ pub struct LatencySummary {
     pub min_ms: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
+    /// The capacity objective is stated at the 95th percentile.
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
@@ -107,6 +110,7 @@ mod tests {
         assert_close(summary.min_ms, 1.0);
         assert_close(summary.p50_ms, 500.0);
         assert_close(summary.p90_ms, 900.0);
+        assert_close(summary.p95_ms, 950.0);
         assert_close(summary.p99_ms, 990.0);
         assert_close(summary.p999_ms, 999.0);
         assert_close(summary.max_ms, 1000.0);
