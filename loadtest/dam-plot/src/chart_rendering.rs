@@ -49,7 +49,7 @@ pub fn render_chart_svg(spec: &ChartSpec) -> Result<String, PlotError> {
     let x_axis = axis_for(spec.x_values(), spec.x_log);
     let y_axis = axis_for(spec.y_values(), spec.y_log);
     let legend_rows = legend_layout(spec).len() as u32;
-    let note_height = if spec.note.is_some() { NOTE_HEIGHT } else { 0 };
+    let note_height = note_lines(spec).len() as u32 * NOTE_HEIGHT;
     let height = CHART_HEIGHT + legend_rows * LEGEND_ROW_HEIGHT + note_height + 8;
     let mut svg = String::new();
     {
@@ -121,31 +121,54 @@ fn draw_plot(
         draw_markers(&mut chart, &points, MARKER_SHAPES[index % MARKER_SHAPES.len()], colour)?;
     }
 
-    // The lines' names go on the root area in pixels, right-aligned above their line; a name that would overlap
-    // one already placed moves left of it, so close objectives stay readable.
+    // The lines' names go on the root area in pixels, right-aligned just above their line, or just below it when
+    // another line would cross the name there; a name that would overlap one already placed moves left of it.
     let right_edge = chart.backend_coord(&(x_end, y_start)).0;
-    let style =
-        TextStyle::from((FONT, 14).into_font()).color(&LINE_COLOUR).pos(Pos::new(HPos::Right, VPos::Bottom));
-    let mut placed: Vec<(i32, i32, i32)> = Vec::new();
-    for line in &spec.horizontal_lines {
-        let y_pixel = chart.backend_coord(&(x_start, line.y)).1 - 3;
+    let line_pixels: Vec<i32> =
+        spec.horizontal_lines.iter().map(|line| chart.backend_coord(&(x_start, line.y)).1).collect();
+    let style = TextStyle::from((FONT, 14).into_font()).color(&LINE_COLOUR);
+    let mut placed: Vec<LabelBox> = Vec::new();
+    for (line, &line_pixel) in spec.horizontal_lines.iter().zip(&line_pixels) {
         let (width, height) = area.estimate_text_size(&line.name, &style).map_err(drawing_error)?;
         let (width, height) = (width as i32, height as i32);
-        let mut right = right_edge - 6;
-        while let Some(&(left, _, _)) = placed.iter().find(|&&(left, other_right, other_y)| {
-            (other_y - y_pixel).abs() < height + 4 && right > left && right - width < other_right
-        }) {
-            right = left - 14;
+        // plotters' estimate of an SVG text's height is a little short of what a browser draws: keep a margin.
+        let crossed = |top: i32, bottom: i32| {
+            line_pixels.iter().any(|&other| other != line_pixel && (top - 4..=bottom + 4).contains(&other))
+        };
+        let above = (line_pixel - 3 - height, line_pixel - 3);
+        let below = (line_pixel + 3, line_pixel + 3 + height);
+        let (top, bottom) =
+            if crossed(above.0, above.1) && !crossed(below.0, below.1) { below } else { above };
+        let mut label = LabelBox { left: right_edge - 6 - width, right: right_edge - 6, top, bottom };
+        while let Some(other) = placed.iter().find(|other| other.overlaps(&label)) {
+            label.right = other.left - 14;
+            label.left = label.right - width;
         }
-        placed.push((right - width, right, y_pixel));
-        area.draw(&Text::new(
-            line.name.clone(),
-            (right - area.get_base_pixel().0, y_pixel - area.get_base_pixel().1),
-            style.clone(),
-        ))
-        .map_err(drawing_error)?;
+        placed.push(label);
+        let (base_x, base_y) = area.get_base_pixel();
+        let anchored = style.pos(Pos::new(HPos::Right, VPos::Top));
+        area.draw(&Text::new(line.name.clone(), (label.right - base_x, label.top - base_y), anchored))
+            .map_err(drawing_error)?;
     }
     Ok(())
+}
+
+/// Where a horizontal line's name sits, in pixels.
+#[derive(Debug, Clone, Copy)]
+struct LabelBox {
+    left: i32,
+    right: i32,
+    top: i32,
+    bottom: i32,
+}
+
+impl LabelBox {
+    fn overlaps(&self, other: &LabelBox) -> bool {
+        self.left < other.right
+            && other.left < self.right
+            && self.top < other.bottom
+            && other.top < self.bottom
+    }
 }
 
 fn draw_markers(
@@ -173,6 +196,22 @@ fn draw_markers(
     }
     .map_err(drawing_error)?;
     Ok(())
+}
+
+/// The note, wrapped at spaces to the chart's width (at about 6.5 px a character of 14 px text).
+fn note_lines(spec: &ChartSpec) -> Vec<String> {
+    let most_characters = (WIDTH as usize - 32) * 2 / 13;
+    let mut lines: Vec<String> = Vec::new();
+    for word in spec.note.as_deref().unwrap_or_default().split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= most_characters => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
 }
 
 /// The legend's entries by row: (series index, x offset), wrapping when a row would run past the chart's width.
@@ -234,11 +273,11 @@ fn draw_legend_and_note(
             area.draw(&Text::new(name, (x + 34, y), text_style.clone())).map_err(drawing_error)?;
         }
     }
-    if let Some(note) = &spec.note {
-        let rows = legend_layout(spec).len() as i32;
-        let style = TextStyle::from((FONT, 14).into_font()).color(&RGBColor(0x55, 0x55, 0x55));
-        let y = rows * LEGEND_ROW_HEIGHT as i32 + 6;
-        area.draw(&Text::new(note.clone(), (left - 70, y), style)).map_err(drawing_error)?;
+    let rows = legend_layout(spec).len() as i32;
+    let style = TextStyle::from((FONT, 14).into_font()).color(&RGBColor(0x55, 0x55, 0x55));
+    for (index, line) in note_lines(spec).into_iter().enumerate() {
+        let y = rows * LEGEND_ROW_HEIGHT as i32 + 6 + index as i32 * NOTE_HEIGHT as i32;
+        area.draw(&Text::new(line, (left - 70, y), style.clone())).map_err(drawing_error)?;
     }
     Ok(())
 }
