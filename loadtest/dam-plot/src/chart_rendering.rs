@@ -114,11 +114,17 @@ fn draw_plot(
         let ends = [(x_start, line.y), (x_end, line.y)];
         chart.draw_series(DashedLineSeries::new(ends, 9, 6, line_style)).map_err(drawing_error)?;
     }
-    for (index, series) in spec.series.iter().enumerate() {
+    let series_points: Vec<Vec<(f64, f64)>> =
+        spec.series.iter().map(|series| series.points.iter().map(|&[x, y]| (x, y)).collect()).collect();
+    for (index, points) in series_points.iter().enumerate() {
         let colour = SERIES_COLOURS[index % SERIES_COLOURS.len()];
-        let points: Vec<(f64, f64)> = series.points.iter().map(|&[x, y]| (x, y)).collect();
         chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2))).map_err(drawing_error)?;
-        draw_markers(&mut chart, &points, MARKER_SHAPES[index % MARKER_SHAPES.len()], colour)?;
+    }
+    // Markers after every line, the first series' last (on top): where two series coincide, the smaller marker
+    // of the earlier one still shows on the later one's.
+    for (index, points) in series_points.iter().enumerate().rev() {
+        let colour = SERIES_COLOURS[index % SERIES_COLOURS.len()];
+        draw_markers(&mut chart, points, MARKER_SHAPES[index % MARKER_SHAPES.len()], colour)?;
     }
 
     // The lines' names go on the root area in pixels, right-aligned just above their line, or just below it when
@@ -182,10 +188,10 @@ fn draw_markers(
     let points = points.iter().copied();
     match shape {
         MarkerShape::Circle => chart.draw_series(points.map(|point| Circle::new(point, size, style))),
-        MarkerShape::Square => chart
-            .draw_series(points.map(|point| {
-                EmptyElement::at(point) + Rectangle::new([(-size, -size), (size, size)], style)
-            })),
+        // A little larger than the circle drawn over it where two series meet, so both show.
+        MarkerShape::Square => chart.draw_series(points.map(|point| {
+            EmptyElement::at(point) + Rectangle::new([(-size - 1, -size - 1), (size + 1, size + 1)], style)
+        })),
         MarkerShape::Triangle => {
             chart.draw_series(points.map(|point| TriangleMarker::new(point, size + 2, style)))
         }
