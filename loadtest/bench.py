@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "deploy"))
 from local_stack import Stack, pick_ports  # noqa: E402 - the shared module lives beside the run script
 
 import plots  # noqa: E402 - loadtest/plots.py, beside this file
+import bench_redis  # noqa: E402 - loadtest/bench_redis.py, beside this file
 
 RESULTS = ROOT / "loadtest" / "results"
 K6 = shutil.which("k6") or "k6"
@@ -1103,7 +1104,8 @@ def raise_open_file_limit() -> None:
 
 def main() -> int:
     benches = {"gate": bench_gate, "llm-rate": bench_llm_rate, "streams": bench_streams, "cancel": bench_cancel,
-               "overhead": bench_overhead}
+               "overhead": bench_overhead,
+               "redis": bench_redis.bench_redis}
     if len(sys.argv) != 2 or sys.argv[1] not in benches:
         print(f"usage: {sys.argv[0]} {'|'.join(benches)}", file=sys.stderr)
         return 2
