@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-load-smoke test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-capacity bench-flood bench-tools
+.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-load-smoke test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-capacity bench-flood bench-redis bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -113,6 +113,9 @@ bench-capacity: ## Users 1 gateway + 2 workers, then 2 + 4, hold at p95 TTFT < 3
 
 bench-flood: bench-tools ## Legitimate users with and without a 5,000 req/s flood: their TTFT and errors, refusals by layer, what reached the LLM
 	$(PYTHON) loadtest/bench.py flood
+
+bench-redis: ## Chats per second at zero LLM latency and Redis commands per chat, next to a BullMQ-like 33 per job (loadtest/results)
+	$(PYTHON) loadtest/bench.py redis
 
 bench-cancel: ## How soon DELETE /api/chats/{id} closes a running chat's upstream stream (loadtest/results)
 	$(PYTHON) loadtest/bench.py cancel

@@ -11,6 +11,9 @@ Loops are bounded in time.
   bench.py cancel     how soon a cancelled chat's upstream stream is closed
   bench.py overhead   what the dam adds to a chat (throughput, first token, CPU and Redis commands per chat) at
                       1 to 1,000 concurrent streams, against mock-llm direct in the same run
+  bench.py capacity   (bench_capacity.py) users held at p95 TTFT < 3 s by 1 gateway + 2 workers, then 2 + 4
+  bench.py flood      (bench_flood.py) legitimate users with and without a 5,000 requests/s flood
+  bench.py redis      (bench_redis.py) chats/s at zero LLM latency and Redis commands per chat
 
 Knobs (environment): BENCH_DURATION_S, BENCH_CHATS, BENCH_STREAM_COUNTS; BENCH_OVERHEAD_LEVELS (1,50,200,1000),
 BENCH_OVERHEAD_DURATION_S (20), BENCH_OVERHEAD_WARM_UP_S (3), BENCH_OVERHEAD_BROWSER (1), BENCH_OVERHEAD_MONITOR_S
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import resource
@@ -37,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy"))
 from local_stack import Stack, pick_ports  # noqa: E402 - the shared module lives beside the run script
+
+import plots  # noqa: E402 - loadtest/plots.py, beside this file
 
 RESULTS = ROOT / "loadtest" / "results"
 K6 = shutil.which("k6") or "k6"
@@ -792,10 +796,9 @@ def bench_overhead() -> None:
         "levels": rows,
         "targets": evaluate_overhead_targets(rows),
     }
-    markdown = overhead_markdown(figures)
-    write_overhead_plot(rows, RESULTS / "overhead.svg")
+    plot_paths = write_overhead_plots(figures)
+    markdown = overhead_markdown(figures) + "\n" + "\n".join(f"![{path.stem}]({path.name})" for path in plot_paths)
     write_results("overhead", figures, markdown)
-    log(f"plot in {RESULTS / 'overhead.svg'}")
 
 
 def measure_at_rest(meter: StackMeter, seconds: float) -> dict:
@@ -1042,86 +1045,64 @@ def process_sort_key(name: str) -> tuple:
     return (order.index(prefix) if prefix in order else len(order), int(number) if number.isdigit() else 0, name)
 
 
-def write_overhead_plot(rows: list[dict], path: Path) -> None:
-    """Two panels against concurrency (evenly spaced): first token added (p50, p99; a log scale, since it spans
-    milliseconds to seconds) and the throughput ratio, with the targets as dashed lines. Plain SVG, no fonts or
-    libraries needed."""
-    width, height, margin_left, margin_top, panel_height, gap = 760, 560, 90, 40, 200, 60
-    plot_width = width - margin_left - 40
-    levels = [row["streams"] for row in rows]
+def write_overhead_plots(figures: dict) -> list[Path]:
+    """Two charts against concurrency: the throughput ratio, and the first token added (log scale when every value
+    is above 0, since it spans milliseconds to seconds), each with its targets as dashed lines."""
+    rows = figures["levels"]
+    settings = figures["settings"]
+    note = (f"{os.cpu_count()} CPUs, Linux {os.uname().release}; {settings['gateways']} gateways, "
+            f"{settings['workers']} workers; mock-llm 200 ms to the first token, then 50 tokens 10 ms apart; "
+            f"{settings['duration_s']:g} s per level; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    levels_span = max(row["streams"] for row in rows) / min(row["streams"] for row in rows)
 
-    def x_at(index: int) -> float:
-        return margin_left + (plot_width * (index + 0.5) / max(len(levels), 1))
+    def browser_rows() -> list[dict]:
+        return [row for row in rows if "dam_browser" in row]
 
-    def panel(top: float, title: str, series: list[tuple[str, str, list[float]]],
-              references: list[tuple[str, float]], unit: str, log_scale: bool = False) -> list[str]:
-        values = [value for _, _, points in series for value in points] + [value for _, value in references]
-        if log_scale:
-            # Decades from the smallest to the largest value; values at or below the floor sit on the floor.
-            floor = 10 ** math.floor(math.log10(max(min(value for value in values if value > 0), 0.01)))
-            low, high = math.log10(floor), math.ceil(math.log10(max(max(values), floor * 10)))
-        else:
-            values.append(0.0)
-            low, high = min(values), max(values)
-            high = high + (high - low) * 0.1 or 1.0
-            low = low - (high - low) * 0.05 if low < 0 else 0.0
+    ratio_series = [{"name": "OpenAI flow", "points": [[row["streams"], row["throughput_ratio"]] for row in rows]}]
+    if browser_rows():
+        ratio_series.append({"name": "browser flow", "points": [
+            [row["streams"], row["dam_browser"]["chats_per_s"] / max(row["direct"]["chats_per_s"], 1e-9)]
+            for row in browser_rows()]})
+    throughput = {
+        "title": "Throughput through the dam ÷ straight to mock-llm",
+        "x_label": "concurrent streams",
+        "y_label": "chats/s through the dam ÷ direct",
+        "x_log": levels_span >= 10,
+        "series": ratio_series,
+        "horizontal_lines": [{"name": f"target ≥ {ratio:g} at {level:,} streams", "y": ratio}
+                             for level, ratio in THROUGHPUT_RATIO_TARGETS],
+        "note": note,
+    }
 
-        def y_at(value: float) -> float:
-            if log_scale:
-                value = math.log10(max(value, 10 ** low))
-            return top + panel_height - (value - low) / (high - low) * panel_height
+    def added(run: dict, row: dict, stat: str) -> float:
+        return (run["histograms"]["first_token"][f"{stat}_ms"]
+                - row["direct"]["histograms"]["first_token"][f"{stat}_ms"])
 
-        parts = [f'<text x="{margin_left}" y="{top - 12}" font-size="14" font-weight="bold">{escape(title)}</text>',
-                 f'<rect x="{margin_left}" y="{top}" width="{plot_width}" height="{panel_height}" fill="none" '
-                 f'stroke="#999"/>']
-        ticks = [10 ** decade for decade in range(int(low), int(high) + 1)] if log_scale else [
-            low + (high - low) * step / 4 for step in range(5)]
-        for value in ticks:
-            y = y_at(value)
-            parts.append(f'<line x1="{margin_left}" y1="{y:.1f}" x2="{margin_left + plot_width}" y2="{y:.1f}" '
-                         f'stroke="#eee"/>')
-            parts.append(f'<text x="{margin_left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
-                         f'{value:g}{unit}</text>')
-        for index, level in enumerate(levels):
-            parts.append(f'<text x="{x_at(index):.1f}" y="{top + panel_height + 16}" font-size="11" '
-                         f'text-anchor="middle">{streams_text(level)}</text>')
-        for reference_index, (label, value) in enumerate(references):
-            y = y_at(value)
-            parts.append(f'<line x1="{margin_left}" y1="{y:.1f}" x2="{margin_left + plot_width}" y2="{y:.1f}" '
-                         f'stroke="#c33" stroke-dasharray="5,4"/>')
-            # Side by side, so the labels of close lines do not overlap.
-            label_x = margin_left + plot_width - 4 - 140 * reference_index
-            parts.append(f'<text x="{label_x}" y="{y - 4:.1f}" font-size="10" fill="#c33" '
-                         f'text-anchor="end">{escape(label)}</text>')
-        for series_index, (label, colour, points) in enumerate(series):
-            coordinates = " ".join(f"{x_at(index):.1f},{y_at(value):.1f}" for index, value in enumerate(points))
-            parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="2"/>')
-            for index, value in enumerate(points):
-                parts.append(f'<circle cx="{x_at(index):.1f}" cy="{y_at(value):.1f}" r="3.5" fill="{colour}">'
-                             f'<title>{escape(label)} at {levels[index]} streams: {value:.3f}{unit}</title></circle>')
-            legend_x = margin_left + 10 + 170 * series_index
-            parts.append(f'<rect x="{legend_x}" y="{top + 8}" width="12" height="12" fill="{colour}"/>')
-            parts.append(f'<text x="{legend_x + 18}" y="{top + 18}" font-size="11">{escape(label)}</text>')
-        return parts
-
-    added = [row["added_first_token_ms"] for row in rows]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>']
-    parts += panel(margin_top, "First token added by the dam (ms, dam minus direct; log scale)",
-                   [("p50", "#1f77b4", [value["p50"] for value in added]),
-                    ("p99", "#ff7f0e", [value["p99"] for value in added])],
-                   [("target: p99 ≤ 20 ms at 200", 20.0), ("p99 ≤ 5 ms at 50", 5.0), ("p50 ≤ 1 ms at 50", 1.0)],
-                   " ms", log_scale=True)
-    parts += panel(margin_top + panel_height + gap + 20, "Throughput through the dam ÷ direct",
-                   [("ratio", "#2ca02c", [row["throughput_ratio"] for row in rows])],
-                   [("target: ≥ 0.95 at 200", 0.95), ("≥ 0.9 at 1000", 0.9)], "")
-    parts.append("</svg>")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
-
-
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    first_token_series = [
+        {"name": f"{stat} (OpenAI flow)", "points": [[row["streams"], added(row["dam"], row, stat)] for row in rows]}
+        for stat in ("p50", "p99")
+    ]
+    if browser_rows():
+        first_token_series.append({"name": "p99 (browser flow)", "points": [
+            [row["streams"], added(row["dam_browser"], row, "p99")] for row in browser_rows()]})
+    lines = [{"name": f"target: {stat} ≤ {limit:g} ms at {level:,}", "y": limit}
+             for level, stat, limit in ADDED_FIRST_TOKEN_TARGETS_MS]
+    every_value = [point[1] for series in first_token_series for point in series["points"]]
+    logarithmic = all(value > 0 for value in every_value)
+    first_token = {
+        "title": "First token added by the dam (dam minus direct)",
+        "x_label": "concurrent streams",
+        "y_label": "ms added" + (" (log scale)" if logarithmic else ""),
+        "x_log": levels_span >= 10,
+        "y_log": logarithmic,
+        "series": first_token_series,
+        "horizontal_lines": lines,
+        "note": note,
+    }
+    paths = [RESULTS / "overhead-throughput.svg", RESULTS / "overhead-first-token.svg"]
+    for spec, path in zip((throughput, first_token), paths):
+        plots.write_chart(spec, path)
+    return paths
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -1139,11 +1120,13 @@ def main() -> int:
     # The benches in modules of their own import this one, so they are imported only once it is whole.
     import bench_capacity
     import bench_flood
+    import bench_redis
 
     benches = {"gate": bench_gate, "llm-rate": bench_llm_rate, "streams": bench_streams, "cancel": bench_cancel,
                "overhead": bench_overhead,
                "capacity": bench_capacity.bench_capacity,
-               "flood": bench_flood.bench_flood}
+               "flood": bench_flood.bench_flood,
+               "redis": bench_redis.bench_redis}
     if len(sys.argv) != 2 or sys.argv[1] not in benches:
         print(f"usage: {sys.argv[0]} {'|'.join(benches)}", file=sys.stderr)
         return 2

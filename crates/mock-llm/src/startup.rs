@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use futures::FutureExt;
 use protocol::settings::MockLlmSettings;
 use tokio::net::TcpListener;
@@ -63,6 +64,11 @@ async fn serve_until_shutdown(
         stopping.cancel();
     }
     .shared();
+    // Tokens are small writes: without TCP_NODELAY, Nagle holds each until the client's delayed ACK (about 40 ms),
+    // so an answer with no configured delay still took 44 ms to its first token.
+    let listener = listener.tap_io(|connection| {
+        let _ = connection.set_nodelay(true);
+    });
     let server = axum::serve(listener, mock_llm_router(state)).with_graceful_shutdown(shutdown.clone());
     tokio::select! {
         served = server.into_future() => served,
