@@ -337,7 +337,12 @@ def scale_out(topologies: list[dict]) -> dict:
                          f"(base: {base['name']}, N copies of it; measured N = {copies:g}: "
                          f"{base['capacity_users']} × {copies:g} × {efficiency:.2f} = "
                          f"{base['capacity_users'] * copies * efficiency:.0f} users)")
-    base_step, bigger_step = base["capacity_step"], bigger["capacity_step"]
+    # CPU per chat falls as load rises (fuller batches), so the two topologies are compared at the same load: the
+    # largest step both met the objective at.
+    shared_users = min(base["capacity_users"], bigger["capacity_users"])
+    base_step = next((row for row in base["steps"] if row["users"] == shared_users), None)
+    bigger_step = next((row for row in bigger["steps"] if row["users"] == shared_users), None)
+    result["cpu_normalised_at_users"] = shared_users
     if base_step and bigger_step and base_step["chats_per_dam_cpu_s"]:
         cpu_efficiency = bigger_step["chats_per_dam_cpu_s"] / base_step["chats_per_dam_cpu_s"]
         result["cpu_normalised_efficiency"] = cpu_efficiency
@@ -430,8 +435,8 @@ Capacity: **{topology['capacity_users']:,} users**; it {ending}.
 | raw efficiency = capacity({result['bigger']}) / ({result['copies']:g} × capacity({result['base']})) = \
 {result['bigger_capacity_users']:,} / ({result['copies']:g} × {result['base_capacity_users']:,}) | **{raw:.2f}** | \
 {'met' if result['efficiency_met'] else '**not met**'} |
-| CPU-normalised efficiency = chats per dam CPU-second at {result['bigger']}'s capacity step / the same at \
-{result['base']}'s | {cpu_text} | |
+| CPU-normalised efficiency = chats per dam CPU-second of {result['bigger']} / the same of {result['base']}, \
+both at {result.get('cpu_normalised_at_users', 0):,} users (the largest step both met) | {cpu_text} | |
 
 What each figure means. Both topologies ran on the same {cpus} cores, which the load generator and mock-llm share \
 with them, so {result['bigger']} is not twice the hardware: its extra gateways and workers compete with each other \
