@@ -346,7 +346,21 @@ def bench_llm_rate() -> None:
 | steady drain rate (10% to 90% of the burst) | {steady_rate:.1f} chats/s |
 | burst fully answered after | {drained_s:.1f} s |
 | mock-llm requests / completed / failed | {stats['requests']} / {stats['completed']} / {stats['failed']} |
+
+![Queue depth and requests that reached mock-llm over time](bench-llm-rate-queue.svg)
 """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plots.write_chart({
+        "title": f"A burst of {chats} chats drained under 100 LLM requests/s",
+        "x_label": "seconds since the burst began",
+        "y_label": "chats",
+        "series": [
+            {"name": "waiting in the queue", "points": [[at, depth] for at, depth, _ in samples]},
+            {"name": "requests mock-llm has seen", "points": [[at, seen] for at, _, seen in samples]},
+        ],
+        "horizontal_lines": [{"name": f"the burst: {chats} chats", "y": chats}],
+        "note": f"{os.cpu_count()} CPUs; 1 gateway, 4 workers; limits.llm.max_requests_per_second = 100",
+    }, RESULTS / "bench-llm-rate-queue.svg")
     write_results("bench-llm-rate", figures, markdown)
 
 
