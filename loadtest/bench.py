@@ -202,7 +202,18 @@ CPU 1), every request a 429 decided by the gate:
 
 Most 429s per second with p99 under 2 ms: {figures['one_core']['best_under_2ms_per_s']:.0f}; most at any latency:
 {figures['one_core']['most_per_s']:.0f}.
+
+![429s per second and their p99 against open connections, one gateway on one core](bench-gate-one-core.svg)
 """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plots.write_chart({
+        "title": "Rejections by one gateway on one core",
+        "x_label": "open connections (wrk)",
+        "y_label": "429s per second",
+        "series": [{"name": "429s per second",
+                    "points": [[row["connections"], row["requests_per_s"]] for row in figures["one_core"]["curve"]]}],
+        "note": f"{os.cpu_count()} CPUs: the gateway pinned to one, Redis and wrk on the other",
+    }, RESULTS / "bench-gate-one-core.svg")
     write_results("bench-gate", figures, markdown)
 
 
@@ -464,7 +475,25 @@ target is at most {STREAM_MEMORY_TARGET_KIB} KiB per stream, up to 18,000 stream
 | open streams | gateway RSS (MiB) | KiB per stream | ≤ {STREAM_MEMORY_TARGET_KIB} KiB | gateway CPU | POST /api/chats median / max (ms), 50 probes | opening these streams: failed, POST→202 p50 / p99 |
 |---|---|---|---|---|---|---|
 {table}
+
+![Memory per stream and admission latency against open streams](bench-streams.svg)
 """
+    measured = [row for row in rows if "kib_per_stream" in row]
+    if measured:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plots.write_chart({
+            "title": "One gateway holding open event streams",
+            "x_label": "open event streams",
+            "y_label": "KiB per stream; ms",
+            "series": [
+                {"name": "KiB per stream", "points": [[row["open_streams"], row["kib_per_stream"]] for row in measured]},
+                {"name": "POST /api/chats median (ms)",
+                 "points": [[row["open_streams"], row["admission_ms_median"]] for row in measured]},
+            ],
+            "horizontal_lines": [{"name": f"target: {STREAM_MEMORY_TARGET_KIB} KiB per stream",
+                                  "y": STREAM_MEMORY_TARGET_KIB}],
+            "note": f"{os.cpu_count()} CPUs; streams of queued chats, opened by dam-load hold",
+        }, RESULTS / "bench-streams.svg")
     write_results("bench-streams", figures, markdown)
 
 
