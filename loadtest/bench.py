@@ -415,7 +415,18 @@ def bench_cancel() -> None:
 From `DELETE /api/chats/{{id}}` sent to mock-llm counting the running answer's stream as closed by its client,
 {len(delays_ms)} chats (each measured by polling mock-llm's /stats every 2 ms):
 median {figures['median_ms']:.1f} ms, max {figures['max_ms']:.1f} ms.
+
+![Time from DELETE to the upstream stream closed, every chat in order](bench-cancel.svg)
 """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plots.write_chart({
+        "title": "From DELETE /api/chats/{id} to the upstream stream closed",
+        "x_label": "cancelled chats, fastest first",
+        "y_label": "ms",
+        "series": [{"name": "DELETE to upstream closed",
+                    "points": [[index + 1, delay] for index, delay in enumerate(delays_ms)]}],
+        "note": f"{os.cpu_count()} CPUs; mock-llm's /stats polled every 2 ms",
+    }, RESULTS / "bench-cancel.svg")
     write_results("bench-cancel", figures, markdown)
 
 
