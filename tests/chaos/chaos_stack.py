@@ -306,6 +306,17 @@ class ChaosStack:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.read().decode()
 
+    def open_streams(self, gateway: str) -> int:
+        """The gateway's `dam_gateway_open_streams` gauge (0 when unreadable)."""
+        try:
+            text = self.metrics(gateway)
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            if line.startswith("dam_gateway_open_streams"):
+                return int(float(line.split()[-1]))
+        return 0
+
     def log(self, name: str) -> str:
         return self.stack.log(name)
 

@@ -33,7 +33,7 @@ def run(long: bool) -> ScenarioResult:
         time.sleep(2.0)
         while kills < kills_wanted and time.monotonic() < give_up_at:
             victim = f"gateway-{kills % GATEWAYS + 1}"
-            open_streams = count_open_streams(chaos, victim)
+            open_streams = chaos.open_streams(victim)
             chaos.kill(victim, signal.SIGKILL)
             kills += 1
             streams_cut += open_streams
@@ -58,15 +58,3 @@ def run(long: bool) -> ScenarioResult:
                      f"({figures['chats_an_eventsource_would_lose']} chats): a browser's EventSource stops for good "
                      f"on those, so its user loses the chat; reasons {figures['reconnect_reasons']}")
     return result
-
-
-def count_open_streams(chaos, gateway: str) -> int:
-    """The gateway's `dam_gateway_open_streams` gauge (0 when unreadable)."""
-    try:
-        text = chaos.metrics(gateway)
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("dam_gateway_open_streams"):
-            return int(float(line.split()[-1]))
-    return 0

@@ -41,7 +41,7 @@ def run(long: bool) -> ScenarioResult:
             time.sleep(LOAD_BEFORE_ROUND_S)
             pids_before = {name: chaos.pid(name) for name in restarted}
             launches_before = {name: read_launch(pids_before[name]) for name in restarted}
-            streams_open_at_start += sum(count_open_streams(chaos, f"gateway-{index}")
+            streams_open_at_start += sum(chaos.open_streams(f"gateway-{index}")
                                          for index in range(1, GATEWAYS + 1))
             status = chaos.admin_status()
             jobs_running_at_start += status["jobs_running"] if status else 0
@@ -146,18 +146,6 @@ def read_launch(pid: int) -> tuple[list[bytes], list[bytes]]:
 def differing_names(first: list[bytes], second: list[bytes]) -> list[str]:
     """Names of the variables that differ (not their values, which may be secrets)."""
     return sorted({entry.split(b"=", 1)[0].decode("utf-8", "replace") for entry in set(first) ^ set(second)})
-
-
-def count_open_streams(chaos, gateway: str) -> int:
-    """The gateway's `dam_gateway_open_streams` gauge (0 when unreadable)."""
-    try:
-        text = chaos.metrics(gateway)
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("dam_gateway_open_streams"):
-            return int(float(line.split()[-1]))
-    return 0
 
 
 def describe_create_failures(outcomes, limit: int = 5) -> str:
