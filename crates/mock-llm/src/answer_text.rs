@@ -40,6 +40,20 @@ pub fn answer_tokens(last_user_message: &str, token_count: usize) -> Vec<String>
     tokens
 }
 
+/// Markup a client must show as text, never run or render: each fragment, if inserted as HTML, would run script or
+/// load an image. The `markup` knob answers with these, cycled, one fragment per token.
+pub const MARKUP_ANSWER_FRAGMENTS: [&str; 4] = [
+    "<script>document.title='markup ran'</script>",
+    " <img src=x onerror=\"document.title='markup ran'\">",
+    " <b>not bold</b>",
+    " &lt;escaped&gt;",
+];
+
+/// The `markup` knob's answer: [`MARKUP_ANSWER_FRAGMENTS`] cycled to `token_count` tokens.
+pub fn markup_answer_tokens(token_count: usize) -> Vec<String> {
+    MARKUP_ANSWER_FRAGMENTS.iter().cycle().take(token_count).map(|fragment| (*fragment).to_owned()).collect()
+}
+
 /// The whole answer as one string: the concatenation of [`answer_tokens`].
 pub fn answer_text(last_user_message: &str, token_count: usize) -> String {
     answer_tokens(last_user_message, token_count).concat()

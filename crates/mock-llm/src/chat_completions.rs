@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
 
-use crate::answer_text::{answer_tokens, count_prompt_tokens};
+use crate::answer_text::{answer_tokens, count_prompt_tokens, markup_answer_tokens};
 use crate::error::MockLlmError;
 use crate::knobs::{AnswerKnobs, KnobOverrides};
 use crate::openai_wire::{
@@ -134,7 +134,11 @@ fn plan_answer(state: &MockLlmState, headers: &HeaderMap, body: &[u8]) -> Result
         completion_id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs()),
         model: request.model,
-        tokens: answer_tokens(last_user_message, answer_length as usize),
+        tokens: if knobs.markup {
+            markup_answer_tokens(answer_length as usize)
+        } else {
+            answer_tokens(last_user_message, answer_length as usize)
+        },
         finish_reason,
         prompt_tokens: count_prompt_tokens(message_texts.iter().map(String::as_str)),
         stream: request.stream.unwrap_or(false),

@@ -39,6 +39,8 @@ pub(crate) struct AnswerKnobs {
     pub fail_after_tokens: Option<u32>,
     /// Never answer, whatever `hang_rate` says.
     pub hang: bool,
+    /// Answer with HTML and script fragments instead of words, for clients that must show output as text.
+    pub markup: bool,
 }
 
 impl AnswerKnobs {
@@ -53,6 +55,7 @@ impl AnswerKnobs {
             retry_after_seconds: None,
             fail_after_tokens: None,
             hang: false,
+            markup: false,
         }
     }
 
@@ -67,6 +70,7 @@ impl AnswerKnobs {
             retry_after_seconds: overrides.retry_after_s.or(self.retry_after_seconds),
             fail_after_tokens: overrides.fail_after_tokens.or(self.fail_after_tokens),
             hang: overrides.hang.unwrap_or(self.hang),
+            markup: overrides.markup.unwrap_or(self.markup),
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct KnobOverrides {
     pub fail_after_tokens: Option<u32>,
     /// `hang` / `x-mock-hang`: never answer.
     pub hang: Option<bool>,
+    /// `markup` / `x-mock-markup`: answer with `<script>`, `<img onerror>` and other markup as the text.
+    pub markup: Option<bool>,
 }
 
 impl KnobOverrides {
@@ -153,6 +159,7 @@ impl KnobOverrides {
             retry_after_s: later.retry_after_s.or(self.retry_after_s),
             fail_after_tokens: later.fail_after_tokens.or(self.fail_after_tokens),
             hang: later.hang.or(self.hang),
+            markup: later.markup.or(self.markup),
         }
     }
 
@@ -174,6 +181,7 @@ impl KnobOverrides {
         append("retry_after_s", self.retry_after_s.map(|value| value.to_string()));
         append("fail_after_tokens", self.fail_after_tokens.map(|value| value.to_string()));
         append("hang", self.hang.map(|value| value.to_string()));
+        append("markup", self.markup.map(|value| value.to_string()));
         directive.push_str(DIRECTIVE_CLOSING);
         directive
     }
@@ -211,6 +219,7 @@ impl KnobOverrides {
                 self.fail_after_tokens = Some(raw_value.parse().map_err(|_| malformed())?)
             }
             Knob::Hang => self.hang = Some(parse_flag(raw_value).ok_or_else(malformed)?),
+            Knob::Markup => self.markup = Some(parse_flag(raw_value).ok_or_else(malformed)?),
         }
         Ok(())
     }
@@ -237,10 +246,11 @@ enum Knob {
     RetryAfter,
     FailAfterTokens,
     Hang,
+    Markup,
 }
 
 impl Knob {
-    const ALL: [Knob; 9] = [
+    const ALL: [Knob; 10] = [
         Knob::Tokens,
         Knob::TimeToFirstToken,
         Knob::InterTokenDelay,
@@ -250,6 +260,7 @@ impl Knob {
         Knob::RetryAfter,
         Knob::FailAfterTokens,
         Knob::Hang,
+        Knob::Markup,
     ];
 
     fn directive_key(self) -> &'static str {
@@ -263,6 +274,7 @@ impl Knob {
             Knob::RetryAfter => "retry_after_s",
             Knob::FailAfterTokens => "fail_after_tokens",
             Knob::Hang => "hang",
+            Knob::Markup => "markup",
         }
     }
 
@@ -277,6 +289,7 @@ impl Knob {
             Knob::RetryAfter => "x-mock-retry-after-s",
             Knob::FailAfterTokens => "x-mock-fail-after-tokens",
             Knob::Hang => "x-mock-hang",
+            Knob::Markup => "x-mock-markup",
         }
     }
 
@@ -288,7 +301,7 @@ impl Knob {
             Knob::FailureRate | Knob::HangRate => "a probability between 0.0 and 1.0",
             Knob::Status => "an HTTP error status between 400 and 599",
             Knob::RetryAfter => "a whole number of seconds",
-            Knob::Hang => "true or false",
+            Knob::Hang | Knob::Markup => "true or false",
         }
     }
 }
@@ -348,7 +361,7 @@ mod tests {
     #[test]
     fn a_directive_sets_every_knob_and_is_stripped() {
         let message = "Tell me a story [[mock tokens=5 ttft_ms=100 inter_token_ms=10 status=429 retry_after_s=2 \
-                       fail_after_tokens=3 hang=true failure_rate=1.0 hang_rate=0.5]] please";
+                       fail_after_tokens=3 hang=true failure_rate=1.0 hang_rate=0.5 markup=true]] please";
         let (overrides, text) = KnobOverrides::from_directives(message).expect("valid directive");
         assert_eq!(text, "Tell me a story   please");
         assert_eq!(
@@ -363,6 +376,7 @@ mod tests {
                 retry_after_s: Some(2),
                 fail_after_tokens: Some(3),
                 hang: Some(true),
+                markup: Some(true),
             }
         );
     }

@@ -12,7 +12,9 @@ mod seeded_random;
 mod startup;
 mod stats;
 
-pub use answer_text::{answer_text, answer_tokens, count_prompt_tokens};
+pub use answer_text::{
+    MARKUP_ANSWER_FRAGMENTS, answer_text, answer_tokens, count_prompt_tokens, markup_answer_tokens,
+};
 pub use error::MockLlmError;
 pub use knobs::{KnobOverrides, strip_mock_directives};
 pub use startup::{MockLlmHandle, run, spawn_mock_llm};

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use mock_llm::{KnobOverrides, MockLlmStats, answer_text, spawn_mock_llm};
+use mock_llm::{KnobOverrides, MockLlmStats, answer_text, markup_answer_tokens, spawn_mock_llm};
 use protocol::settings::MockLlmSettings;
 use serde_json::Value;
 
-use crate::helpers::{chat_body, fast_settings, post_chat, spawn_fast_mock, wait_for_stats};
+use crate::helpers::{chat_body, fast_settings, post_chat, read_sse, spawn_fast_mock, wait_for_stats};
 
 async fn answer_content(response: reqwest::Response) -> String {
     let completion: Value = response.json().await.expect("JSON");
@@ -36,6 +36,21 @@ async fn directive_knobs_are_obeyed_and_stripped_from_the_prompt() {
     assert_eq!(completion["choices"][0]["message"]["content"], answer_text(&message, 5));
     // "You are terse." plus "Say hi": the directive is not part of the prompt.
     assert_eq!(completion["usage"]["prompt_tokens"], 5);
+}
+
+#[tokio::test]
+async fn the_markup_knob_answers_with_html_and_script_fragments() {
+    let mock = spawn_fast_mock().await;
+
+    let whole = post_chat(&mock, &chat_body("Markup [[mock markup=true tokens=5]]", false), &[]).await;
+    let streamed =
+        post_chat(&mock, &chat_body("Markup", true), &[("x-mock-markup", "true"), ("x-mock-tokens", "5")])
+            .await;
+
+    let expected = markup_answer_tokens(5).concat();
+    assert!(expected.starts_with("<script>") && expected.contains("<img src=x onerror="), "{expected}");
+    assert_eq!(answer_content(whole).await, expected);
+    assert_eq!(read_sse(streamed).await.content(), expected);
 }
 
 #[tokio::test]
