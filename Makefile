@@ -11,7 +11,7 @@ PYTHON ?= python3
 # compiles nothing twice.
 BINARIES := gateway llm-worker dam mock-llm
 
-.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-load-smoke test-chaos-smoke chaos fuzz-tools lint fmt build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-capacity bench-flood bench-redis bench-tools
+.PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-browser test-load-smoke test-chaos-smoke chaos fuzz-tools lint fmt page-versions build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-capacity bench-flood bench-redis bench-tools
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ compose-down: ## docker compose: stop the stack (volumes, and so Redis's data, k
 run-monitoring: ## `make run` plus mtail, Prometheus (:9291) and Alertmanager (:9292); knobs: deploy/monitoring/start-monitoring.sh
 	@MONITORING=1 exec deploy/run-local.sh
 
-test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2e test-load-smoke test-chaos-smoke ## Install what the tests need, the monitoring and deployment files' checks, cargo test --workspace, the edge test, the end-to-end test, the load smoke, the short fault tests
+test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2e test-browser test-load-smoke test-chaos-smoke ## Install what the tests need, the monitoring and deployment files' checks, cargo test --workspace, the edge test, the end-to-end test, the chat page in Chromium, the load smoke, the short fault tests
 
 test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
 	$(PYTHON) dashboards/check_monitoring_config.py
@@ -48,6 +48,9 @@ test-unit: ## cargo test --workspace (needs redis-server: make deps)
 
 test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SDK (tests/e2e)
 	$(PYTHON) tests/e2e/run_e2e.py
+
+test-browser: ## The chat page in headless Chromium (chromium-driver) behind nginx, as a user meets it; screenshots in target/browser-test/
+	$(PYTHON) tests/browser/check_chat_page.py
 
 test-load-smoke: ## Every k6 scenario (loadtest/k6) and dam-load for a few seconds each against a `make run` stack (debug), thresholds met
 	$(PYTHON) loadtest/load_smoke.py
@@ -72,14 +75,20 @@ lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+page-versions: ## After editing the chat page's chat.css or chat.js: name each in chat.html with its content's digest (?v=)
+	@cd crates/gateway/static && for asset in chat.css chat.js; do \
+		sed -i -E "s|/static/$$asset\?v=[0-9a-f]+|/static/$$asset?v=$$(sha256sum $$asset | cut -c1-12)|" chat.html; \
+	done && grep -o '/static/[a-z.]*?v=[0-9a-f]*' chat.html
+
 fmt: ## Format the workspace
 	$(CARGO) fmt --all
 
 build-release: ## Release build of the four service binaries (what `make run` runs)
 	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
 
-deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose), the e2e test's OpenAI SDK and k6
-	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail docker-compose
+deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose, chromium, chromium-driver), the e2e test's OpenAI SDK and k6
+	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail docker-compose \
+		chromium chromedriver
 	@if ! $(PYTHON) -c 'import openai' 2>/dev/null; then \
 		echo "[deps] installing the OpenAI Python SDK for the end-to-end test"; \
 		$(PYTHON) -m pip install --quiet openai \

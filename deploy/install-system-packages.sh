@@ -17,7 +17,7 @@ have_command() {
 # command -> Debian package. Arguments name more commands to ensure (each from the package of its name), e.g. wrk.
 declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [curl]=curl
     [prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
-    [amtool]=prometheus-alertmanager [mtail]=mtail)
+    [amtool]=prometheus-alertmanager [mtail]=mtail [chromium]=chromium [chromedriver]=chromium-driver)
 # Packages whose system service this script turns off again when it installed them (see the top).
 service_packages=(prometheus prometheus-alertmanager mtail)
 wanted=(redis-server redis-cli nginx curl "$@")

@@ -1,5 +1,6 @@
 //! The browser flow: `POST /api/chats` queues a chat and answers 202 with where to listen;
-//! `GET /api/chats/{id}/events` streams its events as SSE (`id:` = seq, `event:` = type). Handlers only translate.
+//! `GET /api/chats/{id}/events` streams its events as SSE (`id:` = seq, `event:` = type); `DELETE /api/chats/{id}`
+//! cancels; `GET /api/chat-limits` says how much history one chat may carry. Handlers only translate.
 
 use std::time::Duration;
 
@@ -37,6 +38,26 @@ pub struct CreatedChat {
     pub position: u64,
     /// True when this request duplicated an earlier one and joined its chat.
     pub joined: bool,
+}
+
+/// The body of `GET /api/chat-limits`: what one chat request may carry, so a client can trim its history before
+/// the gate refuses it.
+#[derive(Debug, Serialize)]
+pub struct ChatLimits {
+    pub max_messages: usize,
+    pub max_message_chars: usize,
+    pub max_body_bytes: usize,
+}
+
+/// `GET /api/chat-limits`.
+pub async fn chat_limits(State(state): State<AppState>) -> Response {
+    let settings = &state.settings;
+    let limits = ChatLimits {
+        max_messages: settings.chat.max_messages,
+        max_message_chars: settings.chat.max_message_chars,
+        max_body_bytes: settings.gateway.max_body_bytes,
+    };
+    ([(header::CACHE_CONTROL, "no-cache")], Json(limits)).into_response()
 }
 
 /// `POST /api/chats`; its answer, a refusal's included, carries `Server-Timing`.

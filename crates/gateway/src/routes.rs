@@ -19,6 +19,8 @@ pub fn build_router(state: AppState) -> Router {
     let instance_header = state.instance_header.clone();
     Router::new()
         .route("/", get(chat_page::chat_page))
+        .route("/static/{name}", get(chat_page::static_asset))
+        .route("/api/chat-limits", get(chat_api::chat_limits))
         .route("/api/chats", post(chat_api::create_chat))
         .route("/api/chats/{id}", delete(chat_api::cancel_chat))
         .route("/api/chats/{id}/events", get(chat_api::chat_events))

@@ -220,3 +220,50 @@ async fn batches_reach_the_client_in_order_with_gaps_filled_from_the_log_and_rep
         first[1].encode()
     );
 }
+
+#[tokio::test]
+async fn the_page_its_assets_and_the_chat_limits_are_served_by_a_gateway_alone() {
+    let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
+    let base = stack.gateway_url(0);
+
+    let page = stack.http.get(format!("{base}/")).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        gateway::chat_page::CHAT_PAGE_CONTENT_SECURITY_POLICY
+    );
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let html = page.text().await.expect("html");
+    let script_path =
+        html.split('"').find(|part| part.starts_with("/static/chat.js?v=")).expect("script named");
+
+    let versioned = stack.http.get(format!("{base}{script_path}")).send().await.expect("script");
+    assert_eq!(versioned.status(), 200);
+    assert_eq!(versioned.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(versioned.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(versioned.headers()["x-content-type-options"], "nosniff");
+    let unversioned = stack.http.get(format!("{base}/static/chat.css")).send().await.expect("style");
+    assert_eq!(unversioned.headers()["cache-control"], "public, max-age=3600");
+    let missing = stack.http.get(format!("{base}/static/chat.html")).send().await.expect("missing");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<Value>().await.expect("json")["error"]["code"], "route_not_found");
+
+    let limits: Value = stack
+        .http
+        .get(format!("{base}/api/chat-limits"))
+        .send()
+        .await
+        .expect("limits")
+        .json()
+        .await
+        .expect("json");
+    let settings = &stack.settings;
+    assert_eq!(
+        limits,
+        json!({
+            "max_messages": settings.chat.max_messages,
+            "max_message_chars": settings.chat.max_message_chars,
+            "max_body_bytes": settings.gateway.max_body_bytes,
+        })
+    );
+}
