@@ -24,8 +24,8 @@
 # A real LLM: DAM_LLM__BASE_URL=https://openrouter.ai/api/v1 DAM_LLM__API_KEY=sk-... make run
 #
 # Redis keeps its data in RUN_DIR/redis (append-only file, fsync every second): a restart of Redis, or of the
-# whole stack on the same RUN_DIR, keeps queues, keys, blocks, budgets and dead letters. See "Persistence" in the
-# README.
+# whole stack on the same RUN_DIR, keeps queues, keys, blocks, budgets and dead letters. See "Persistence" in
+# docs/operations.md.
 #
 # `deploy/run-local.sh --clean` stops processes an earlier, killed run left behind and removes RUN_DIR (and so
 # Redis's data).

@@ -258,7 +258,7 @@ def check_a_message_streams_its_whole_answer(test: ChatPageTest) -> None:
     test.open()
     text = "Tell me about the river at dawn."
     index = test.send(text)
-    # Mid-answer: some words shown, the answer still streaming (the picture in the README).
+    # Mid-answer: some words shown, the answer still streaming (the picture on the README).
     test.session.wait_until("the answer is streaming", """
 const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
 return bubble && bubble.dataset.state === 'streaming' && bubble.textContent.split(' ').length >= 12;

@@ -1,5 +1,5 @@
 """Fault test 7, hostile HTTP: a catalogue of hostile requests against nginx and against a gateway's own port, each
-with the answer the README, the gateway's HTTP server (`http1_head.rs`, `http1_connection.rs`) or the nginx
+with the answer docs/api.md, the gateway's HTTP server (`http1_head.rs`, `http1_connection.rs`) or the nginx
 template documents, while a few legitimate users chat in the background; at the end every one of their chats must
 have completed intact (seq 1..n, no gap, exactly one terminal event, `done`). Run alone with
 `python3 tests/chaos/scenario_hostile_http.py [--long]`; the runner calls `run(long)`."""

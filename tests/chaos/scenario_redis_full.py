@@ -1,6 +1,6 @@
 """Redis full (maxmemory reached, policy noeviction, as deploy/run-local.sh runs it): Redis refuses writes. New
 chats must get a 503 with a JSON error, no service may crash, chats under way must still end once, and chats are
-admitted again once Redis has room. This is what the README's "Persistence" section promises of a full Redis."""
+admitted again once Redis has room. This is what docs/operations.md's "Persistence" section promises of a full Redis."""
 
 from __future__ import annotations
 
