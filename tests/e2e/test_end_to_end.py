@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""End-to-end test of the real topology: deploy/run-local.sh starts redis-server, mock-llm, dam, 2 gateways,
-2 workers and nginx as separate processes (debug build, free loopback ports, a run directory of its own), and
-every check talks to nginx the way a user would: curl -N for the browser and OpenAI streams, the official OpenAI
-Python SDK, and signals for shutdown. Run it with `make test-e2e`; it needs curl, redis-server, nginx and
-`pip install openai`. Unit and in-process tests live in the crates, not here.
+"""End-to-end test of the real topology: deploy/run-local.sh starts redis-server, mock-llm, the dam, 2 gateways,
+2 workers and nginx as separate processes (debug build, free loopback ports, a run directory of its own;
+conftest.py), and every test talks to nginx the way a user would: curl -N for the browser and OpenAI streams, the
+official OpenAI Python SDK, and signals for shutdown. Run it with `make test-e2e` (pytest); it needs curl,
+redis-server, nginx and `pip install openai pytest`. Unit and in-process tests live in the crates, not here.
 
-Every wait is bounded; the last line is `N passed, N failed`, and the exit status is non-zero on any failure.
-Set E2E_KEEP_RUN_DIR=1 to keep the run directory (logs, pids, nginx.conf) after a passing run.
+The tests run in this file's order on one stack: the last two stop a gateway, then the whole stack. Every wait is
+bounded. Set E2E_KEEP_RUN_DIR=1 to keep the run directory (logs, pids, nginx.conf) after a passing run.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+
+import pytest
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,18 +33,13 @@ from local_stack import (  # noqa: E402 - the shared module lives beside the run
     STOP_TIMEOUT_S,
     Stack,
     pgrep_full,
-    pick_ports,
     pid_alive,
     port_is_listening,
     tail,
 )
 
-# Building the debug binaries from a cold cache takes minutes on 2 cores; a warm start takes seconds.
-START_TIMEOUT_S = float(os.environ.get("E2E_START_TIMEOUT_S", "900"))
 # One mock answer streams in about a second (150 ms to the first token, 48 tokens 15 ms apart).
 STREAM_TIMEOUT_S = 60
-GATEWAY_COUNT = 2
-WORKER_COUNT = 2
 PROMPT = "End-to-end test: describe the river at dawn."
 MODEL = "mock-1"
 # The gateway joins a repeated identical request from the same client to the first one's chat for a few seconds,
@@ -70,37 +66,6 @@ def client_address() -> str:
 
 # Tokens that arrive this far apart were streamed, not flushed as one blob at the end.
 MIN_STREAM_SPREAD_S = 0.2
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Reporting
-
-
-@dataclass
-class Report:
-    passed: int = 0
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    def check(self, name: str, function) -> object:
-        """Runs one named check; an AssertionError or any exception counts as its failure."""
-        started = time.monotonic()
-        try:
-            result = function()
-        except AssertionError as error:
-            self._fail(name, str(error) or "assertion failed", started)
-            return None
-        except Exception as error:  # noqa: BLE001 - any crash of a check is that check's failure
-            self._fail(name, f"{type(error).__name__}: {error}\n{traceback.format_exc()}", started)
-            return None
-        self.passed += 1
-        print(f"PASS {name} ({time.monotonic() - started:.2f}s)", flush=True)
-        return result
-
-    def _fail(self, name: str, message: str, started: float) -> None:
-        self.failed += 1
-        self.failures.append(name)
-        print(f"FAIL {name} ({time.monotonic() - started:.2f}s): {message}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -181,7 +146,17 @@ def assert_streamed(arrivals: list[float], what: str) -> None:
 # The checks
 
 
-def check_browser_flow(stack: Stack) -> str:
+@pytest.fixture(scope="module")
+def browser_text(stack: Stack) -> str:
+    """The browser flow's answer; the OpenAI flows must give the same text for the same prompt."""
+    return run_browser_flow(stack)
+
+
+def test_browser_flow_streams_token_events_then_done_with_increasing_ids(browser_text: str) -> None:
+    assert browser_text.strip()
+
+
+def run_browser_flow(stack: Stack) -> str:
     body = json.dumps({"message": unique_prompt()})
     client = ["-H", f"x-forwarded-for: {client_address()}"]
     created = subprocess.run(
@@ -224,7 +199,7 @@ def check_browser_flow(stack: Stack) -> str:
     return text
 
 
-def check_openai_stream_with_curl(stack: Stack, browser_text: str | None) -> None:
+def test_openai_stream_with_curl_ends_with_done_and_matches_the_browser_flow(stack: Stack, browser_text: str) -> None:
     body = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": unique_prompt()}]})
     lines, _ = curl_stream(["-H", "content-type: application/json", "-H", f"x-forwarded-for: {client_address()}",
                             "-d", body, f"{stack.base_url}/v1/chat/completions"])
@@ -242,8 +217,7 @@ def check_openai_stream_with_curl(stack: Stack, browser_text: str | None) -> Non
                 text += content
                 content_arrivals.append(line.at)
     assert_streamed(content_arrivals + [data_lines[-1].at], "chat.completion.chunk lines")
-    if browser_text is not None:
-        assert text == browser_text, f"curl stream text differs from the browser flow:\n{text!r}\n{browser_text!r}"
+    assert text == browser_text, f"curl stream text differs from the browser flow:\n{text!r}\n{browser_text!r}"
     print(f"     {len(data_lines) - 1} chunks, {len(content_arrivals)} with content", flush=True)
 
 
@@ -254,7 +228,7 @@ def openai_client(stack: Stack):
                   default_headers={"x-forwarded-for": client_address()})
 
 
-def check_sdk_stream_and_whole(stack: Stack, browser_text: str | None) -> None:
+def test_openai_sdk_streams_and_answers_whole_like_the_browser_flow(stack: Stack, browser_text: str) -> None:
     client = openai_client(stack)
     models = [model.id for model in client.models.list()]
     assert MODEL in models, f"GET /v1/models lists {models}, not {MODEL}"
@@ -269,10 +243,9 @@ def check_sdk_stream_and_whole(stack: Stack, browser_text: str | None) -> None:
                 pieces.append(choice.delta.content)
     streamed_text = "".join(pieces)
     assert len(pieces) >= 3, f"the SDK saw {len(pieces)} content chunks; expected several"
-    if browser_text is not None:
-        assert streamed_text == browser_text, (
-            f"SDK stream text differs from the browser flow:\n{streamed_text!r}\n{browser_text!r}"
-        )
+    assert streamed_text == browser_text, (
+        f"SDK stream text differs from the browser flow:\n{streamed_text!r}\n{browser_text!r}"
+    )
 
     whole = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": unique_prompt()}])
     assert whole.object == "chat.completion", f"object is {whole.object!r}"
@@ -286,7 +259,7 @@ def check_sdk_stream_and_whole(stack: Stack, browser_text: str | None) -> None:
     print(f"     SDK: {len(pieces)} chunks streamed; whole answer usage {usage.model_dump()}", flush=True)
 
 
-def check_sdk_sees_clean_errors(stack: Stack) -> None:
+def test_openai_sdk_sees_bad_request_model_not_found_for_an_unknown_model(stack: Stack) -> None:
     import openai
 
     client = openai_client(stack)
@@ -305,7 +278,7 @@ def check_sdk_sees_clean_errors(stack: Stack) -> None:
         raise AssertionError("a chat without messages was accepted")
 
 
-def check_only_gateways_are_exposed(stack: Stack) -> None:
+def test_nginx_exposes_only_the_gateways_no_admin_routes_no_metrics(stack: Stack) -> None:
     status, headers, body = http_request("GET", f"{stack.base_url}/healthz")
     assert status == 200, f"GET /healthz through nginx answered {status}"
 
@@ -327,7 +300,7 @@ def check_only_gateways_are_exposed(stack: Stack) -> None:
     assert upstreams == sorted(stack.ports.gateways), f"nginx upstreams {upstreams} are not exactly the gateways"
 
 
-def check_clients_behind_nginx_stay_apart(stack: Stack) -> None:
+def test_two_clients_behind_nginx_are_told_apart_by_x_forwarded_for(stack: Stack) -> None:
     """nginx appends the peer to X-Forwarded-For and the gateway trusts loopback proxies, so two clients sending the
     same chat through nginx are two callers: each gets a chat of its own."""
     body = json.dumps({"message": unique_prompt()}).encode()
@@ -370,7 +343,7 @@ def access_log_upstreams(stack: Stack, markers: list[str]) -> dict[str, str]:
     return found
 
 
-def check_body_limits(stack: Stack) -> None:
+def test_oversized_bodies_get_a_json_413_from_the_gateway_or_from_nginx_when_far_over(stack: Stack) -> None:
     gateway_addresses = {f"127.0.0.1:{port}" for port in stack.ports.gateways}
     # Just over the gateway's 256 KiB: nginx lets it through and the gateway answers in JSON.
     to_gateway = log_marker("g")
@@ -394,7 +367,7 @@ def check_body_limits(stack: Stack) -> None:
     assert upstreams[at_nginx] == "-", f"the 1 MiB body reached {upstreams[at_nginx]!r}; nginx must stop it"
 
 
-def check_load_reaches_every_gateway(stack: Stack) -> None:
+def test_nginx_spreads_requests_over_every_gateway(stack: Stack) -> None:
     markers = [log_marker("h") for _ in range(6)]
     for marker in markers:
         status, _, _ = http_request("GET", f"{stack.base_url}/readyz?e2e={marker}")
@@ -407,7 +380,13 @@ def check_load_reaches_every_gateway(stack: Stack) -> None:
     )
 
 
-def check_failover_when_a_gateway_stops(stack: Stack) -> None:
+def test_every_metric_the_dashboards_and_alert_rules_use_is_exported(stack: Stack) -> None:
+    # Refusals at the gate and at the edge are sent first, so the flood dashboards' series exist.
+    check_metric_coverage(stack)
+
+
+# The last two tests stop part of the stack, then all of it: they stay last in this file.
+def test_nginx_fails_over_when_a_gateway_stops(stack: Stack) -> None:
     victim = stack.known_pids["gateway-1"]
     os.kill(victim, signal.SIGTERM)
     deadline = time.monotonic() + 20
@@ -428,7 +407,7 @@ def check_failover_when_a_gateway_stops(stack: Stack) -> None:
     assert kinds and kinds[-1] == "done", f"the chat after failover did not finish: {kinds}"
 
 
-def check_sigint_stops_everything(stack: Stack) -> None:
+def test_sigint_to_run_local_stops_every_process_it_started_within_the_bound(stack: Stack) -> None:
     pids = dict(stack.known_pids)
     assert pids, "no pids were recorded while the stack ran"
     started = time.monotonic()
@@ -451,75 +430,3 @@ def check_sigint_stops_everything(stack: Stack) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-
-
-def main() -> int:
-    try:
-        import openai  # noqa: F401
-    except ImportError:
-        print("the end-to-end test needs the OpenAI Python SDK: pip install openai", file=sys.stderr)
-        print("0 passed, 1 failed")
-        return 1
-    for tool in ("curl", "pgrep"):
-        if shutil.which(tool) is None:
-            print(f"the end-to-end test needs {tool} (make deps)", file=sys.stderr)
-            print("0 passed, 1 failed")
-            return 1
-
-    report = Report()
-    run_dir = ROOT / ".run" / f"e2e-{os.getpid()}-{int(time.time())}"
-    stack = Stack(
-        run_dir,
-        pick_ports(GATEWAY_COUNT),
-        profile="debug",
-        workers=WORKER_COUNT,
-        start_timeout_s=START_TIMEOUT_S,
-    )
-    print(f"e2e: run dir {run_dir}; nginx on {stack.base_url}, gateways {stack.ports.gateways}", flush=True)
-    started = time.monotonic()
-    stack.start()
-    try:
-        report.check("stack starts through deploy/run-local.sh and answers through nginx", stack.wait_until_up)
-        if report.failed:
-            return finish(report, stack, started)
-        browser_text = report.check("a: browser flow streams token events then done, with increasing ids",
-                                    lambda: check_browser_flow(stack))
-        report.check("b: /v1/chat/completions streams chunks ending with [DONE] (curl -N)",
-                     lambda: check_openai_stream_with_curl(stack, browser_text))
-        report.check("c: OpenAI SDK streams and answers whole with the browser flow's text and usage",
-                     lambda: check_sdk_stream_and_whole(stack, browser_text))
-        report.check("d: OpenAI SDK sees BadRequestError model_not_found for an unknown model",
-                     lambda: check_sdk_sees_clean_errors(stack))
-        report.check("e: nginx exposes only the gateways (no admin routes, no metrics)",
-                     lambda: check_only_gateways_are_exposed(stack))
-        report.check("j: two clients behind nginx are told apart (X-Forwarded-For)",
-                     lambda: check_clients_behind_nginx_stay_apart(stack))
-        report.check("g: oversized bodies get a JSON 413 from the gateway, or from nginx when far over",
-                     lambda: check_body_limits(stack))
-        report.check("h: nginx spreads requests over every gateway",
-                     lambda: check_load_reaches_every_gateway(stack))
-        report.check("k: every metric the dashboards and alert rules use is exported (refusals sent first)",
-                     lambda: check_metric_coverage(stack))
-        report.check("i: nginx fails over when a gateway stops", lambda: check_failover_when_a_gateway_stops(stack))
-        report.check("f: SIGINT to run-local.sh stops every process it started, within the bound",
-                     lambda: check_sigint_stops_everything(stack))
-    finally:
-        stack.emergency_stop()
-    return finish(report, stack, started)
-
-
-def finish(report: Report, stack: Stack, started: float) -> int:
-    stack.emergency_stop()
-    if report.failed:
-        print(f"\nrun-local.sh output ({stack.output_path}):\n{tail(stack.output(), 30)}", flush=True)
-        print(f"logs kept in {stack.run_dir / 'logs'}", flush=True)
-    elif os.environ.get("E2E_KEEP_RUN_DIR") != "1":
-        shutil.rmtree(stack.run_dir, ignore_errors=True)
-        stack.output_path.unlink(missing_ok=True)
-    print(f"e2e took {time.monotonic() - started:.1f}s", flush=True)
-    print(f"{report.passed} passed, {report.failed} failed", flush=True)
-    return 1 if report.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
