@@ -50,7 +50,7 @@ test-e2e: ## Real processes behind nginx, checked with curl -N and the OpenAI SD
 	$(PYTHON) -m pytest -v -p no:cacheprovider tests/e2e
 
 test-browser: ## The chat page in headless Chromium (chromium-driver) behind nginx, as a user meets it; screenshots in target/browser-test/
-	$(PYTHON) tests/browser/check_chat_page.py
+	$(PYTHON) -m pytest -v -p no:cacheprovider tests/browser
 
 test-load-smoke: ## Every k6 scenario (loadtest/k6) and dam-load for a few seconds each against a `make run` stack (debug), thresholds met
 	$(PYTHON) loadtest/load_smoke.py

@@ -6,8 +6,8 @@ rate limit, the edge's), Stop (mock-llm counts the cancelled request), markup sh
 than chat.max_messages, a reload mid-answer, a chat that no longer exists, a phone-sized window, and the page served
 by a gateway alone. Each state is saved as a screenshot in target/browser-test/.
 
-Run: python3 tests/browser/check_chat_page.py [WORD ...] (make test-browser), where WORDs pick the checks whose
-function names contain them; needs chromium and chromium-driver (make deps)."""
+Run: make test-browser (pytest; conftest.py starts the stack and the browser once; `-k stop` picks tests by name);
+needs chromium and chromium-driver (make deps)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ import os
 import shutil
 import sys
 import time
-import traceback
 import urllib.request
 import uuid
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_stack import Stack, pick_ports  # noqa: E402 - beside the run script
-from webdriver import ENTER, RELEASE_MODIFIERS, SHIFT, ChromeDriver, Session, WebDriverError  # noqa: E402
+from webdriver import ENTER, RELEASE_MODIFIERS, SHIFT, ChromeDriver, Session  # noqa: E402
 
 OUTPUT_DIR = ROOT / "target" / "browser-test"
 START_TIMEOUT_S = float(os.environ.get("BROWSER_TEST_START_TIMEOUT_S", "900"))
@@ -84,23 +85,6 @@ const record = () => {
 };
 new MutationObserver(record).observe(notice, {attributes: true, childList: true, subtree: true, characterData: true});
 """
-
-
-class Report:
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name: str, function) -> None:
-        started = time.monotonic()
-        try:
-            function()
-        except Exception:  # noqa: BLE001 - every failure is reported with its traceback, then the next check runs
-            self.failed += 1
-            print(f"FAIL {name} ({time.monotonic() - started:.1f}s)\n{traceback.format_exc()}", flush=True)
-        else:
-            self.passed += 1
-            print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
 
 
 def http_json(method: str, url: str, body: object | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
@@ -228,275 +212,13 @@ return bubble && bubble.dataset.state === 'done' && document.getElementById('con
         assert status == 200, f"POST {path} answered {status}: {body}"
 
 
-# ---- the checks ----
-
-def check_the_page_and_its_files_carry_a_strict_policy(test: ChatPageTest) -> None:
-    html = urllib.request.urlopen(f"{test.stack.base_url}/", timeout=20).read().decode()
-    assets = [part.split('"')[0] for part in html.split('"/static/')[1:]]
-    assert sorted(asset.split("?")[0] for asset in assets) == ["chat.css", "chat.js"], assets
-    for base, who in [(test.stack.base_url, "nginx"), (f"http://127.0.0.1:{test.stack.ports.gateways[0]}", "gateway")]:
-        status, headers = http_head(f"{base}/")
-        assert status == 200, f"{who}: GET / answered {status}"
-        assert headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, (who, headers)
-        assert headers.get("x-content-type-options") == "nosniff", (who, headers)
-        assert headers.get("cache-control") == "no-cache", (who, headers)
-        assert headers.get("content-type", "").startswith("text/html"), (who, headers)
-        for asset in assets:
-            status, headers = http_head(f"{base}/static/{asset}")
-            assert status == 200, f"{who}: /static/{asset} answered {status}"
-            assert "immutable" in headers.get("cache-control", ""), (who, asset, headers)
-            assert headers.get("x-content-type-options") == "nosniff", (who, asset, headers)
-            expected_type = "text/css" if asset.startswith("chat.css") else "javascript"
-            assert expected_type in headers.get("content-type", ""), (who, asset, headers)
-    status, _, body = http_json("GET", f"http://127.0.0.1:{test.stack.ports.gateways[0]}/static/missing.js")
-    assert status == 404 and body["error"]["code"] == "route_not_found", (status, body)
-    status, _, limits = http_json("GET", f"{test.stack.base_url}/api/chat-limits")
-    assert status == 200 and limits["max_messages"] == MAX_MESSAGES, (status, limits)
+# ---- the stack and the browser ----
 
 
-def check_a_message_streams_its_whole_answer(test: ChatPageTest) -> None:
-    test.open()
-    text = "Tell me about the river at dawn."
-    index = test.send(text)
-    # Mid-answer: some words shown, the answer still streaming (the picture on the README).
-    test.session.wait_until("the answer is streaming", """
-const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
-return bubble && bubble.dataset.state === 'streaming' && bubble.textContent.split(' ').length >= 12;
-""", ANSWER_TIMEOUT_S, index)
-    test.screenshot("answering")
-    page = test.wait_for_answer(index)
-    test.screenshot("answered")
-    assert test.answer_text(page, index) == test.expected_answer(text), page
-    user_bubbles = [bubble for bubble in page["bubbles"] if bubble["role"] == "user"]
-    assert user_bubbles[-1]["text"] == text, page
-    assert "instance " in page["details"] and "tokens in" in page["details"], page["details"]
-    assert "admission" in page["details"], page["details"]
-    assert page["notice"] is None and not page["sendDisabled"] and not page["stopVisible"], page
-    assert page["focused"] == "input", "after an answer the keyboard is back in the text box"
-    test.assert_console_clean()
-
-
-def check_a_conversation_longer_than_the_limit_is_trimmed(test: ChatPageTest) -> None:
-    test.open()
-    sent = []
-    for turn in range(4):
-        # Shift+Enter makes a new line inside the message; Enter sends.
-        text = f"Turn {turn + 1} of a long conversation.\nSecond line of turn {turn + 1}."
-        index = test.send(text)
-        page = test.wait_for_answer(index)
-        sent.append(text)
-        assert page["notice"] is None, f"turn {turn + 1}: {page['notice']}"
-        assert test.answer_text(page, index) == test.expected_answer(text), page
-    users = [bubble["text"] for bubble in page["bubbles"] if bubble["role"] == "user"]
-    assert users[-4:] == sent, users
-    # 4 turns are 7 messages with the last question, over the limit of 4: the oldest are dropped, and said so.
-    assert page["trimNote"] and "oldest" in page["trimNote"] and str(MAX_MESSAGES) in page["trimNote"], page
-    test.screenshot("trimmed-history")
-    # A reload keeps the conversation.
-    bubbles_before = page["bubbles"]
-    test.open(keep_conversation=True)
-    assert test.read()["bubbles"] == bubbles_before
-    test.assert_console_clean()
-
-
-def check_the_queue_position_is_shown_until_the_answer(test: ChatPageTest) -> None:
-    test.open()
-    gateway = f"http://127.0.0.1:{test.stack.ports.gateways[0]}"
-    # Another caller's two slow chats take the only worker slot and the head of the line.
-    for number in range(2):
-        status, _, body = http_json("POST", f"{gateway}/api/chats",
-                                    {"messages": [{"role": "user", "content":
-                                                   f"Ahead in line {number} [[mock ttft_ms=2500 tokens=3]]"}]},
-                                    headers={"X-Forwarded-For": "10.20.30.40"})
-        assert status == 202, (status, body)
-    text = "Am I in line?"
-    index = test.send(text)
-    page = test.session.wait_until("the page shows the queue position", """
-const connection = document.getElementById('connection');
-return connection.dataset.state === 'queued' && / in line/.test(connection.textContent) && connection.textContent;
-""", 20)
-    assert "number" in page, page
-    test.screenshot("queued")
-    page = test.wait_for_answer(index)
-    assert test.answer_text(page, index) == test.expected_answer(text), page
-
-
-def check_maintenance_is_explained_and_retried(test: ChatPageTest) -> None:
-    test.open()
-    test.admin_post("/admin/intake/pause")
-    try:
-        index = test.send("Is anyone there during maintenance?")
-        page = test.session.wait_until("the maintenance explanation shows", """
-const notice = document.getElementById('notice');
-return !notice.hidden && notice.dataset.code === 'maintenance'
-  && !document.getElementById('countdown').hidden && document.getElementById('countdown').textContent;
-""", 20)
-        assert "Trying again in" in page, page
-        page = test.read()
-        assert "maintenance" in page["notice"]["text"], page["notice"]
-        assert page["connection"] == "waiting-to-retry" and page["stopVisible"], page
-        test.screenshot("maintenance")
-    finally:
-        test.admin_post("/admin/intake/resume")
-    test.session.click("#retry-now")
-    page = test.wait_for_answer(index)
-    assert page["notice"] is None, page
-
-
-def check_the_rate_limit_counts_down_and_retries_by_itself(test: ChatPageTest) -> None:
-    test.open()
-    # One chat, then one every 5 s.
-    test.set_anonymous_tier({"rate_per_second": 0.2, "burst": 1})
-    try:
-        first = test.send("First of two quick questions.")
-        test.wait_for_answer(first)
-        test.record_notices()
-        second = test.send("Second of two quick questions.")
-        test.session.wait_until("the rate-limit countdown shows", """
-const notice = document.getElementById('notice');
-return !notice.hidden && notice.dataset.code === 'rate_limited' && notice.dataset.layer === 'gate';
-""", 20)
-        test.screenshot("rate-limited")
-        page = test.wait_for_answer(second, 30)
-        seen = test.notices_seen()
-        countdowns = {notice["countdown"] for notice in seen if notice["code"] == "rate_limited"}
-        assert any("faster than this service allows" in notice["text"] for notice in seen), seen
-        # The countdown went down, second by second, before the retry.
-        assert len(countdowns) >= 2 and all("Trying again in" in value for value in countdowns), countdowns
-        assert page["notice"] is None, page
-    finally:
-        test.set_anonymous_tier(ROOMY_ANONYMOUS_TIER)
-
-
-def check_stop_cancels_the_upstream_call(test: ChatPageTest) -> None:
-    test.open()
-    cancelled_before = test.mock_stats()["cancelled_by_client"]
-    deletes_before = test.cancels_answered()
-    index = test.send("Tell me a very long story. [[mock tokens=600 inter_token_ms=40]]")
-    test.session.wait_until("the long answer has begun", """
-const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
-return bubble && bubble.textContent.length > 20;
-""", ANSWER_TIMEOUT_S, index)
-    test.session.click("#stop")
-    page = test.read()
-    assistant = [bubble for bubble in page["bubbles"] if bubble["role"] == "assistant"][index]
-    assert assistant["state"] == "stopped", page
-    assert not page["sendDisabled"] and not page["stopVisible"], page
-    test.screenshot("stopped")
-    deadline = time.monotonic() + 20
-    while test.mock_stats()["cancelled_by_client"] <= cancelled_before:
-        assert time.monotonic() < deadline, f"mock-llm never counted a cancelled request: {test.mock_stats()}"
-        time.sleep(0.2)
-    # Stop cancelled the chat itself (DELETE), not only closed the stream (which the workers notice too, later).
-    assert test.cancels_answered() == deletes_before + 1, "Stop sent no DELETE /api/chats/{id}"
-    # The text stops growing: the stream is closed.
-    stopped_text = assistant["text"]
-    time.sleep(1)
-    page = test.read()
-    assert [bubble for bubble in page["bubbles"] if bubble["role"] == "assistant"][index]["text"] == stopped_text
-
-
-def check_markup_in_an_answer_is_shown_as_text(test: ChatPageTest) -> None:
-    test.open()
-    text = "Show me some markup. [[mock markup=true tokens=8]]"
-    index = test.send(text)
-    page = test.wait_for_answer(index)
-    answer = test.answer_text(page, index)
-    assert answer == test.expected_answer(text), answer
-    assert "<script>" in answer and "<img src=x onerror=" in answer, answer
-    elements = test.session.run("return document.querySelectorAll('#log script, #log img, #log b').length")
-    assert elements == 0, "markup from the model became elements"
-    assert page["title"] == "Traffic Dam chat", f"a script from the answer ran: title {page['title']!r}"
-    test.screenshot("markup-as-text")
-    test.assert_console_clean()
-
-
-def check_a_reload_mid_answer_picks_the_answer_up(test: ChatPageTest) -> None:
-    test.open()
-    text = "A story I will reload through. [[mock tokens=80 inter_token_ms=40]]"
-    index = test.send(text)
-    test.session.wait_until("the answer has begun", """
-const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
-return bubble && bubble.textContent.length > 10;
-""", ANSWER_TIMEOUT_S, index)
-    test.session.reload()
-    page = test.wait_for_answer(index)
-    assert test.answer_text(page, index) == test.expected_answer(text), "the answer, whole and once"
-
-
-def check_a_lost_chat_is_explained(test: ChatPageTest) -> None:
-    test.open()
-    missing = str(uuid.uuid4())
-    test.session.run("""
-sessionStorage.setItem('traffic-dam-chat', JSON.stringify({history: [], running: {
-  text: 'A question from a chat that no longer exists', chat: {id: arguments[0], eventsUrl: arguments[1]}}}));
-""", missing, f"/api/chats/{missing}/events")
-    test.session.reload()
-    page = test.session.wait_until("the page explains the lost chat", """
-const notice = document.getElementById('notice');
-return !notice.hidden && notice.dataset.code === 'chat_not_found' && document.getElementById('notice-text').textContent;
-""", 20)
-    assert "no longer available" in page, page
-    state = test.read()
-    assert not state["sendDisabled"] and state["connection"] == "failed", state
-    test.screenshot("lost-chat")
-    test.session.run("sessionStorage.clear()")
-
-
-def check_a_phone_sized_window_fits(test: ChatPageTest) -> None:
-    test.session.set_window_size(390, 760)
-    try:
-        test.open()
-        index = test.send("Hello from a phone.")
-        test.wait_for_answer(index)
-        layout = test.session.run("""
-const input = document.getElementById('input').getBoundingClientRect();
-const send = document.getElementById('send').getBoundingClientRect();
-return {overflow: document.documentElement.scrollWidth - window.innerWidth, inputBottom: input.bottom,
-        sendRight: send.right, width: window.innerWidth, height: window.innerHeight};
-""")
-        assert layout["overflow"] <= 0, f"the page scrolls sideways: {layout}"
-        assert layout["inputBottom"] <= layout["height"] and layout["sendRight"] <= layout["width"], layout
-        test.screenshot("phone")
-    finally:
-        test.session.set_window_size(*WINDOW)
-
-
-def check_a_gateway_alone_serves_the_page(test: ChatPageTest) -> None:
-    gateway = f"http://127.0.0.1:{test.stack.ports.gateways[1]}"
-    test.open(gateway)
-    text = "Hello from the gateway alone."
-    index = test.send(text)
-    page = test.wait_for_answer(index)
-    assert test.answer_text(page, index) == test.expected_answer(text), page
-    test.screenshot("gateway-alone")
-    test.assert_console_clean()
-
-
-def check_an_edge_refusal_is_explained_and_retried(test: ChatPageTest) -> None:
-    test.open()
-    test.record_notices()
-    index = sum(1 for bubble in test.read()["bubbles"] if bubble["role"] == "assistant")
-    # The page's own origin floods nginx past its per-address burst, then the user sends at once.
-    refused = test.session.run_async("""
-const done = arguments[arguments.length - 1];
-Promise.all(Array.from({length: 150}, () => fetch('/api/chat-limits').then((answer) => answer.status)))
-  .then((statuses) => {
-    document.getElementById('input').value = 'Sent right after a flood from my address.';
-    document.getElementById('composer').requestSubmit();
-    done(statuses.filter((status) => status === 429).length);
-  });
-""")
-    assert refused > 0, "the flood never reached the edge's limit"
-    page = test.wait_for_answer(index, 30)
-    seen = test.notices_seen()
-    assert any(notice["layer"] == "edge" and notice["code"] == "rate_limited" and "front door" in notice["text"]
-               for notice in seen), seen
-    assert page["notice"] is None, page
-
-
-def main() -> int:
-    report = Report()
+@pytest.fixture(scope="module")
+def chat_page(request: pytest.FixtureRequest):
+    """The `make run` topology (1 worker taking one chat at a time, chats of at most MAX_MESSAGES messages, nginx's
+    edge limits low enough to flood from the page) and a headless Chromium session, for every test here."""
     shutil.rmtree(OUTPUT_DIR, ignore_errors=True)
     OUTPUT_DIR.mkdir(parents=True)
     run_dir = ROOT / ".run" / f"browser-{os.getpid()}-{int(time.time())}"
@@ -515,59 +237,294 @@ def main() -> int:
         },
         start_timeout_s=START_TIMEOUT_S,
     )
-    print(f"browser test: run dir {run_dir}; screenshots in {OUTPUT_DIR}", flush=True)
-    started = time.monotonic()
+    print(f"\nbrowser test: run dir {run_dir}; screenshots in {OUTPUT_DIR}", flush=True)
     driver = None
     session = None
+    came_up = False
     stack.start()
     try:
         stack.wait_until_up()
         driver = ChromeDriver(OUTPUT_DIR / "chromedriver.log")
         session = driver.new_session(*WINDOW)
-        test = ChatPageTest(stack, session)
-        test.set_anonymous_tier(ROOMY_ANONYMOUS_TIER)
-        checks = [
-            ("the page and its files carry a strict Content-Security-Policy, from nginx and from a gateway",
-             check_the_page_and_its_files_carry_a_strict_policy),
-            ("a message typed and sent with Enter streams its whole answer", check_a_message_streams_its_whole_answer),
-            ("a conversation longer than chat.max_messages is trimmed, said so, and survives a reload",
-             check_a_conversation_longer_than_the_limit_is_trimmed),
-            ("the queue position shows until the answer comes", check_the_queue_position_is_shown_until_the_answer),
-            ("paused intake is explained with a countdown; Retry now succeeds once resumed",
-             check_maintenance_is_explained_and_retried),
-            ("the gate's rate limit is explained, counted down and retried by itself",
-             check_the_rate_limit_counts_down_and_retries_by_itself),
-            ("Stop closes the answer and mock-llm counts a cancelled request", check_stop_cancels_the_upstream_call),
-            ("<script> and <img onerror> in an answer are shown as text", check_markup_in_an_answer_is_shown_as_text),
-            ("a reload mid-answer picks the answer up, whole and once", check_a_reload_mid_answer_picks_the_answer_up),
-            ("a chat that no longer exists is explained, not left hanging", check_a_lost_chat_is_explained),
-            ("a phone-sized window fits without sideways scrolling", check_a_phone_sized_window_fits),
-            ("a gateway alone serves the page, which works against it", check_a_gateway_alone_serves_the_page),
-            ("an edge (nginx) refusal is explained and retried", check_an_edge_refusal_is_explained_and_retried),
-        ]
-        # `check_chat_page.py stop markup` runs only the checks whose function names contain one of the words.
-        wanted = sys.argv[1:]
-        for name, check in checks:
-            if not wanted or any(word in check.__name__ for word in wanted):
-                report.check(name, lambda check=check: check(test))
-    except (Exception, WebDriverError):  # noqa: BLE001 - a stack or browser that does not start fails the run
-        report.failed += 1
-        print(f"FAIL the stack or the browser: {traceback.format_exc()}\n{stack.output()[-3000:]}", flush=True)
+        page_test = ChatPageTest(stack, session)
+        page_test.set_anonymous_tier(ROOMY_ANONYMOUS_TIER)
+        came_up = True
+        yield page_test
     finally:
         if session is not None:
             session.close()
         if driver is not None:
             driver.stop()
         stack.emergency_stop()
-    if report.failed == 0:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        stack.output_path.unlink(missing_ok=True)
-    else:
-        print(f"logs kept in {run_dir / 'logs'}", flush=True)
-    print(f"browser test took {time.monotonic() - started:.1f}s; screenshots in {OUTPUT_DIR}; "
-          f"{report.passed} passed, {report.failed} failed", flush=True)
-    return 1 if report.failed else 0
+        if request.session.testsfailed or not came_up:
+            print(f"\nrun-local.sh output:\n{stack.output()[-3000:]}\nlogs kept in {run_dir / 'logs'}", flush=True)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            stack.output_path.unlink(missing_ok=True)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# ---- the tests ----
+
+def test_the_page_and_its_files_carry_a_strict_policy(chat_page: ChatPageTest) -> None:
+    html = urllib.request.urlopen(f"{chat_page.stack.base_url}/", timeout=20).read().decode()
+    assets = [part.split('"')[0] for part in html.split('"/static/')[1:]]
+    assert sorted(asset.split("?")[0] for asset in assets) == ["chat.css", "chat.js"], assets
+    for base, who in [(chat_page.stack.base_url, "nginx"), (f"http://127.0.0.1:{chat_page.stack.ports.gateways[0]}", "gateway")]:
+        status, headers = http_head(f"{base}/")
+        assert status == 200, f"{who}: GET / answered {status}"
+        assert headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, (who, headers)
+        assert headers.get("x-content-type-options") == "nosniff", (who, headers)
+        assert headers.get("cache-control") == "no-cache", (who, headers)
+        assert headers.get("content-type", "").startswith("text/html"), (who, headers)
+        for asset in assets:
+            status, headers = http_head(f"{base}/static/{asset}")
+            assert status == 200, f"{who}: /static/{asset} answered {status}"
+            assert "immutable" in headers.get("cache-control", ""), (who, asset, headers)
+            assert headers.get("x-content-type-options") == "nosniff", (who, asset, headers)
+            expected_type = "text/css" if asset.startswith("chat.css") else "javascript"
+            assert expected_type in headers.get("content-type", ""), (who, asset, headers)
+    status, _, body = http_json("GET", f"http://127.0.0.1:{chat_page.stack.ports.gateways[0]}/static/missing.js")
+    assert status == 404 and body["error"]["code"] == "route_not_found", (status, body)
+    status, _, limits = http_json("GET", f"{chat_page.stack.base_url}/api/chat-limits")
+    assert status == 200 and limits["max_messages"] == MAX_MESSAGES, (status, limits)
+
+
+def test_a_message_streams_its_whole_answer(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    text = "Tell me about the river at dawn."
+    index = chat_page.send(text)
+    # Mid-answer: some words shown, the answer still streaming (the picture on the README).
+    chat_page.session.wait_until("the answer is streaming", """
+const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
+return bubble && bubble.dataset.state === 'streaming' && bubble.textContent.split(' ').length >= 12;
+""", ANSWER_TIMEOUT_S, index)
+    chat_page.screenshot("answering")
+    page = chat_page.wait_for_answer(index)
+    chat_page.screenshot("answered")
+    assert chat_page.answer_text(page, index) == chat_page.expected_answer(text), page
+    user_bubbles = [bubble for bubble in page["bubbles"] if bubble["role"] == "user"]
+    assert user_bubbles[-1]["text"] == text, page
+    assert "instance " in page["details"] and "tokens in" in page["details"], page["details"]
+    assert "admission" in page["details"], page["details"]
+    assert page["notice"] is None and not page["sendDisabled"] and not page["stopVisible"], page
+    assert page["focused"] == "input", "after an answer the keyboard is back in the text box"
+    chat_page.assert_console_clean()
+
+
+def test_a_conversation_longer_than_the_limit_is_trimmed(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    sent = []
+    for turn in range(4):
+        # Shift+Enter makes a new line inside the message; Enter sends.
+        text = f"Turn {turn + 1} of a long conversation.\nSecond line of turn {turn + 1}."
+        index = chat_page.send(text)
+        page = chat_page.wait_for_answer(index)
+        sent.append(text)
+        assert page["notice"] is None, f"turn {turn + 1}: {page['notice']}"
+        assert chat_page.answer_text(page, index) == chat_page.expected_answer(text), page
+    users = [bubble["text"] for bubble in page["bubbles"] if bubble["role"] == "user"]
+    assert users[-4:] == sent, users
+    # 4 turns are 7 messages with the last question, over the limit of 4: the oldest are dropped, and said so.
+    assert page["trimNote"] and "oldest" in page["trimNote"] and str(MAX_MESSAGES) in page["trimNote"], page
+    chat_page.screenshot("trimmed-history")
+    # A reload keeps the conversation.
+    bubbles_before = page["bubbles"]
+    chat_page.open(keep_conversation=True)
+    assert chat_page.read()["bubbles"] == bubbles_before
+    chat_page.assert_console_clean()
+
+
+def test_the_queue_position_is_shown_until_the_answer(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    gateway = f"http://127.0.0.1:{chat_page.stack.ports.gateways[0]}"
+    # Another caller's two slow chats take the only worker slot and the head of the line.
+    for number in range(2):
+        status, _, body = http_json("POST", f"{gateway}/api/chats",
+                                    {"messages": [{"role": "user", "content":
+                                                   f"Ahead in line {number} [[mock ttft_ms=2500 tokens=3]]"}]},
+                                    headers={"X-Forwarded-For": "10.20.30.40"})
+        assert status == 202, (status, body)
+    text = "Am I in line?"
+    index = chat_page.send(text)
+    page = chat_page.session.wait_until("the page shows the queue position", """
+const connection = document.getElementById('connection');
+return connection.dataset.state === 'queued' && / in line/.test(connection.textContent) && connection.textContent;
+""", 20)
+    assert "number" in page, page
+    chat_page.screenshot("queued")
+    page = chat_page.wait_for_answer(index)
+    assert chat_page.answer_text(page, index) == chat_page.expected_answer(text), page
+
+
+def test_maintenance_is_explained_and_retried(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    chat_page.admin_post("/admin/intake/pause")
+    try:
+        index = chat_page.send("Is anyone there during maintenance?")
+        page = chat_page.session.wait_until("the maintenance explanation shows", """
+const notice = document.getElementById('notice');
+return !notice.hidden && notice.dataset.code === 'maintenance'
+  && !document.getElementById('countdown').hidden && document.getElementById('countdown').textContent;
+""", 20)
+        assert "Trying again in" in page, page
+        page = chat_page.read()
+        assert "maintenance" in page["notice"]["text"], page["notice"]
+        assert page["connection"] == "waiting-to-retry" and page["stopVisible"], page
+        chat_page.screenshot("maintenance")
+    finally:
+        chat_page.admin_post("/admin/intake/resume")
+    chat_page.session.click("#retry-now")
+    page = chat_page.wait_for_answer(index)
+    assert page["notice"] is None, page
+
+
+def test_the_rate_limit_counts_down_and_retries_by_itself(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    # One chat, then one every 5 s.
+    chat_page.set_anonymous_tier({"rate_per_second": 0.2, "burst": 1})
+    try:
+        first = chat_page.send("First of two quick questions.")
+        chat_page.wait_for_answer(first)
+        chat_page.record_notices()
+        second = chat_page.send("Second of two quick questions.")
+        chat_page.session.wait_until("the rate-limit countdown shows", """
+const notice = document.getElementById('notice');
+return !notice.hidden && notice.dataset.code === 'rate_limited' && notice.dataset.layer === 'gate';
+""", 20)
+        chat_page.screenshot("rate-limited")
+        page = chat_page.wait_for_answer(second, 30)
+        seen = chat_page.notices_seen()
+        countdowns = {notice["countdown"] for notice in seen if notice["code"] == "rate_limited"}
+        assert any("faster than this service allows" in notice["text"] for notice in seen), seen
+        # The countdown went down, second by second, before the retry.
+        assert len(countdowns) >= 2 and all("Trying again in" in value for value in countdowns), countdowns
+        assert page["notice"] is None, page
+    finally:
+        chat_page.set_anonymous_tier(ROOMY_ANONYMOUS_TIER)
+
+
+def test_stop_cancels_the_upstream_call(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    cancelled_before = chat_page.mock_stats()["cancelled_by_client"]
+    deletes_before = chat_page.cancels_answered()
+    index = chat_page.send("Tell me a very long story. [[mock tokens=600 inter_token_ms=40]]")
+    chat_page.session.wait_until("the long answer has begun", """
+const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
+return bubble && bubble.textContent.length > 20;
+""", ANSWER_TIMEOUT_S, index)
+    chat_page.session.click("#stop")
+    page = chat_page.read()
+    assistant = [bubble for bubble in page["bubbles"] if bubble["role"] == "assistant"][index]
+    assert assistant["state"] == "stopped", page
+    assert not page["sendDisabled"] and not page["stopVisible"], page
+    chat_page.screenshot("stopped")
+    deadline = time.monotonic() + 20
+    while chat_page.mock_stats()["cancelled_by_client"] <= cancelled_before:
+        assert time.monotonic() < deadline, f"mock-llm never counted a cancelled request: {chat_page.mock_stats()}"
+        time.sleep(0.2)
+    # Stop cancelled the chat itself (DELETE), not only closed the stream (which the workers notice too, later).
+    assert chat_page.cancels_answered() == deletes_before + 1, "Stop sent no DELETE /api/chats/{id}"
+    # The text stops growing: the stream is closed.
+    stopped_text = assistant["text"]
+    time.sleep(1)
+    page = chat_page.read()
+    assert [bubble for bubble in page["bubbles"] if bubble["role"] == "assistant"][index]["text"] == stopped_text
+
+
+def test_markup_in_an_answer_is_shown_as_text(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    text = "Show me some markup. [[mock markup=true tokens=8]]"
+    index = chat_page.send(text)
+    page = chat_page.wait_for_answer(index)
+    answer = chat_page.answer_text(page, index)
+    assert answer == chat_page.expected_answer(text), answer
+    assert "<script>" in answer and "<img src=x onerror=" in answer, answer
+    elements = chat_page.session.run("return document.querySelectorAll('#log script, #log img, #log b').length")
+    assert elements == 0, "markup from the model became elements"
+    assert page["title"] == "Traffic Dam chat", f"a script from the answer ran: title {page['title']!r}"
+    chat_page.screenshot("markup-as-text")
+    chat_page.assert_console_clean()
+
+
+def test_a_reload_mid_answer_picks_the_answer_up(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    text = "A story I will reload through. [[mock tokens=80 inter_token_ms=40]]"
+    index = chat_page.send(text)
+    chat_page.session.wait_until("the answer has begun", """
+const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
+return bubble && bubble.textContent.length > 10;
+""", ANSWER_TIMEOUT_S, index)
+    chat_page.session.reload()
+    page = chat_page.wait_for_answer(index)
+    assert chat_page.answer_text(page, index) == chat_page.expected_answer(text), "the answer, whole and once"
+
+
+def test_a_lost_chat_is_explained(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    missing = str(uuid.uuid4())
+    chat_page.session.run("""
+sessionStorage.setItem('traffic-dam-chat', JSON.stringify({history: [], running: {
+  text: 'A question from a chat that no longer exists', chat: {id: arguments[0], eventsUrl: arguments[1]}}}));
+""", missing, f"/api/chats/{missing}/events")
+    chat_page.session.reload()
+    page = chat_page.session.wait_until("the page explains the lost chat", """
+const notice = document.getElementById('notice');
+return !notice.hidden && notice.dataset.code === 'chat_not_found' && document.getElementById('notice-text').textContent;
+""", 20)
+    assert "no longer available" in page, page
+    state = chat_page.read()
+    assert not state["sendDisabled"] and state["connection"] == "failed", state
+    chat_page.screenshot("lost-chat")
+    chat_page.session.run("sessionStorage.clear()")
+
+
+def test_a_phone_sized_window_fits(chat_page: ChatPageTest) -> None:
+    chat_page.session.set_window_size(390, 760)
+    try:
+        chat_page.open()
+        index = chat_page.send("Hello from a phone.")
+        chat_page.wait_for_answer(index)
+        layout = chat_page.session.run("""
+const input = document.getElementById('input').getBoundingClientRect();
+const send = document.getElementById('send').getBoundingClientRect();
+return {overflow: document.documentElement.scrollWidth - window.innerWidth, inputBottom: input.bottom,
+        sendRight: send.right, width: window.innerWidth, height: window.innerHeight};
+""")
+        assert layout["overflow"] <= 0, f"the page scrolls sideways: {layout}"
+        assert layout["inputBottom"] <= layout["height"] and layout["sendRight"] <= layout["width"], layout
+        chat_page.screenshot("phone")
+    finally:
+        chat_page.session.set_window_size(*WINDOW)
+
+
+def test_a_gateway_alone_serves_the_page(chat_page: ChatPageTest) -> None:
+    gateway = f"http://127.0.0.1:{chat_page.stack.ports.gateways[1]}"
+    chat_page.open(gateway)
+    text = "Hello from the gateway alone."
+    index = chat_page.send(text)
+    page = chat_page.wait_for_answer(index)
+    assert chat_page.answer_text(page, index) == chat_page.expected_answer(text), page
+    chat_page.screenshot("gateway-alone")
+    chat_page.assert_console_clean()
+
+
+def test_an_edge_refusal_is_explained_and_retried(chat_page: ChatPageTest) -> None:
+    chat_page.open()
+    chat_page.record_notices()
+    index = sum(1 for bubble in chat_page.read()["bubbles"] if bubble["role"] == "assistant")
+    # The page's own origin floods nginx past its per-address burst, then the user sends at once.
+    refused = chat_page.session.run_async("""
+const done = arguments[arguments.length - 1];
+Promise.all(Array.from({length: 150}, () => fetch('/api/chat-limits').then((answer) => answer.status)))
+  .then((statuses) => {
+    document.getElementById('input').value = 'Sent right after a flood from my address.';
+    document.getElementById('composer').requestSubmit();
+    done(statuses.filter((status) => status === 429).length);
+  });
+""")
+    assert refused > 0, "the flood never reached the edge's limit"
+    page = chat_page.wait_for_answer(index, 30)
+    seen = chat_page.notices_seen()
+    assert any(notice["layer"] == "edge" and notice["code"] == "rate_limited" and "front door" in notice["text"]
+               for notice in seen), seen
+    assert page["notice"] is None, page
