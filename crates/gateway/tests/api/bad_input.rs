@@ -23,43 +23,66 @@ fn assert_error(status_and_body: &(u16, Value), status: u16, code: &str) {
     assert!(body["error"]["message"].as_str().is_some_and(|message| !message.is_empty()), "{body}");
 }
 
+/// One bad request and the answer it must get.
+struct BadInputCase {
+    what: &'static str,
+    path: &'static str,
+    body: String,
+    status: u16,
+    code: &'static str,
+}
+
+fn bad_input_cases(settings: &protocol::settings::Settings) -> Vec<BadInputCase> {
+    let case = |what, path, body: &str, status, code| BadInputCase {
+        what,
+        path,
+        body: body.to_owned(),
+        status,
+        code,
+    };
+    let oversized = format!("{{\"message\": \"{}\"}}", "x".repeat(settings.gateway.max_body_bytes + 1));
+    let long = format!("{{\"message\": \"{}\"}}", "y".repeat(settings.chat.max_message_chars + 1));
+    let many = serde_json::json!({
+        "messages": vec![serde_json::json!({"role": "user", "content": "hi"}); settings.chat.max_messages + 1]
+    })
+    .to_string();
+    let mut cases = Vec::new();
+    for path in ["/api/chats", "/v1/chat/completions"] {
+        cases.push(case("cut-off JSON", path, "{\"message\": ", 400, "invalid_json"));
+        cases.push(case("an empty body", path, "", 400, "invalid_json"));
+        cases.push(case("a body over gateway.max_body_bytes", path, &oversized, 413, "body_too_large"));
+    }
+    cases.extend([
+        case("no message", "/api/chats", "{}", 400, "missing_message"),
+        case("a blank message", "/api/chats", r#"{"message": ""}"#, 400, "empty_message"),
+        case("a message of the wrong type", "/api/chats", r#"{"message": 42}"#, 400, "invalid_field"),
+        case("a message over chat.max_message_chars", "/api/chats", &long, 413, "message_too_long"),
+        case("more than chat.max_messages", "/api/chats", &many, 400, "too_many_messages"),
+        case("an empty message list", "/v1/chat/completions", r#"{"messages": []}"#, 400, "missing_message"),
+        case("no messages field", "/v1/chat/completions", r#"{"model":"mock-1"}"#, 400, "invalid_field"),
+        case(
+            "an unknown model",
+            "/v1/chat/completions",
+            r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#,
+            400,
+            "model_not_found",
+        ),
+    ]);
+    cases
+}
+
 #[tokio::test]
 async fn malformed_missing_empty_and_oversized_input_get_clear_errors_on_both_flows() {
     let stack = TestStack::start(StackOptions { workers: 0, ..StackOptions::default() }).await;
-    for path in ["/api/chats", "/v1/chat/completions"] {
-        assert_error(&post_raw(&stack, path, "{\"message\": ").await, 400, "invalid_json");
-        assert_error(&post_raw(&stack, path, "").await, 400, "invalid_json");
-        let oversized =
-            format!("{{\"message\": \"{}\"}}", "x".repeat(stack.settings.gateway.max_body_bytes + 1));
-        assert_error(&post_raw(&stack, path, oversized).await, 413, "body_too_large");
+    for case in bad_input_cases(&stack.settings) {
+        let answer = post_raw(&stack, case.path, case.body).await;
+        let (status, body) = &answer;
+        assert_eq!(*status, case.status, "{} on {}: {body}", case.what, case.path);
+        assert_error(&answer, case.status, case.code);
+        if case.code == "model_not_found" {
+            assert_eq!(body["error"]["param"], "model", "{}: {body}", case.what);
+        }
     }
-    assert_error(&post_raw(&stack, "/api/chats", "{}").await, 400, "missing_message");
-    assert_error(&post_raw(&stack, "/api/chats", r#"{"message": ""}"#).await, 400, "empty_message");
-    assert_error(&post_raw(&stack, "/api/chats", r#"{"message": 42}"#).await, 400, "invalid_field");
-    let long = format!("{{\"message\": \"{}\"}}", "y".repeat(stack.settings.chat.max_message_chars + 1));
-    assert_error(&post_raw(&stack, "/api/chats", long).await, 413, "message_too_long");
-    let many =
-        vec![serde_json::json!({"role": "user", "content": "hi"}); stack.settings.chat.max_messages + 1];
-    let many = serde_json::json!({ "messages": many }).to_string();
-    assert_error(&post_raw(&stack, "/api/chats", many).await, 400, "too_many_messages");
-    assert_error(
-        &post_raw(&stack, "/v1/chat/completions", r#"{"messages": []}"#).await,
-        400,
-        "missing_message",
-    );
-    assert_error(
-        &post_raw(&stack, "/v1/chat/completions", r#"{"model":"mock-1"}"#).await,
-        400,
-        "invalid_field",
-    );
-    let unknown_model = post_raw(
-        &stack,
-        "/v1/chat/completions",
-        r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    assert_error(&unknown_model, 400, "model_not_found");
-    assert_eq!(unknown_model.1["error"]["param"], "model");
 
     // None of it was queued.
     let mut redis = stack.redis_connection().await;
