@@ -160,6 +160,13 @@ return bubble && bubble.dataset.state === 'done' && document.getElementById('con
             raise AssertionError(f"{failure}\npage: {json.dumps(self.read(), indent=1)[:3000]}") from None
         return self.read()
 
+    def wait_until_answer(self, assistant_index: int, what: str, condition: str) -> None:
+        """Waits until assistant bubble `assistant_index` exists and the JavaScript `condition` on `bubble` holds."""
+        self.session.wait_until(what, f"""
+const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
+return Boolean(bubble && ({condition}));
+""", ANSWER_TIMEOUT_S, assistant_index)
+
     def answer_text(self, page: dict, assistant_index: int) -> str:
         return [bubble for bubble in page["bubbles"] if bubble["role"] == "assistant"][assistant_index]["text"]
 
@@ -294,10 +301,8 @@ def test_a_message_streams_its_whole_answer(chat_page: ChatPageTest) -> None:
     text = "Tell me about the river at dawn."
     index = chat_page.send(text)
     # Mid-answer: some words shown, the answer still streaming (the picture on the README).
-    chat_page.session.wait_until("the answer is streaming", """
-const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
-return bubble && bubble.dataset.state === 'streaming' && bubble.textContent.split(' ').length >= 12;
-""", ANSWER_TIMEOUT_S, index)
+    chat_page.wait_until_answer(index, "the answer is streaming",
+                                "bubble.dataset.state === 'streaming' && bubble.textContent.split(' ').length >= 12")
     chat_page.screenshot("answering")
     page = chat_page.wait_for_answer(index)
     chat_page.screenshot("answered")
@@ -408,10 +413,7 @@ def test_stop_cancels_the_upstream_call(chat_page: ChatPageTest) -> None:
     cancelled_before = chat_page.mock_stats()["cancelled_by_client"]
     deletes_before = chat_page.cancels_answered()
     index = chat_page.send("Tell me a very long story. [[mock tokens=600 inter_token_ms=40]]")
-    chat_page.session.wait_until("the long answer has begun", """
-const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
-return bubble && bubble.textContent.length > 20;
-""", ANSWER_TIMEOUT_S, index)
+    chat_page.wait_until_answer(index, "the long answer has begun", "bubble.textContent.length > 20")
     chat_page.session.click("#stop")
     page = chat_page.read()
     assistant = [bubble for bubble in page["bubbles"] if bubble["role"] == "assistant"][index]
@@ -450,10 +452,7 @@ def test_a_reload_mid_answer_picks_the_answer_up(chat_page: ChatPageTest) -> Non
     chat_page.open()
     text = "A story I will reload through. [[mock tokens=80 inter_token_ms=40]]"
     index = chat_page.send(text)
-    chat_page.session.wait_until("the answer has begun", """
-const bubble = document.querySelectorAll('#log .message.assistant')[arguments[0]];
-return bubble && bubble.textContent.length > 10;
-""", ANSWER_TIMEOUT_S, index)
+    chat_page.wait_until_answer(index, "the answer has begun", "bubble.textContent.length > 10")
     chat_page.session.reload()
     page = chat_page.wait_for_answer(index)
     assert chat_page.answer_text(page, index) == chat_page.expected_answer(text), "the answer, whole and once"

@@ -343,22 +343,23 @@ def access_log_upstreams(stack: Stack, markers: list[str]) -> dict[str, str]:
     return found
 
 
+def post_expecting_a_json_413(stack: Stack, message_bytes: int) -> str:
+    """POSTs a chat whose message is `message_bytes` long, checks the JSON 413, and returns its access-log marker."""
+    marker = log_marker("g")
+    body = json.dumps({"message": "x" * message_bytes}).encode()
+    status, _, answer = http_request("POST", f"{stack.base_url}/api/chats?e2e={marker}", body,
+                                     {"content-type": "application/json", "x-forwarded-for": client_address()})
+    assert status == 413, f"a {message_bytes}-byte message answered {status}"
+    assert json.loads(answer)["error"]["code"] == "body_too_large", f"not a JSON 413: {answer[:200]!r}"
+    return marker
+
+
 def test_oversized_bodies_get_a_json_413_from_the_gateway_or_from_nginx_when_far_over(stack: Stack) -> None:
     gateway_addresses = {f"127.0.0.1:{port}" for port in stack.ports.gateways}
     # Just over the gateway's 256 KiB: nginx lets it through and the gateway answers in JSON.
-    to_gateway = log_marker("g")
-    over_gateway = json.dumps({"message": "x" * (300 * 1024)}).encode()
-    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats?e2e={to_gateway}", over_gateway,
-                                         {"content-type": "application/json", "x-forwarded-for": client_address()})
-    assert status == 413, f"a 300 KiB body answered {status}"
-    assert json.loads(body)["error"]["code"] == "body_too_large", f"not a JSON 413: {body[:200]!r}"
+    to_gateway = post_expecting_a_json_413(stack, 300 * 1024)
     # Far over: nginx stops it, in the same JSON shape.
-    at_nginx = log_marker("g")
-    far_over = json.dumps({"message": "x" * (1024 * 1024)}).encode()
-    status, headers, body = http_request("POST", f"{stack.base_url}/api/chats?e2e={at_nginx}", far_over,
-                                         {"content-type": "application/json", "x-forwarded-for": client_address()})
-    assert status == 413, f"a 1 MiB body answered {status}"
-    assert json.loads(body)["error"]["code"] == "body_too_large", f"not a JSON 413: {body[:200]!r}"
+    at_nginx = post_expecting_a_json_413(stack, 1024 * 1024)
     # Both bodies are the same JSON; the access log says who answered each.
     upstreams = access_log_upstreams(stack, [to_gateway, at_nginx])
     assert upstreams[to_gateway] in gateway_addresses, (
