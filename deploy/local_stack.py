@@ -231,6 +231,18 @@ class Stack:
                     pass
 
 
+def stop_child(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to a child process still running, then SIGKILL if it is not gone within `grace_s`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def pid_alive(pid: int) -> bool:
     """Alive and not a zombie."""
     try:

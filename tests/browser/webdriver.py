@@ -9,10 +9,14 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
+from local_stack import stop_child  # noqa: E402 - the shared module lives beside the run script
 
 # The W3C WebDriver key codes used here.
 ENTER = "\ue007"
@@ -81,13 +85,7 @@ class ChromeDriver:
         return Session(self.url, answer["value"]["sessionId"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_child(self.process)
         self.log_file.close()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import Stack, pick_ports, pid_alive, tail  # noqa: E402 - the shared module lives beside the run script
+from local_stack import Stack, pick_ports, pid_alive, stop_child, tail  # noqa: E402 - the shared module lives beside the run script
 
 # Building the debug binaries from a cold cache takes minutes on 2 cores; a warm start takes seconds.
 START_TIMEOUT_S = float(os.environ.get("CHAOS_START_TIMEOUT_S", "900"))
@@ -234,13 +234,8 @@ class ChaosStack:
         order = ["gateway-", "worker-", "dam", "mock-llm", "redis"]
         for prefix in order:
             for restarted in self._restarted.values():
-                if restarted.name.startswith(prefix) and restarted.process.poll() is None:
-                    restarted.process.terminate()
-                    try:
-                        restarted.process.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        restarted.process.kill()
-                        restarted.process.wait(timeout=10)
+                if restarted.name.startswith(prefix):
+                    stop_child(restarted.process, grace_s=20)
 
     # -- /proc ------------------------------------------------------------------------------------------------
 

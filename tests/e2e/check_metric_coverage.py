@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "dashboards"))
+sys.path.insert(0, str(ROOT / "deploy"))
+from local_stack import stop_child  # noqa: E402 - the shared module lives beside the run script
 from metric_names import base_name, catalog_owners, metric_names_used  # noqa: E402 - lives with the dashboards
 
 MTAIL_PROGRAMS = ROOT / "dashboards" / "mtail"
@@ -93,13 +94,7 @@ class Mtail:
         raise AssertionError(f"mtail did not serve {self.metrics_url} within {MTAIL_START_TIMEOUT_S}s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_child(self.process)
         self.log.close()
 
 
