@@ -70,7 +70,9 @@ fn every_path_the_documents_name_exists() {
         let document_directory = document.parent().expect("a file has a directory");
         let relative_document = document.strip_prefix(&root).expect("inside the root").display().to_string();
         for named in code_spans(&text).filter_map(|span| path_named_in_code(span, &top_level)) {
-            if !exists(&named, &root, document_directory, &tree) {
+            if !exists(&named, &root, document_directory, &tree)
+                && !made_at_run_time(&document_directory.join(&named), &root)
+            {
                 missing.push(format!("{relative_document}: `{named}`"));
             }
         }
@@ -109,7 +111,7 @@ fn every_path_in_the_tree(root: &Path) -> BTreeSet<String> {
         for entry in std::fs::read_dir(&directory).expect("a readable directory") {
             let path = entry.expect("an entry").path();
             let name = path.file_name().expect("a name").to_string_lossy().into_owned();
-            if GENERATED_DIRECTORIES.contains(&name.as_str()) {
+            if GENERATED_DIRECTORIES.contains(&name.as_str()) || made_at_run_time(&path, root) {
                 continue;
             }
             found.insert(
@@ -157,6 +159,14 @@ fn path_named_in_code(span: &str, top_level: &BTreeSet<String>) -> Option<String
     let made_at_run_time =
         PATHS_MADE_AT_RUN_TIME.iter().any(|made| path == *made || path.starts_with(&format!("{made}/")));
     ((looks_like_a_file || starts_in_the_tree) && !made_at_run_time).then(|| path.to_owned())
+}
+
+/// True for a path under one of [`PATHS_MADE_AT_RUN_TIME`], named relative to its document (`results/x.svg` in
+/// loadtest/README.md).
+fn made_at_run_time(path: &Path, root: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else { return false };
+    let relative = relative.to_string_lossy();
+    PATHS_MADE_AT_RUN_TIME.iter().any(|made| relative == *made || relative.starts_with(&format!("{made}/")))
 }
 
 /// A path exists when it does from the root or from the document's directory, or when it is the end of a path in
