@@ -63,28 +63,7 @@ pub async fn admit_chat_request(
     let caller_limits = caller.limits(&limits);
     let duplicate =
         duplicate_check(&chat, idempotency_key, limits.duplicate_window_s, settings.chat.replay_ttl_s);
-    // One instant for the envelope's `created_at_ms` and the request's `now_ms`: both name the budget's day, at
-    // admission (the reservation) and at the job's end (the settlement).
-    let now_ms = unix_time_ms();
-    let lane = caller.tier.lane();
-    let mut envelope = JobEnvelope::new_chat(
-        caller.identity.as_str().to_owned(),
-        lane,
-        chat.messages,
-        chat.model,
-        chat.parameters,
-        now_ms,
-        now_ms + settings.chat.queue_deadline_s * 1000,
-    );
-    // The admission's span is the parent of every later step of the chat: its context travels in the envelope.
-    let admission_span = tracing::info_span!(
-        "chat.admission",
-        job_id = %envelope.id,
-        lane = lane.as_str(),
-        identity_hash = %hashed_identity(caller.identity.as_str()),
-        flow,
-    );
-    envelope.trace_context = trace_context_of(&admission_span);
+    let (envelope, admission_span) = chat_envelope(state, chat, caller, flow);
     let longest_life_s = settings.longest_job_life_s();
     let drain_per_second = state.queue_watch.borrow().total_drain_per_second();
     let request = AdmissionRequest {
@@ -120,14 +99,57 @@ pub async fn admit_chat_request(
             return Err(error.into());
         }
     };
-    // `decision` is the gate's verdict; `reason` the code a refused client sees.
-    let (decision_label, reason_label, outcome) = match decision {
+    let (decision_label, reason_label, outcome) = admission_outcome(decision, &envelope, policy);
+    count_admission_decision(decision_label, reason_label, flow);
+    outcome
+}
+
+/// The chat's job envelope, and the admission's span: the parent of every later step of the chat, whose
+/// context travels in the envelope.
+fn chat_envelope(
+    state: &AppState,
+    chat: ValidatedChat,
+    caller: &Caller,
+    flow: &'static str,
+) -> (JobEnvelope, tracing::Span) {
+    // One instant for the envelope's `created_at_ms` and the request's `now_ms`: both name the budget's day, at
+    // admission (the reservation) and at the job's end (the settlement).
+    let now_ms = unix_time_ms();
+    let lane = caller.tier.lane();
+    let mut envelope = JobEnvelope::new_chat(
+        caller.identity.as_str().to_owned(),
+        lane,
+        chat.messages,
+        chat.model,
+        chat.parameters,
+        now_ms,
+        now_ms + state.settings.chat.queue_deadline_s * 1000,
+    );
+    let admission_span = tracing::info_span!(
+        "chat.admission",
+        job_id = %envelope.id,
+        lane = lane.as_str(),
+        identity_hash = %hashed_identity(caller.identity.as_str()),
+        flow,
+    );
+    envelope.trace_context = trace_context_of(&admission_span);
+    (envelope, admission_span)
+}
+
+/// The gate's verdict as the admission's count labels and the caller's outcome: `decision` is the verdict,
+/// `reason` the code a refused client sees.
+fn admission_outcome(
+    decision: AdmissionDecision,
+    envelope: &JobEnvelope,
+    policy: RatePolicy,
+) -> (&'static str, &'static str, Result<AdmittedChat, GatewayError>) {
+    match decision {
         AdmissionDecision::Admitted { ticket, position, .. } => (
             "admitted",
             NO_REASON,
             Ok(AdmittedChat::Queued {
                 job_id: envelope.id,
-                lane,
+                lane: envelope.lane,
                 ticket,
                 position,
                 created_at_ms: envelope.created_at_ms,
@@ -155,9 +177,7 @@ pub async fn admit_chat_request(
             "id_taken",
             Err(GatewayError::Internal("a freshly generated job id already existed".to_owned())),
         ),
-    };
-    count_admission_decision(decision_label, reason_label, flow);
-    outcome
+    }
 }
 
 /// What makes a request a duplicate: its `Idempotency-Key` (for as long as the chat can be replayed), or else its

@@ -1,6 +1,6 @@
 //! Parses one HTTP/1.x request head (request line and headers) and decides how its body is framed. Pure functions
 //! over bytes, so every refusal that guards against request smuggling is unit-tested here; reading from the
-//! socket and writing answers belong to `http1_connection.rs`.
+//! socket belongs to `http1_connection/request_reading.rs`, writing answers to `http1_connection/response_writing.rs`.
 
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, request};

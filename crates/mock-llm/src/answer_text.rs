@@ -1,7 +1,7 @@
 //! The deterministic answer the mock LLM gives, and its prompt-token count. Other crates' tests call these
 //! functions to compute what must come out of the whole system; nothing here knows about HTTP or timing.
 
-use crate::knobs::strip_mock_directives;
+use crate::mock_directive::strip_mock_directives;
 use crate::seeded_random::{GOLDEN_GAMMA, splitmix64};
 
 /// Words the answers are made of. Sixty-four short, plain words read as vaguely poetic prose, which keeps test

@@ -1,51 +1,50 @@
 //! Answers one chat completion: reads the request and its knobs, decides between an answer, an injected error and a
-//! hang, then sends the deterministic answer whole or as an SSE stream on the knobs' schedule. Stats are counted
-//! through a guard that travels with the answer; wire shapes live in `openai_wire`.
+//! hang, then sends the deterministic answer whole, or hands it to `answer_stream` to send as SSE, on the knobs'
+//! schedule. Stats are counted through a guard that travels with the answer; wire shapes live in `openai_wire`.
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
 
+use crate::answer_stream::stream_answer;
 use crate::answer_text::{answer_tokens, count_prompt_tokens, markup_answer_tokens};
 use crate::error::MockLlmError;
 use crate::knobs::{AnswerKnobs, KnobOverrides};
 use crate::openai_wire::{
-    AssistantMessage, ChatCompletion, ChatCompletionChoice, ChatCompletionChunk, ChatCompletionChunkChoice,
-    ChatCompletionChunkDelta, ChatCompletionRequestBody, FinishReason, Usage,
+    AssistantMessage, ChatCompletion, ChatCompletionChoice, ChatCompletionRequestBody, FinishReason, Usage,
 };
 use crate::startup::MockLlmState;
 use crate::stats::ChatRequestGuard;
 
 /// Everything needed to send one answer, decided before the first byte.
 #[derive(Debug)]
-struct AnswerPlan {
-    completion_id: String,
-    created: u64,
-    model: String,
+pub(crate) struct AnswerPlan {
+    pub completion_id: String,
+    pub created: u64,
+    pub model: String,
     /// Already cut to the request's `max_tokens`.
-    tokens: Vec<String>,
-    finish_reason: FinishReason,
-    prompt_tokens: u32,
-    stream: bool,
-    include_usage: bool,
-    knobs: AnswerKnobs,
+    pub tokens: Vec<String>,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: u32,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub knobs: AnswerKnobs,
 }
 
 impl AnswerPlan {
-    fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> Usage {
         Usage::new(self.prompt_tokens, u32::try_from(self.tokens.len()).unwrap_or(u32::MAX))
     }
 
     /// When the token at `token_index` is due: the schedule is fixed from the start, so slow polling does not
     /// stretch the answer.
-    fn token_deadline(&self, answer_started: Instant, token_index: usize) -> Instant {
+    pub(crate) fn token_deadline(&self, answer_started: Instant, token_index: usize) -> Instant {
         let inter_token_delays = u32::try_from(token_index).unwrap_or(u32::MAX);
         answer_started
             + Duration::from_millis(self.knobs.time_to_first_token_ms)
@@ -53,7 +52,7 @@ impl AnswerPlan {
     }
 
     /// The number of tokens after which the connection is cut, if the answer is long enough to reach it.
-    fn cut_after_tokens(&self) -> Option<usize> {
+    pub(crate) fn cut_after_tokens(&self) -> Option<usize> {
         let cut = usize::try_from(self.knobs.fail_after_tokens?).ok()?;
         (cut <= self.tokens.len()).then_some(cut)
     }
@@ -193,121 +192,7 @@ async fn send_whole_answer(plan: AnswerPlan, mut guard: ChatRequestGuard) -> Res
     response
 }
 
-/// An SSE response whose body produces the chunks on schedule. The guard lives in the body, so a client that
-/// disconnects mid-stream drops it unmarked and is counted as cancelled.
-fn stream_answer(plan: AnswerPlan, guard: ChatRequestGuard) -> Response {
-    let answer_stream =
-        AnswerStream { plan, guard, answer_started: Instant::now(), next_step: AnswerStreamStep::RoleChunk };
-    let body = futures::stream::unfold(answer_stream, |mut answer_stream| async move {
-        let event = answer_stream.next_event().await?;
-        Some((event, answer_stream))
-    });
-    (
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
-/// Where a stream is in OpenAI's chunk sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AnswerStreamStep {
-    RoleChunk,
-    /// The token at this index, or the finishing chunk once the index reaches the answer's end.
-    Token(usize),
-    UsageChunk,
-    Done,
-    Ended,
-}
-
-#[derive(Debug)]
-struct AnswerStream {
-    plan: AnswerPlan,
-    guard: ChatRequestGuard,
-    answer_started: Instant,
-    next_step: AnswerStreamStep,
-}
-
-impl AnswerStream {
-    /// The next SSE event, or an error that makes hyper cut the connection, or `None` after `[DONE]`.
-    async fn next_event(&mut self) -> Option<Result<Bytes, io::Error>> {
-        match self.next_step {
-            AnswerStreamStep::RoleChunk => {
-                sleep_until(self.plan.token_deadline(self.answer_started, 0)).await;
-                self.next_step = AnswerStreamStep::Token(0);
-                let delta = ChatCompletionChunkDelta { role: Some("assistant"), content: Some("") };
-                Some(self.choice_chunk(delta, None))
-            }
-            AnswerStreamStep::Token(token_index) if Some(token_index) == self.plan.cut_after_tokens() => {
-                // The upstream "dies" when the next token was due. Yielding once lets hyper flush the tokens
-                // already produced; an error right after them would make it drop them unsent.
-                sleep_until(self.plan.token_deadline(self.answer_started, token_index)).await;
-                tokio::task::yield_now().await;
-                self.guard.mark_failed();
-                self.next_step = AnswerStreamStep::Ended;
-                Some(Err(cut_connection_error()))
-            }
-            AnswerStreamStep::Token(token_index) if token_index < self.plan.tokens.len() => {
-                sleep_until(self.plan.token_deadline(self.answer_started, token_index)).await;
-                self.next_step = AnswerStreamStep::Token(token_index + 1);
-                self.guard.count_completion_token();
-                let delta =
-                    ChatCompletionChunkDelta { role: None, content: Some(&self.plan.tokens[token_index]) };
-                Some(self.choice_chunk(delta, None))
-            }
-            AnswerStreamStep::Token(_) => {
-                self.next_step = if self.plan.include_usage {
-                    AnswerStreamStep::UsageChunk
-                } else {
-                    AnswerStreamStep::Done
-                };
-                Some(self.choice_chunk(ChatCompletionChunkDelta::default(), Some(self.plan.finish_reason)))
-            }
-            AnswerStreamStep::UsageChunk => {
-                self.next_step = AnswerStreamStep::Done;
-                Some(sse_event(&ChatCompletionChunk {
-                    id: &self.plan.completion_id,
-                    object: "chat.completion.chunk",
-                    created: self.plan.created,
-                    model: &self.plan.model,
-                    choices: Vec::new(),
-                    usage: Some(self.plan.usage()),
-                }))
-            }
-            AnswerStreamStep::Done => {
-                self.guard.mark_completed();
-                self.next_step = AnswerStreamStep::Ended;
-                Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
-            }
-            AnswerStreamStep::Ended => None,
-        }
-    }
-
-    fn choice_chunk(
-        &self,
-        delta: ChatCompletionChunkDelta<'_>,
-        finish_reason: Option<FinishReason>,
-    ) -> Result<Bytes, io::Error> {
-        sse_event(&ChatCompletionChunk {
-            id: &self.plan.completion_id,
-            object: "chat.completion.chunk",
-            created: self.plan.created,
-            model: &self.plan.model,
-            choices: vec![ChatCompletionChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
-            usage: None,
-        })
-    }
-}
-
-/// `data: <json>\n\n`.
-fn sse_event(payload: &impl Serialize) -> Result<Bytes, io::Error> {
-    let mut event = b"data: ".to_vec();
-    serde_json::to_writer(&mut event, payload)?;
-    event.extend_from_slice(b"\n\n");
-    Ok(Bytes::from(event))
-}
-
 /// A body error: hyper closes the connection without finishing the response.
-fn cut_connection_error() -> io::Error {
+pub(crate) fn cut_connection_error() -> io::Error {
     io::Error::other("mock-llm cut the connection on purpose (fail_after_tokens)")
 }

@@ -1,6 +1,7 @@
 //! The knobs that shape one answer (length, delays, injected failures), and how a request overrides the defaults:
 //! `x-mock-*` headers, or a `[[mock key=value ...]]` directive inside the last user message for requests that pass
-//! through services which cannot forward custom headers. Parsing only; acting on the knobs is `chat_completions`.
+//! through services which cannot forward custom headers. Parsing only; acting on the knobs is `chat_completions`,
+//! finding a directive in the text `mock_directive`, and the knobs' names `knob_table`.
 
 use std::fmt::Write as _;
 
@@ -8,10 +9,8 @@ use axum::http::HeaderMap;
 use protocol::settings::MockLlmSettings;
 
 use crate::error::MockLlmError;
-
-/// Opens a directive; the closing is `]]`. Only the last user message is searched.
-const DIRECTIVE_OPENING: &str = "[[mock";
-const DIRECTIVE_CLOSING: &str = "]]";
+use crate::knob_table::Knob;
+use crate::mock_directive::{DIRECTIVE_CLOSING, DIRECTIVE_OPENING, scan_mock_directives};
 
 /// Longest answer a request may ask for: each token is a few bytes of memory per request, so a typo such as
 /// `tokens=10000000000` is refused instead of eating the machine. A million tokens is far beyond any real model.
@@ -225,87 +224,6 @@ impl KnobOverrides {
     }
 }
 
-/// `text` without its mock directives, trimmed. Purely syntactic: a directive with bad values is still removed, and
-/// text with an unterminated directive comes back trimmed but otherwise unchanged.
-pub fn strip_mock_directives(text: &str) -> String {
-    match scan_mock_directives(text) {
-        Some(scan) => scan.text_without_directives,
-        None => text.trim().to_owned(),
-    }
-}
-
-/// One knob, with its two spellings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Knob {
-    Tokens,
-    TimeToFirstToken,
-    InterTokenDelay,
-    FailureRate,
-    HangRate,
-    Status,
-    RetryAfter,
-    FailAfterTokens,
-    Hang,
-    Markup,
-}
-
-impl Knob {
-    const ALL: [Knob; 10] = [
-        Knob::Tokens,
-        Knob::TimeToFirstToken,
-        Knob::InterTokenDelay,
-        Knob::FailureRate,
-        Knob::HangRate,
-        Knob::Status,
-        Knob::RetryAfter,
-        Knob::FailAfterTokens,
-        Knob::Hang,
-        Knob::Markup,
-    ];
-
-    fn directive_key(self) -> &'static str {
-        match self {
-            Knob::Tokens => "tokens",
-            Knob::TimeToFirstToken => "ttft_ms",
-            Knob::InterTokenDelay => "inter_token_ms",
-            Knob::FailureRate => "failure_rate",
-            Knob::HangRate => "hang_rate",
-            Knob::Status => "status",
-            Knob::RetryAfter => "retry_after_s",
-            Knob::FailAfterTokens => "fail_after_tokens",
-            Knob::Hang => "hang",
-            Knob::Markup => "markup",
-        }
-    }
-
-    fn header_name(self) -> &'static str {
-        match self {
-            Knob::Tokens => "x-mock-tokens",
-            Knob::TimeToFirstToken => "x-mock-ttft-ms",
-            Knob::InterTokenDelay => "x-mock-inter-token-ms",
-            Knob::FailureRate => "x-mock-failure-rate",
-            Knob::HangRate => "x-mock-hang-rate",
-            Knob::Status => "x-mock-status",
-            Knob::RetryAfter => "x-mock-retry-after-s",
-            Knob::FailAfterTokens => "x-mock-fail-after-tokens",
-            Knob::Hang => "x-mock-hang",
-            Knob::Markup => "x-mock-markup",
-        }
-    }
-
-    fn expected_value(self) -> &'static str {
-        match self {
-            Knob::Tokens => "a whole number of tokens up to 1000000",
-            Knob::FailAfterTokens => "a whole number of tokens",
-            Knob::TimeToFirstToken | Knob::InterTokenDelay => "a whole number of milliseconds",
-            Knob::FailureRate | Knob::HangRate => "a probability between 0.0 and 1.0",
-            Knob::Status => "an HTTP error status between 400 and 599",
-            Knob::RetryAfter => "a whole number of seconds",
-            Knob::Hang | Knob::Markup => "true or false",
-        }
-    }
-}
-
 fn parse_probability(raw_value: &str) -> Option<f64> {
     let probability: f64 = raw_value.parse().ok()?;
     (0.0..=1.0).contains(&probability).then_some(probability)
@@ -319,44 +237,12 @@ fn parse_flag(raw_value: &str) -> Option<bool> {
     }
 }
 
-/// The directives found in a text, and the text without them.
-struct DirectiveScan<'text> {
-    directive_bodies: Vec<&'text str>,
-    text_without_directives: String,
-}
-
-/// Finds every `[[mock ...]]`; `None` when one is not closed. Each directive is replaced by a space so that the
-/// words on either side stay apart.
-fn scan_mock_directives(text: &str) -> Option<DirectiveScan<'_>> {
-    let mut directive_bodies = Vec::new();
-    let mut text_without_directives = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(opening_start) = find_directive_opening(rest) {
-        text_without_directives.push_str(&rest[..opening_start]);
-        text_without_directives.push(' ');
-        let after_opening = &rest[opening_start + DIRECTIVE_OPENING.len()..];
-        let closing_start = after_opening.find(DIRECTIVE_CLOSING)?;
-        directive_bodies.push(&after_opening[..closing_start]);
-        rest = &after_opening[closing_start + DIRECTIVE_CLOSING.len()..];
-    }
-    text_without_directives.push_str(rest);
-    let text_without_directives = text_without_directives.trim().to_owned();
-    Some(DirectiveScan { directive_bodies, text_without_directives })
-}
-
-/// The start of the first `[[mock` followed by whitespace or the closing, so `[[mockingbird]]` is left alone.
-fn find_directive_opening(text: &str) -> Option<usize> {
-    text.match_indices(DIRECTIVE_OPENING).map(|(start, _)| start).find(|&start| {
-        let after_opening = &text[start + DIRECTIVE_OPENING.len()..];
-        after_opening.starts_with(DIRECTIVE_CLOSING) || after_opening.starts_with(char::is_whitespace)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+    use crate::mock_directive::strip_mock_directives;
 
     #[test]
     fn a_directive_sets_every_knob_and_is_stripped() {

@@ -4,14 +4,17 @@
 pub mod harness_failure;
 pub mod redis_server;
 pub mod sample_jobs;
+pub mod service_thread;
 pub mod sse_client;
+mod stack_requests;
+pub mod stack_services;
+mod stack_waiting;
 pub mod test_stack;
 
 pub use harness_failure::HarnessFailure;
 pub use redis_server::{RedisServer, free_loopback_port, unique_key_prefix};
 pub use sample_jobs::sample_envelope;
+pub use service_thread::{ServiceHandle, spawn_service_thread};
 pub use sse_client::{SseEvent, SseReader};
-pub use test_stack::{
-    ServiceHandle, StackOptions, TestStack, spawn_dam, spawn_gateway, spawn_service_thread, spawn_worker,
-    test_settings,
-};
+pub use stack_services::{spawn_dam, spawn_gateway, spawn_worker};
+pub use test_stack::{StackOptions, TestStack, test_settings};
