@@ -10,6 +10,7 @@ use std::time::Duration;
 use protocol::access::{ApiKeyRecord, api_key_identity};
 use protocol::control::ControlMessage;
 use protocol::limits::{Tier, TierLimits};
+use protocol::retry_backoff::{Jitter, RetryBackoff, RetryPolicy};
 use protocol::settings::ConfiguredApiKey;
 use protocol::{RedisConnections, RedisKeys};
 use tokio::sync::watch;
@@ -19,8 +20,9 @@ use crate::stream_router::{RouterMessage, StreamRouter};
 
 /// Re-read everything this often even without an announcement.
 const FULL_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-/// Pause before retrying the control-channel subscription.
-const SUBSCRIBE_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Pauses before trying the control-channel subscription again: at most a second, at least half of one, jittered
+/// so that the gateways which lost Redis together do not all subscribe again in the same instant.
+const SUBSCRIBE_RETRY: RetryPolicy = RetryPolicy::steady(Duration::from_secs(1), Jitter::Equal);
 
 /// A recognized key: who it is and what it may do.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,14 +102,18 @@ async fn keep_table_current(
 ) {
     let mut subscription = None;
     let mut reload = tokio::time::interval(FULL_RELOAD_INTERVAL);
+    let mut subscribe_backoff = RetryBackoff::new(SUBSCRIBE_RETRY);
     loop {
         if subscription.is_none() {
             match router.subscribe(keys.control_channel()).await {
-                Ok(subscribed) => subscription = Some(subscribed),
+                Ok(subscribed) => {
+                    subscription = Some(subscribed);
+                    subscribe_backoff.reset();
+                }
                 Err(_) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(SUBSCRIBE_RETRY_DELAY) => continue,
+                        _ = tokio::time::sleep(subscribe_backoff.next_delay()) => continue,
                     }
                 }
             }

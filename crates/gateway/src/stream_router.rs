@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use protocol::retry_backoff::{Jitter, RetryBackoff, RetryPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Most channels named in one SUBSCRIBE or UNSUBSCRIBE command.
 const CHANNELS_PER_COMMAND: usize = 500;
-/// Pause between reconnection attempts while Redis is unreachable.
-const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// Pauses between reconnection attempts while Redis is unreachable: at most 250 ms, at least half of that,
+/// jittered so that the gateways which lost Redis together do not reconnect in the same instant.
+const RECONNECT_RETRY: RetryPolicy = RetryPolicy::steady(Duration::from_millis(250), Jitter::Equal);
 /// Most messages one stream may have waiting. A relay takes its messages as soon as its client takes the bytes,
 /// so only a client that stopped reading comes near this: 256 batches is minutes of a fast answer, and a few
 /// hundred KiB at most.
@@ -105,6 +107,7 @@ impl StreamRouter {
             commands: command_receiver,
             subscribers: HashMap::new(),
             subscribed_at_redis: HashSet::new(),
+            reconnect_backoff: RetryBackoff::new(RECONNECT_RETRY),
         };
         tokio::spawn(task.run_until_cancelled(shutdown));
         Self { commands, next_subscriber_id: Arc::new(AtomicU64::new(1)) }
@@ -142,6 +145,8 @@ struct RouterTask {
     subscribers: Subscribers,
     /// Channels Redis has confirmed on the current connection.
     subscribed_at_redis: HashSet<String>,
+    /// Pauses between failed connection attempts, reset once one succeeds.
+    reconnect_backoff: RetryBackoff,
 }
 
 /// Why the connected phase ended.
@@ -165,6 +170,7 @@ impl RouterTask {
                 }
                 continue;
             };
+            self.reconnect_backoff.reset();
             metrics::gauge!("dam_gateway_pubsub_connected").set(1.0);
             let (sink, messages) = pubsub.split();
             match self.serve_connection(sink, messages, has_connected_before, &shutdown).await {
@@ -182,7 +188,7 @@ impl RouterTask {
     /// While Redis is unreachable: new subscriptions fail at once (the caller answers 503), departures are
     /// recorded. Returns true on shutdown.
     async fn refuse_commands_while_disconnected(&mut self, shutdown: &CancellationToken) -> bool {
-        let pause = tokio::time::sleep(RECONNECT_DELAY);
+        let pause = tokio::time::sleep(self.reconnect_backoff.next_delay());
         tokio::pin!(pause);
         loop {
             tokio::select! {

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use protocol::keys::job_state_field;
+use protocol::retry_backoff::{Jitter, RetryBackoff, RetryPolicy};
 use protocol::{JobId, RedisConnections, RedisKeys};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Pause before reconnecting a lost pub/sub connection.
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// Pauses before connecting again when the pub/sub connection could not be made: at most half a second, at least
+/// half of that, jittered so that the workers which lost Redis together do not reconnect in the same instant.
+const RECONNECT_RETRY: RetryPolicy = RetryPolicy::steady(Duration::from_millis(500), Jitter::Equal);
 
 /// What the client of a cancelled job is told.
 pub const CANCELLED_BY_CLIENT: &str = "the chat was cancelled by its client";
@@ -151,23 +153,23 @@ pub async fn listen_for_cancellations(
     shutdown: CancellationToken,
 ) {
     let client = redis.client().clone();
+    let mut reconnect_backoff = RetryBackoff::new(RECONNECT_RETRY);
     loop {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
             connected = client.get_async_pubsub() => connected,
         };
-        let mut pubsub = match connected {
-            Ok(pubsub) => pubsub,
-            Err(_) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
-                }
+        let subscribed = match connected {
+            Ok(mut pubsub) => pubsub.subscribe(&channel).await.map(|()| pubsub),
+            Err(error) => Err(error),
+        };
+        let Ok(mut pubsub) = subscribed else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(reconnect_backoff.next_delay()) => continue,
             }
         };
-        if pubsub.subscribe(&channel).await.is_err() {
-            continue;
-        }
+        reconnect_backoff.reset();
         cancel_jobs_flagged_while_unheard(&redis, &keys, &registry).await;
         let mut messages = pubsub.on_message();
         loop {

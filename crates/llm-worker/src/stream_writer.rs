@@ -11,6 +11,7 @@ use protocol::dead_letter::DeadLetterCaps;
 use protocol::job_lifecycle::{
     AppendOutcome, FinishOutcome, JobEnding, JobFence, JobStreamKeys, append_stream_events, finish_job,
 };
+use protocol::retry_backoff::{Jitter, RetryBackoff, RetryPolicy};
 use protocol::{StreamEvent, Usage, unix_time_ms};
 
 use crate::error::WorkerError;
@@ -18,8 +19,10 @@ use crate::job_runner::JobContext;
 
 /// Tries of one stream write before the attempt gives up and hands the job back (see `worker_loop`).
 const STREAM_WRITE_TRIES: u32 = 3;
-/// Pause before the second try; it grows linearly with each further try.
-const STREAM_WRITE_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Pauses between the tries of one stream write: at most 50 ms before the second, 100 ms before the third, and
+/// at least half of that, so the workers whose writes failed together (a Redis stall) do not try again together.
+const STREAM_WRITE_RETRY: RetryPolicy =
+    RetryPolicy::doubling(Duration::from_millis(50), Duration::from_millis(100), Jitter::Equal);
 
 /// One attempt's writer: the fence, the next seq, and whether the log still needs its TTL.
 #[derive(Debug)]
@@ -76,6 +79,7 @@ impl<'a> StreamWriter<'a> {
         let new_log_ttl_s = std::mem::take(&mut self.new_log_ttl_s);
         async move {
             let mut tries = 0;
+            let mut backoff = RetryBackoff::new(STREAM_WRITE_RETRY);
             loop {
                 tries += 1;
                 let (stream_keys, events) = (&stream_keys, &events);
@@ -96,7 +100,7 @@ impl<'a> StreamWriter<'a> {
                     Err(error) if tries >= STREAM_WRITE_TRIES => return Err(error.into()),
                     Err(error) => {
                         tracing::warn!(%error, tries, "stream write failed; trying again");
-                        tokio::time::sleep(STREAM_WRITE_RETRY_PAUSE * tries).await;
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }
@@ -111,6 +115,7 @@ impl<'a> StreamWriter<'a> {
         let replay_ttl_s = self.context.settings.chat.replay_ttl_s;
         let dead_letter_caps = DeadLetterCaps::from_settings(&self.context.settings);
         let mut tries = 0;
+        let mut backoff = RetryBackoff::new(STREAM_WRITE_RETRY);
         loop {
             tries += 1;
             let (keys, fence) = (&self.context.keys, self.fence);
@@ -146,7 +151,7 @@ impl<'a> StreamWriter<'a> {
                 Err(error) if tries >= STREAM_WRITE_TRIES => return Err(error.into()),
                 Err(error) => {
                     tracing::warn!(%error, tries, "final stream write failed; trying again");
-                    tokio::time::sleep(STREAM_WRITE_RETRY_PAUSE * tries).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use protocol::retry_backoff::{Jitter, RetryBackoff, RetryPolicy};
 use protocol::upstream_capacity::{
     CallOutcome, PermitDecision, PermitRequest, UpstreamPermit, UpstreamPolicy, acquire_upstream_permit,
     settle_upstream_call,
 };
 use protocol::{JobEnvelope, unix_time_ms};
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::WorkerError;
@@ -19,8 +19,12 @@ use crate::job_runner::JobContext;
 
 /// Longest single pause while waiting for upstream capacity, so shutdown and deadlines are noticed.
 const LONGEST_CAPACITY_PAUSE: Duration = Duration::from_millis(1_000);
-/// Pause before asking again when Redis did not answer a permit request.
-const PERMIT_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Pauses before asking again when Redis did not answer a permit request: at most half a second, at least half of
+/// that, jittered so that the workers which lost Redis together do not ask again together.
+const PERMIT_RETRY: RetryPolicy = RetryPolicy::steady(Duration::from_millis(500), Jitter::Equal);
+/// What is added to an open circuit's wait, from nothing to 20 ms: the workers it held back do not all ask again
+/// at the instant it half-opens.
+const CIRCUIT_OPEN_SPREAD: RetryPolicy = RetryPolicy::steady(Duration::from_millis(20), Jitter::Full);
 
 /// This worker's jobs that wait for upstream capacity. They ask Redis one at a time, in arrival order: without
 /// the turn every waiting job would ask again each time a place frees, a storm that grows with the backlog. And
@@ -117,6 +121,8 @@ pub async fn wait_for_upstream_permit(
         _ = tokio::time::sleep(deadline_in) => return Ok(None),
         turn = context.permit_line.turn.lock() => turn,
     };
+    let (mut redis_backoff, mut circuit_spread) =
+        (RetryBackoff::new(PERMIT_RETRY), RetryBackoff::new(CIRCUIT_OPEN_SPREAD));
     let permit = loop {
         if unix_time_ms() > envelope.deadline_ms {
             return Ok(None);
@@ -129,6 +135,9 @@ pub async fn wait_for_upstream_permit(
                     acquire_upstream_permit(&mut connection, keys, &request).await
                 })
                 .await;
+        if decision.is_ok() {
+            redis_backoff.reset();
+        }
         let pause = match decision {
             Ok(PermitDecision::Granted(permit)) => break permit,
             Ok(PermitDecision::Wait { ms }) => {
@@ -137,12 +146,11 @@ pub async fn wait_for_upstream_permit(
             }
             Ok(PermitDecision::CircuitOpen { ms }) => {
                 metrics::counter!("dam_worker_capacity_waits_total", "reason" => "circuit_open").increment(1);
-                // A little jitter keeps the workers from asking again all at the same instant.
-                Duration::from_millis(ms) + Duration::from_millis(rand::rng().random_range(0..20))
+                Duration::from_millis(ms) + circuit_spread.next_delay()
             }
             Err(error) => {
                 tracing::warn!(%error, "could not ask for upstream capacity");
-                PERMIT_RETRY_PAUSE
+                redis_backoff.next_delay()
             }
         };
         tokio::select! {

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod limits;
 pub mod live_limits;
 pub mod redis_connections;
+pub mod retry_backoff;
 pub mod script_runner;
 pub mod service_runtime;
 pub mod settings;
