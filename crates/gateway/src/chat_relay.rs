@@ -15,6 +15,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use protocol::retry_backoff::RetryBackoff;
 use protocol::stream_event::published_event_ranges;
 use protocol::telemetry::trace_context::{continue_trace, trace_context_from_headers};
 use protocol::{Lane, StreamEvent};
@@ -48,8 +49,9 @@ pub struct ChatRelay {
     /// A read of the replay log under way, after a gap or a lost pub/sub connection. It lives here rather than in
     /// `next_event`'s future, so that dropping that future (a keep-alive tick won the race) loses nothing.
     log_read: Option<LogRead>,
-    /// Failed reads of the replay log in a row, and the pause before the next try (set only after a failure).
-    log_read_failures: u32,
+    /// The pauses between failed reads of the replay log in a row (made at the first failure, dropped at the
+    /// next success, so a healthy stream carries none), and the pause under way.
+    log_read_backoff: Option<RetryBackoff>,
     log_read_retry: Option<Pin<Box<Sleep>>>,
     /// `chat.relay`: open from the subscription to the relay's end, so a trace shows how long the answer took
     /// to reach this client.
@@ -102,7 +104,7 @@ impl ChatRelay {
             ending: relay_ending_from_now(state, on_gateway_stop),
             ended_by_gateway_stop: false,
             log_read: None,
-            log_read_failures: 0,
+            log_read_backoff: None,
             log_read_retry: None,
             _relay_span: relay_span,
             oldest_message_received_at: None,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use protocol::retry_backoff::{Jitter, RetryBackoff, RetryPolicy};
 use redis::RedisResult;
 use tokio::time::Sleep;
 
@@ -20,10 +21,10 @@ use crate::error::GatewayError;
 /// on this gateway: with the pauses below and the command timeout, about 6 s, which rides out a Redis stall of a
 /// couple of seconds. Past it the client is told `stream_interrupted` and resumes with `Last-Event-ID`.
 const LOG_READ_ATTEMPTS: u32 = 6;
-/// The pause after the first failed read; it doubles with each failure up to [`LOG_READ_RETRY_MAX_DELAY`], and
-/// each pause is jittered (between half and all of it) so streams that failed together do not retry together.
-const LOG_READ_RETRY_FIRST_DELAY: Duration = Duration::from_millis(100);
-const LOG_READ_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+/// The pause after the first failed read is at most 100 ms; it doubles with each failure up to 2 s, and each pause
+/// is jittered (between half and all of it) so streams that failed together do not retry together.
+const LOG_READ_RETRY_POLICY: RetryPolicy =
+    RetryPolicy::doubling(Duration::from_millis(100), Duration::from_secs(2), Jitter::Equal);
 
 /// A read of the replay log under way.
 pub(super) type LogRead = Pin<Box<dyn Future<Output = RedisResult<Vec<String>>> + Send>>;
@@ -51,22 +52,24 @@ impl ChatRelay {
         self.log_read = None;
         match entries {
             Ok(entries) => {
-                self.log_read_failures = 0;
+                self.log_read_backoff = None;
                 self.accept_log_entries(entries);
                 None
             }
             // The events the read was for may never be published again (they were missed while the pub/sub
             // connection was down): the read itself is tried again, a bounded number of times.
             Err(error) => {
-                self.log_read_failures += 1;
-                tracing::warn!(%error, failures = self.log_read_failures, "reading a replay log failed");
-                if self.log_read_failures >= LOG_READ_ATTEMPTS {
+                let backoff =
+                    self.log_read_backoff.get_or_insert_with(|| RetryBackoff::new(LOG_READ_RETRY_POLICY));
+                let pause = backoff.next_delay();
+                let failures = backoff.failures();
+                tracing::warn!(%error, failures, "reading a replay log failed");
+                if failures >= LOG_READ_ATTEMPTS {
                     return Some(self.end_with_error(
                         "stream_interrupted",
                         "the chat's events could not be read; reconnect to resume",
                     ));
                 }
-                let pause = log_read_retry_delay(self.log_read_failures);
                 self.log_read_retry = Some(Box::pin(tokio::time::sleep(pause)));
                 None
             }
@@ -122,32 +125,4 @@ pub(super) fn poll_retry_pause(pause: &mut Option<Pin<Box<Sleep>>>) -> impl Futu
         Some(sleep) => sleep.as_mut().poll(context),
         None => Poll::Pending,
     })
-}
-
-/// The pause before retry `failures` of a log read: doubling from the first delay, capped, and jittered.
-fn log_read_retry_delay(failures: u32) -> Duration {
-    let full = LOG_READ_RETRY_FIRST_DELAY
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(LOG_READ_RETRY_MAX_DELAY);
-    // A random fraction from a fresh v4 UUID: no random-number crate for one number per failure.
-    let fraction = (uuid::Uuid::new_v4().as_u128() % 1024) as f64 / 1024.0;
-    full.mul_f64(0.5 + fraction / 2.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_read_retries_back_off_with_jitter_and_stay_bounded() {
-        for failures in 1..=LOG_READ_ATTEMPTS {
-            let full = (LOG_READ_RETRY_FIRST_DELAY * 2_u32.pow(failures - 1)).min(LOG_READ_RETRY_MAX_DELAY);
-            let delay = log_read_retry_delay(failures);
-            assert!(
-                delay >= full / 2 && delay <= full,
-                "retry {failures}: {delay:?} within half of {full:?}"
-            );
-        }
-        assert!(log_read_retry_delay(60) <= LOG_READ_RETRY_MAX_DELAY);
-    }
 }
