@@ -10,6 +10,7 @@ mod routes;
 mod runtime_config;
 mod seeded_random;
 mod startup;
+mod startup_error;
 mod stats;
 
 pub use answer_text::{
@@ -18,4 +19,5 @@ pub use answer_text::{
 pub use error::MockLlmError;
 pub use knobs::{KnobOverrides, strip_mock_directives};
 pub use startup::{MockLlmHandle, run, spawn_mock_llm};
+pub use startup_error::StartupError;
 pub use stats::MockLlmStats;
