@@ -38,33 +38,27 @@ impl From<JsonBodyFailure> for GatewayError {
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Deserialize)]
-    struct Sample {
-        #[expect(dead_code, reason = "only deserialization is under test")]
-        items: Vec<Item>,
-    }
-
-    #[derive(Debug, serde::Deserialize)]
-    struct Item {
-        #[expect(dead_code, reason = "only deserialization is under test")]
-        count: u32,
-    }
-
-    fn gateway_error(body: &[u8]) -> GatewayError {
-        parse_json_body::<Sample>(body).map_err(GatewayError::from).expect_err("refused")
+    fn wrong_shape(path: &str) -> GatewayError {
+        GatewayError::from(JsonBodyFailure::WrongShape {
+            path: path.to_owned(),
+            reason: "invalid type".to_owned(),
+        })
     }
 
     #[test]
-    fn a_wrong_type_names_the_field_path() {
-        let error = gateway_error(br#"{"items":[{"count":1},{"count":"x"}]}"#);
+    fn a_wrong_field_is_invalid_field_with_its_path_as_the_param() {
+        let error = wrong_shape("items[1].count");
         assert_eq!(error.code(), "invalid_field");
         assert!(error.to_string().contains("items[1].count"), "{error}");
+        assert_eq!(error.body().error.param.as_deref(), Some("items[1].count"));
+        assert_eq!(wrong_shape(".").body().error.param, None, "the body itself names no param");
     }
 
     #[test]
-    fn broken_json_and_empty_bodies_are_malformed() {
-        assert_eq!(gateway_error(b"{\"items\":").code(), "invalid_json");
-        assert_eq!(gateway_error(b"  ").code(), "invalid_json");
-        assert_eq!(gateway_error(b"{\"items\":[]} x").code(), "invalid_json");
+    fn broken_json_is_malformed_a_stalled_body_timed_out_and_a_big_one_too_large() {
+        let code = |failure| GatewayError::from(failure).code().to_owned();
+        assert_eq!(code(JsonBodyFailure::NotJson("eof".to_owned())), "invalid_json");
+        assert_eq!(code(JsonBodyFailure::Incomplete("reset".to_owned())), "request_timeout");
+        assert_eq!(code(JsonBodyFailure::TooLarge { limit_bytes: 10 }), "body_too_large");
     }
 }
