@@ -14,7 +14,7 @@ use crate::dead_letters_admin::{
 use crate::error::AdminError;
 use crate::intake_admin::{self, IntakeState};
 use crate::limits_admin::{self, LimitsInForce};
-use crate::request_input::{AdminJson, AdminPath, AdminQuery};
+use crate::request_input::{AdminPath, AdminQuery, JsonBody};
 use crate::status_report::{self, StatusReport};
 
 /// Dead letters per page when the query names no `limit`, and the most it may name.
@@ -31,7 +31,7 @@ pub async fn get_limits(State(state): State<AdminState>) -> Result<Json<LimitsIn
 
 pub async fn put_limits(
     State(state): State<AdminState>,
-    AdminJson(patch): AdminJson<serde_json::Value>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
 ) -> Result<Json<LimitsInForce>, AdminError> {
     Ok(Json(limits_admin::update_limits(&state, &patch).await?))
 }
@@ -87,7 +87,7 @@ pub async fn list_api_keys(State(state): State<AdminState>) -> Result<Json<ApiKe
 pub async fn put_api_key(
     State(state): State<AdminState>,
     AdminPath(api_key): AdminPath,
-    AdminJson(change): AdminJson<ApiKeyChange>,
+    JsonBody(change): JsonBody<ApiKeyChange>,
 ) -> Result<(StatusCode, Json<ApiKeySaved>), AdminError> {
     let saved = api_keys_admin::put_api_key(&state, &api_key, change).await?;
     let status = if saved.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -103,7 +103,7 @@ pub async fn delete_api_key(
 
 pub async fn block_identity(
     State(state): State<AdminState>,
-    AdminJson(request): AdminJson<BlockRequest>,
+    JsonBody(request): JsonBody<BlockRequest>,
 ) -> Result<(StatusCode, Json<ActiveBlock>), AdminError> {
     Ok((StatusCode::CREATED, Json(blocks_admin::block_identity(&state, request).await?)))
 }

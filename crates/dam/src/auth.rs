@@ -10,12 +10,13 @@ use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use protocol::settings::DamSettings;
+use protocol::settings::{DamSettings, ExposeSecret};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::app_state::AdminState;
 use crate::error::AdminError;
+use crate::startup_error::StartupError;
 
 /// The admin token, kept only as its SHA-256 so comparisons take the same time whatever the presented token's
 /// length or content.
@@ -45,12 +46,9 @@ impl AdminToken {
 
 /// Refuses an admin API without a token on anything but loopback: it would let anyone who reaches the port
 /// steer the whole system.
-pub fn ensure_safe_to_serve(token: Option<&AdminToken>, address: SocketAddr) -> Result<(), AdminError> {
+pub fn ensure_safe_to_serve(token: Option<&AdminToken>, address: SocketAddr) -> Result<(), StartupError> {
     if token.is_none() && !address.ip().is_loopback() {
-        return Err(AdminError::UnsafeStartup(format!(
-            "no admin token is set (DAM_DAM__ADMIN_TOKEN) and the dam would listen on {address}, which is not \
-             loopback; set a token or listen on 127.0.0.1"
-        )));
+        return Err(StartupError::NoTokenBeyondLoopback { address });
     }
     Ok(())
 }
@@ -205,7 +203,7 @@ mod tests {
     use protocol::settings::SecretString;
 
     fn settings_with(token: Option<&str>) -> DamSettings {
-        DamSettings { admin_token: token.map(SecretString::new), ..DamSettings::default() }
+        DamSettings { admin_token: token.map(SecretString::from), ..DamSettings::default() }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `AdminError`, the dam service's one error type, and its mapping to a status, a stable `code` and the JSON body
-//! `{"error": {"code", "message", "field"?}}`. Handlers return it; nothing else builds error responses.
+//! `AdminError`, the dam service's one error type for requests, and its mapping to a status, a stable `code` and
+//! the JSON body `{"error": {"code", "message", "field"?}}`. Handlers return it; nothing else builds error
+//! responses. Failures to start are `StartupError`s (`startup_error.rs`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,12 +49,6 @@ pub enum AdminError {
     RouteNotFound,
     #[error("this method is not allowed on this route")]
     MethodNotAllowed,
-    #[error("refusing to start: {0}")]
-    UnsafeStartup(String),
-    #[error("invalid settings: {0}")]
-    Settings(String),
-    #[error("server error: {0}")]
-    Server(String),
 }
 
 impl AdminError {
@@ -78,9 +73,6 @@ impl AdminError {
             AdminError::NotReplayable { .. } | AdminError::DeadLetterJobActive(_) => StatusCode::CONFLICT,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::UnsafeStartup(_) | AdminError::Settings(_) | AdminError::Server(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
         }
     }
 
@@ -103,9 +95,6 @@ impl AdminError {
             AdminError::BackendUnavailable(_) => "backend_unavailable",
             AdminError::RouteNotFound => "route_not_found",
             AdminError::MethodNotAllowed => "method_not_allowed",
-            AdminError::UnsafeStartup(_) => "unsafe_startup",
-            AdminError::Settings(_) => "invalid_settings",
-            AdminError::Server(_) => "internal_error",
         }
     }
 

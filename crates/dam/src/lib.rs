@@ -18,7 +18,9 @@ pub mod limits_admin;
 pub mod request_input;
 pub mod routes;
 pub mod startup;
+pub mod startup_error;
 pub mod status_report;
 
 pub use error::AdminError;
 pub use startup::{run, serve_until_signalled};
+pub use startup_error::StartupError;

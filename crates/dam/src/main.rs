@@ -12,6 +12,7 @@ async fn main() -> ExitCode {
         DamCommand::Serve => match dam::serve_until_signalled().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
+                let error = protocol::shutdown::error_with_causes(&error);
                 tracing::error!(%error, "dam stopped");
                 eprintln!("dam: {error}");
                 ExitCode::FAILURE

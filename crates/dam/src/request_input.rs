@@ -1,56 +1,49 @@
-//! The admin API's extractors: JSON bodies, query parameters and path segments whose failures are `AdminError`s
-//! (400 naming the field, 413 over the body limit), so bad input gets the same JSON error shape as everything else.
+//! The admin API's extractors: JSON bodies (`protocol`'s `JsonBody`, its failures told here in the dam's words),
+//! query parameters and path segments whose failures are `AdminError`s (400 naming the field, 413 over the body
+//! limit), so bad input gets the same JSON error shape as everything else.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+pub use protocol::json_body::JsonBody;
+use protocol::json_body::{JsonBodyFailure, JsonBodyService};
 use serde::de::DeserializeOwned;
 
+use crate::app_state::AdminState;
 use crate::error::AdminError;
 
 /// Largest admin request body: limits, key and block bodies are a few hundred bytes.
 pub const ADMIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-/// A JSON body: 400 `invalid_json` when it is not JSON, 400 `invalid_field` naming the path of a field of the
-/// wrong type, missing or unknown.
-#[derive(Debug)]
-pub struct AdminJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for AdminJson<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
+impl JsonBodyService for AdminState {
     type Rejection = AdminError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AdminError::BodyTooLarge { limit_bytes: ADMIN_BODY_LIMIT_BYTES }
-            } else {
-                AdminError::InvalidJson(rejection.body_text())
-            }
-        })?;
-        parse_json_body(&bytes).map(AdminJson)
+    fn body_limit_bytes(&self) -> usize {
+        ADMIN_BODY_LIMIT_BYTES
     }
 }
 
-/// Reads `bytes` as JSON into `T`, naming the offending field on failure.
-pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdminError::InvalidJson("the body is empty".to_owned()));
+/// A body that is not JSON (or did not arrive whole) is 400 `invalid_json`; JSON of the wrong shape is 400
+/// `invalid_field` naming the dotted path of the field, missing and unknown ones included.
+impl From<JsonBodyFailure> for AdminError {
+    fn from(failure: JsonBodyFailure) -> Self {
+        match failure {
+            JsonBodyFailure::TooLarge { limit_bytes } => AdminError::BodyTooLarge { limit_bytes },
+            JsonBodyFailure::Incomplete(reason) | JsonBodyFailure::NotJson(reason) => {
+                AdminError::InvalidJson(reason)
+            }
+            JsonBodyFailure::WrongShape { path, reason } => {
+                AdminError::invalid_field(field_of_body_error(&path, &reason), reason)
+            }
+        }
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|error| AdminError::InvalidJson(error.to_string()))?;
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let reason = error.into_inner().to_string();
-        AdminError::invalid_field(field_of_body_error(&path, &reason), reason)
-    })
+}
+
+/// Reads `bytes` as JSON into `T`, naming the offending field on failure, as the extractor does.
+pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    Ok(protocol::json_body::parse_json_body(bytes)?)
 }
 
 /// The dotted path of the field a body error is about. A missing or unknown field is reported by serde at its

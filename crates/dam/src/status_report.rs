@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use protocol::keys::{ADMISSION_STATS_BUCKET_S, circuit_field};
-use protocol::{JobEnvelope, JobId, Lane, unix_time_ms};
+use protocol::{JobEnvelope, JobId, Lane, RedisKeys, unix_time_ms};
 use redis::{FromRedisValue, RedisResult, Value};
 use serde::{Deserialize, Serialize};
 
@@ -89,17 +89,46 @@ pub struct DeadLetterCounts {
     pub dropped_total: u64,
 }
 
-/// Reads everything the report shows.
+/// Reads everything the report shows: the overview in one round trip, then the registered workers in another.
 pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, AdminError> {
     let now_ms = unix_time_ms();
-    let keys = &state.keys;
     let newest_bucket = now_ms / 1000 / ADMISSION_STATS_BUCKET_S;
+    let pipeline = overview_pipeline(&state.keys, newest_bucket);
+    let replies: Vec<Value> =
+        state.redis.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
+    let overview = StoredOverview::read(Replies(replies.into_iter()), now_ms)?;
 
-    let mut overview = redis::pipe();
+    let workers = read_workers(state, overview.worker_ids).await?;
+    let jobs_running =
+        workers.alive.iter().chain(&workers.presumed_dead).map(|worker| worker.jobs_in_flight).sum();
+    Ok(StatusReport {
+        generated_at_ms: now_ms,
+        intake: intake_state(overview.intake.as_deref()),
+        circuit_breaker: CircuitBreakerStatus {
+            state: overview.circuit_state.unwrap_or_else(|| "closed".to_owned()),
+            open_until_ms: parse_stored_number(overview.circuit_open_until_ms),
+        },
+        lanes: overview.lanes,
+        jobs_running,
+        workers,
+        admissions_last_minute: sum_admission_buckets(&overview.admission_buckets),
+        job_outcomes_last_minute: overview.job_outcomes,
+        dead_letters: DeadLetterCounts {
+            size: overview.dead_letter_size,
+            replayed_total: parse_stored_number(overview.dead_letters_replayed).unwrap_or(0),
+            dropped_total: parse_stored_number(overview.dead_letters_dropped).unwrap_or(0),
+        },
+        limits: limits_in_force(overview.stored_limits.as_deref(), &state.settings.limits),
+    })
+}
+
+/// The overview's commands, one pipeline. `StoredOverview::read` reads the replies in this same order.
+fn overview_pipeline(keys: &RedisKeys, newest_bucket: u64) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
     for lane in Lane::ALL {
-        overview.cmd("LLEN").arg(keys.lane_queue(lane)).cmd("LINDEX").arg(keys.lane_queue(lane)).arg(0);
+        pipeline.cmd("LLEN").arg(keys.lane_queue(lane)).cmd("LINDEX").arg(keys.lane_queue(lane)).arg(0);
     }
-    overview
+    pipeline
         .cmd("SMEMBERS")
         .arg(keys.worker_registry())
         .cmd("HMGET")
@@ -117,68 +146,83 @@ pub async fn collect_status_report(state: &AdminState) -> Result<StatusReport, A
         .cmd("GET")
         .arg(keys.dead_letters_dropped());
     for age in 0..ADMISSION_WINDOW_BUCKETS {
-        overview.cmd("HGETALL").arg(keys.admission_counts(newest_bucket.saturating_sub(age)));
+        pipeline.cmd("HGETALL").arg(keys.admission_counts(newest_bucket.saturating_sub(age)));
     }
     for age in 0..ADMISSION_WINDOW_BUCKETS {
-        overview.cmd("HGETALL").arg(keys.job_outcome_counts(newest_bucket.saturating_sub(age)));
+        pipeline.cmd("HGETALL").arg(keys.job_outcome_counts(newest_bucket.saturating_sub(age)));
     }
-    let replies: Vec<Value> =
-        state.redis.run(|mut connection| async move { overview.query_async(&mut connection).await }).await?;
-    let mut replies = Replies(replies.into_iter());
+    pipeline
+}
 
-    let mut lanes = Vec::new();
-    for lane in Lane::ALL {
-        let depth: u64 = replies.next()?;
-        let head: Option<String> = replies.next()?;
-        let head = head.and_then(|text| JobEnvelope::decode(&text).ok());
-        lanes.push(LaneStatus {
-            lane,
-            depth,
-            oldest_wait_ms: head.as_ref().map(|envelope| now_ms.saturating_sub(envelope.created_at_ms)),
-            oldest_job_id: head.map(|envelope| envelope.id),
-        });
-    }
-    let mut worker_ids: Vec<String> = replies.next()?;
-    worker_ids.sort();
-    let (circuit_state, open_until_ms): (Option<String>, Option<String>) = replies.next()?;
-    let intake: Option<String> = replies.next()?;
-    let stored_limits: Option<String> = replies.next()?;
-    let dead_letter_size: u64 = replies.next()?;
-    let replayed_total: Option<String> = replies.next()?;
-    let dropped_total: Option<String> = replies.next()?;
-    let mut buckets = Vec::new();
-    for _ in 0..ADMISSION_WINDOW_BUCKETS {
-        buckets.push(replies.next::<HashMap<String, String>>()?);
-    }
-    let mut job_outcomes_last_minute = BTreeMap::new();
-    for _ in 0..ADMISSION_WINDOW_BUCKETS {
-        for (outcome, count) in replies.next::<HashMap<String, String>>()? {
-            *job_outcomes_last_minute.entry(outcome).or_insert(0) += count.parse::<u64>().unwrap_or(0);
+/// The overview's replies, typed, before they become the report.
+struct StoredOverview {
+    lanes: Vec<LaneStatus>,
+    /// Sorted, so workers are listed in a stable order.
+    worker_ids: Vec<String>,
+    circuit_state: Option<String>,
+    circuit_open_until_ms: Option<String>,
+    intake: Option<String>,
+    stored_limits: Option<String>,
+    dead_letter_size: u64,
+    dead_letters_replayed: Option<String>,
+    dead_letters_dropped: Option<String>,
+    admission_buckets: Vec<HashMap<String, String>>,
+    /// Summed over the buckets.
+    job_outcomes: BTreeMap<String, u64>,
+}
+
+impl StoredOverview {
+    /// Reads the replies of `overview_pipeline`, in its order.
+    fn read(mut replies: Replies, now_ms: u64) -> RedisResult<Self> {
+        let mut lanes = Vec::new();
+        for lane in Lane::ALL {
+            let depth: u64 = replies.next()?;
+            let head: Option<String> = replies.next()?;
+            let head = head.and_then(|text| JobEnvelope::decode(&text).ok());
+            lanes.push(LaneStatus {
+                lane,
+                depth,
+                oldest_wait_ms: head.as_ref().map(|envelope| now_ms.saturating_sub(envelope.created_at_ms)),
+                oldest_job_id: head.map(|envelope| envelope.id),
+            });
         }
+        let mut worker_ids: Vec<String> = replies.next()?;
+        worker_ids.sort();
+        let (circuit_state, circuit_open_until_ms) = replies.next()?;
+        let intake = replies.next()?;
+        let stored_limits = replies.next()?;
+        let dead_letter_size = replies.next()?;
+        let dead_letters_replayed = replies.next()?;
+        let dead_letters_dropped = replies.next()?;
+        let mut admission_buckets = Vec::new();
+        for _ in 0..ADMISSION_WINDOW_BUCKETS {
+            admission_buckets.push(replies.next::<HashMap<String, String>>()?);
+        }
+        let mut job_outcomes = BTreeMap::new();
+        for _ in 0..ADMISSION_WINDOW_BUCKETS {
+            for (outcome, count) in replies.next::<HashMap<String, String>>()? {
+                *job_outcomes.entry(outcome).or_insert(0) += count.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Ok(Self {
+            lanes,
+            worker_ids,
+            circuit_state,
+            circuit_open_until_ms,
+            intake,
+            stored_limits,
+            dead_letter_size,
+            dead_letters_replayed,
+            dead_letters_dropped,
+            admission_buckets,
+            job_outcomes,
+        })
     }
+}
 
-    let workers = read_workers(state, worker_ids).await?;
-    let jobs_running =
-        workers.alive.iter().chain(&workers.presumed_dead).map(|worker| worker.jobs_in_flight).sum();
-    Ok(StatusReport {
-        generated_at_ms: now_ms,
-        intake: intake_state(intake.as_deref()),
-        circuit_breaker: CircuitBreakerStatus {
-            state: circuit_state.unwrap_or_else(|| "closed".to_owned()),
-            open_until_ms: open_until_ms.and_then(|text| text.parse().ok()),
-        },
-        lanes,
-        jobs_running,
-        workers,
-        admissions_last_minute: sum_admission_buckets(&buckets),
-        job_outcomes_last_minute,
-        dead_letters: DeadLetterCounts {
-            size: dead_letter_size,
-            replayed_total: replayed_total.and_then(|text| text.parse().ok()).unwrap_or(0),
-            dropped_total: dropped_total.and_then(|text| text.parse().ok()).unwrap_or(0),
-        },
-        limits: limits_in_force(stored_limits.as_deref(), &state.settings.limits),
-    })
+/// A number stored as text (a count, a timestamp); absent or unreadable is `None`.
+fn parse_stored_number(stored: Option<String>) -> Option<u64> {
+    stored.and_then(|text| text.parse().ok())
 }
 
 /// Each registered worker's heartbeat and processing-list length, in one round trip.
@@ -202,11 +246,7 @@ async fn read_workers(state: &AdminState, worker_ids: Vec<String>) -> Result<Wor
         let heartbeat: Option<String> = replies.next()?;
         let jobs_in_flight: u64 = replies.next()?;
         let alive = heartbeat.is_some();
-        let worker = WorkerStatus {
-            id,
-            last_heartbeat_ms: heartbeat.and_then(|text| text.parse().ok()),
-            jobs_in_flight,
-        };
+        let worker = WorkerStatus { id, last_heartbeat_ms: parse_stored_number(heartbeat), jobs_in_flight };
         if alive { fleet.alive.push(worker) } else { fleet.presumed_dead.push(worker) }
     }
     Ok(fleet)

@@ -1,6 +1,7 @@
-//! `GatewayError`, the gateway's one error type, and the single place that turns each case into an HTTP status,
-//! a stable machine-readable `code` and a JSON body. The body has OpenAI's error shape
-//! (`{"error": {"code", "message", "type", "param"}}`), which also serves the browser API.
+//! `GatewayError`, the gateway's one error type for requests, and the single place that turns each case into an
+//! HTTP status, a stable machine-readable `code` and a JSON body. The body has OpenAI's error shape
+//! (`{"error": {"code", "message", "type", "param"}}`), which also serves the browser API. Failures to start are
+//! `StartupError`s (`startup_error.rs`).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,87 +1,64 @@
-//! `JsonBody<T>`: a JSON request-body extractor whose failures are `GatewayError`s (413 past the size limit, 400
-//! for bad JSON, 400 naming the field for a wrong or missing field) instead of axum's plain-text rejections.
-//! Any content type is accepted, so `curl -d` works without a header.
+//! How the gateway takes JSON bodies: `protocol`'s `JsonBody` extractor, with its failures in the gateway's words
+//! (413 past the size limit, 408 for a body that stopped arriving, 400 `invalid_json` for bad JSON, 400
+//! `invalid_field` naming the field for a wrong or missing one) instead of axum's plain-text rejections.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{FromRequest, Request};
-use serde::de::DeserializeOwned;
+pub use protocol::json_body::{JsonBody, parse_json_body};
+use protocol::json_body::{JsonBodyFailure, JsonBodyService};
 
 use crate::app_state::AppState;
 use crate::error::GatewayError;
 
-/// A deserialized JSON body.
-#[derive(Debug)]
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl JsonBodyService for AppState {
     type Rejection = GatewayError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit_bytes = state.settings.gateway.max_body_bytes;
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                GatewayError::BodyTooLarge { limit_bytes }
-            }
-            // The body timed out (too slow a sender) or broke off.
-            BytesRejection::FailedToBufferBody(_) => GatewayError::BodyTimeout,
-            other => GatewayError::MalformedJson(other.body_text()),
-        })?;
-        parse_json_body(&bytes).map(JsonBody)
+    fn body_limit_bytes(&self) -> usize {
+        self.settings.gateway.max_body_bytes
     }
 }
 
-/// Parses a body, naming the path of the offending field when the shape is wrong.
-pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::MalformedJson("the body is empty".to_owned()));
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            GatewayError::MalformedJson(inner.to_string())
-        } else if path == "." {
-            GatewayError::invalid("invalid_field", inner.to_string(), None)
-        } else {
-            GatewayError::invalid("invalid_field", format!("field `{path}`: {inner}"), Some(&path))
+/// A wrong field is `invalid_field` with its path as OpenAI's `param`; a body that stopped arriving was cut off
+/// by the router's body-read timeout.
+impl From<JsonBodyFailure> for GatewayError {
+    fn from(failure: JsonBodyFailure) -> Self {
+        match failure {
+            JsonBodyFailure::TooLarge { limit_bytes } => GatewayError::BodyTooLarge { limit_bytes },
+            JsonBodyFailure::Incomplete(_) => GatewayError::BodyTimeout,
+            JsonBodyFailure::NotJson(reason) => GatewayError::MalformedJson(reason),
+            JsonBodyFailure::WrongShape { path, reason } if path == "." => {
+                GatewayError::invalid("invalid_field", reason, None)
+            }
+            JsonBodyFailure::WrongShape { path, reason } => {
+                GatewayError::invalid("invalid_field", format!("field `{path}`: {reason}"), Some(&path))
+            }
         }
-    })?;
-    deserializer.end().map_err(|error| GatewayError::MalformedJson(error.to_string()))?;
-    Ok(parsed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Deserialize)]
-    struct Sample {
-        #[expect(dead_code, reason = "only deserialization is under test")]
-        items: Vec<Item>,
-    }
-
-    #[derive(Debug, serde::Deserialize)]
-    struct Item {
-        #[expect(dead_code, reason = "only deserialization is under test")]
-        count: u32,
+    fn wrong_shape(path: &str) -> GatewayError {
+        GatewayError::from(JsonBodyFailure::WrongShape {
+            path: path.to_owned(),
+            reason: "invalid type".to_owned(),
+        })
     }
 
     #[test]
-    fn a_wrong_type_names_the_field_path() {
-        let error = parse_json_body::<Sample>(br#"{"items":[{"count":1},{"count":"x"}]}"#).expect_err("bad");
+    fn a_wrong_field_is_invalid_field_with_its_path_as_the_param() {
+        let error = wrong_shape("items[1].count");
         assert_eq!(error.code(), "invalid_field");
         assert!(error.to_string().contains("items[1].count"), "{error}");
+        assert_eq!(error.body().error.param.as_deref(), Some("items[1].count"));
+        assert_eq!(wrong_shape(".").body().error.param, None, "the body itself names no param");
     }
 
     #[test]
-    fn broken_json_and_empty_bodies_are_malformed() {
-        assert_eq!(parse_json_body::<Sample>(b"{\"items\":").expect_err("eof").code(), "invalid_json");
-        assert_eq!(parse_json_body::<Sample>(b"  ").expect_err("empty").code(), "invalid_json");
-        assert_eq!(
-            parse_json_body::<Sample>(b"{\"items\":[]} x").expect_err("trailing").code(),
-            "invalid_json"
-        );
+    fn broken_json_is_malformed_a_stalled_body_timed_out_and_a_big_one_too_large() {
+        let code = |failure| GatewayError::from(failure).code().to_owned();
+        assert_eq!(code(JsonBodyFailure::NotJson("eof".to_owned())), "invalid_json");
+        assert_eq!(code(JsonBodyFailure::Incomplete("reset".to_owned())), "request_timeout");
+        assert_eq!(code(JsonBodyFailure::TooLarge { limit_bytes: 10 }), "body_too_large");
     }
 }

@@ -26,7 +26,9 @@ pub mod routes;
 pub mod server_timing;
 pub mod sse_stream;
 pub mod startup;
+pub mod startup_error;
 pub mod stream_router;
 
 pub use error::GatewayError;
 pub use startup::run;
+pub use startup_error::StartupError;

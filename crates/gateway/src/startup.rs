@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_directory::AccessDirectory;
 use crate::app_state::{AppState, GatewayCounters, OpenStreams, SharedState};
-use crate::error::GatewayError;
 use crate::gateway_metrics::register_series_at_zero;
 use crate::http_observation::InstanceHeader;
 use crate::http_server::{ConnectionLimits, serve_with_limits};
 use crate::queue_watch::start_queue_watch;
 use crate::routes::build_router;
+use crate::startup_error::StartupError;
 use crate::stream_router::StreamRouter;
 
 /// Cancellations of departed clients' chats running at once: enough to keep Redis busy, few enough that a crowd
@@ -27,9 +27,8 @@ const CONCURRENT_DEPARTURE_CANCELLATIONS: usize = 64;
 
 /// Builds the shared state and starts the background tasks (stream router, queue watch), which stop when
 /// `background` is cancelled.
-pub fn build_app_state(settings: Settings, background: CancellationToken) -> Result<AppState, GatewayError> {
-    let redis = RedisConnections::new(&settings.redis)
-        .map_err(|error| GatewayError::Internal(format!("invalid redis settings: {error}")))?;
+pub fn build_app_state(settings: Settings, background: CancellationToken) -> Result<AppState, StartupError> {
+    let redis = RedisConnections::new(&settings.redis).map_err(StartupError::RedisSettings)?;
     let keys = RedisKeys::new(settings.redis.key_prefix.clone());
     // The recorder first, so that counters resolved once below record into it.
     let metrics = protocol::telemetry::prometheus_handle();
@@ -79,7 +78,7 @@ pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), GatewayError> {
+) -> Result<(), StartupError> {
     let background = CancellationToken::new();
     let drain_time = Duration::from_secs(settings.gateway.shutdown_drain_s);
     let connection_limits = ConnectionLimits {
@@ -108,5 +107,5 @@ pub async fn run(
     };
     let served = serve_with_limits(listener, app, connection_limits, instance_header, graceful).await;
     background.cancel();
-    served.map_err(|error| GatewayError::Internal(format!("server error: {error}")))
+    served.map_err(StartupError::Serve)
 }

@@ -1,5 +1,6 @@
-//! `WorkerError`, the llm-worker's one error type, and its mapping to a status, a stable `code` and the JSON body
-//! `{"error": {"code", "message"}}` for the worker's own small HTTP listener.
+//! `WorkerError`, what can go wrong with a job or a request to the worker's own small HTTP listener, and its
+//! mapping to a status, a stable `code` and the JSON body `{"error": {"code", "message"}}`. Failures to start are
+//! `StartupError`s (`startup_error.rs`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,11 +19,6 @@ pub enum WorkerError {
     CancelRequested,
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    #[error("invalid settings: {0}")]
-    Settings(String),
-    /// The listener for `/metrics`, `/healthz` and `/readyz` could not be opened or served.
-    #[error("listener: {0}")]
-    Listener(String),
     /// `/readyz` while the worker cannot take jobs: not registered yet, or draining.
     #[error("not ready: {0}")]
     NotReady(&'static str),

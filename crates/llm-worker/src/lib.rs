@@ -15,6 +15,7 @@ pub mod reaper;
 pub mod routes;
 pub mod slow_path;
 pub mod startup;
+pub mod startup_error;
 pub mod stream_writer;
 pub mod upstream_permits;
 pub mod worker_loop;
@@ -22,3 +23,4 @@ pub mod worker_metrics;
 
 pub use error::WorkerError;
 pub use startup::run;
+pub use startup_error::StartupError;

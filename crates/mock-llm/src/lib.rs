@@ -13,6 +13,7 @@ mod routes;
 mod runtime_config;
 mod seeded_random;
 mod startup;
+mod startup_error;
 mod stats;
 
 pub use answer_text::{
@@ -22,4 +23,5 @@ pub use error::MockLlmError;
 pub use knobs::KnobOverrides;
 pub use mock_directive::strip_mock_directives;
 pub use startup::{MockLlmHandle, run, spawn_mock_llm};
+pub use startup_error::StartupError;
 pub use stats::MockLlmStats;

@@ -6,6 +6,7 @@ pub mod control;
 pub mod dead_letter;
 pub mod job;
 pub mod job_lifecycle;
+pub mod json_body;
 pub mod keys;
 pub mod limits;
 pub mod live_limits;

@@ -25,7 +25,7 @@ pub struct AdminTestApp {
 impl AdminTestApp {
     pub async fn start(options: StackOptions) -> Self {
         let stack = TestStack::start_with(options, |settings| {
-            settings.dam.admin_token = Some(SecretString::new(ADMIN_TOKEN));
+            settings.dam.admin_token = Some(SecretString::from(ADMIN_TOKEN));
         })
         .await;
         let dam = spawn_dam(stack.settings.clone()).await;

@@ -14,7 +14,7 @@ use async_openai::error::OpenAIError;
 use async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use protocol::settings::LlmSettings;
+use protocol::settings::{ExposeSecret, LlmSettings};
 use protocol::{ChatRole, JobEnvelope, Usage};
 use serde::Deserialize;
 use serde_json::json;
