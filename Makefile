@@ -71,9 +71,11 @@ fuzz-tools: ## Install what fuzz/run-short.sh needs, if missing: the nightly too
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@cargo +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, and no unused dependency (cargo machete, installed if missing)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v cargo-machete >/dev/null 2>&1 || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete
 
 page-versions: ## After editing the chat page's chat.css or chat.js: name each in chat.html with its content's digest (?v=)
 	@cd crates/gateway/static && for asset in chat.css chat.js; do \
