@@ -70,7 +70,7 @@ REQUIRED_VARIABLES = {
 }
 # The edge proxies every path to the gateways, so its HTTP probes are answered by a gateway's routes.
 EDGE_ROUTES_CRATE = "gateway"
-# Variables a service reads beside its settings (settings.rs: CONFIG_DIRECTORY_VARIABLE).
+# Variables a service reads beside its settings (settings/loading.rs: CONFIG_DIRECTORY_VARIABLE).
 NON_SETTING_DAM_VARIABLES = {"DAM_CONFIG_DIR"}
 # The cluster DNS Service, the one name outside the kustomization that the manifests may point at.
 CLUSTER_DNS_SERVICE = ("kube-dns", "kube-system")
@@ -177,9 +177,12 @@ def flatten_settings(table: dict, prefix: str = "") -> dict[str, object]:
 
 def default_settings() -> dict[str, object]:
     """Every setting and its default, from the sample config (a Rust test holds it equal to the defaults), plus
-    the secrets, which only the environment may set (settings.rs: SECRET_SETTINGS)."""
+    the secrets, which only the environment may set (settings/secrets.rs: SECRET_SETTINGS)."""
     settings = flatten_settings(tomllib.loads((ROOT / "config" / "example.toml.sample").read_text()))
-    settings_source = (ROOT / "crates" / "protocol" / "src" / "settings.rs").read_text()
+    settings_source = (ROOT / "crates" / "protocol" / "src" / "settings" / "secrets.rs").read_text()
+    secrets = re.findall(r'\("([a-z_]+\.[a-z_]+)", "(DAM_[A-Z_]+)"\)', settings_source)
+    if not secrets:
+        raise SystemExit("FAIL  could not read SECRET_SETTINGS in crates/protocol/src/settings/secrets.rs")
     for dotted, _variable in re.findall(r'\("([a-z_]+\.[a-z_]+)", "(DAM_[A-Z_]+)"\)', settings_source):
         settings.setdefault(dotted, None)
     return settings
