@@ -18,4 +18,7 @@ pub enum HarnessFailure {
     /// The body ended cleanly, but in the middle of an event: the server stopped writing halfway.
     #[error("the event stream broke: it ended in the middle of an event: {0:?}")]
     EventStreamEndedMidEvent(String),
+    /// A line of the event stream was not UTF-8, which the SSE format requires.
+    #[error("the event stream broke: a line is not UTF-8: {0:?}")]
+    EventStreamNotUtf8(String),
 }

@@ -19,6 +19,9 @@ pub struct SseEvent {
 /// Reads events from a `text/event-stream` response.
 pub struct SseReader {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    /// Bytes after the last complete line: a chunk may end inside a line, even inside a character.
+    undecoded: Vec<u8>,
+    /// Complete lines not yet taken as events.
     buffer: String,
 }
 
@@ -30,7 +33,7 @@ impl std::fmt::Debug for SseReader {
 
 impl SseReader {
     pub fn new(response: reqwest::Response) -> Self {
-        Self { body: response.bytes_stream().boxed(), buffer: String::new() }
+        Self { body: response.bytes_stream().boxed(), undecoded: Vec::new(), buffer: String::new() }
     }
 
     /// The next event, or `None` when the stream ended cleanly. Comments (keep-alives) are skipped. A stream that
@@ -48,7 +51,10 @@ impl SseReader {
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => {
-                    self.buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
+                    self.undecoded.extend_from_slice(&chunk);
+                    let lines = take_complete_lines(&mut self.undecoded)
+                        .map_err(HarnessFailure::EventStreamNotUtf8)?;
+                    self.buffer.push_str(&lines);
                 }
                 Some(Err(error)) => return Err(HarnessFailure::EventStreamBroke(error)),
                 None => return self.end_of_body(),
@@ -59,7 +65,8 @@ impl SseReader {
     /// A body that ended is a clean end only if no event was left half written (comments and blank lines are
     /// not events).
     fn end_of_body(&mut self) -> Result<Option<SseEvent>, HarnessFailure> {
-        let leftover = std::mem::take(&mut self.buffer);
+        let mut leftover = std::mem::take(&mut self.buffer);
+        leftover.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.undecoded)));
         let half_written = leftover.lines().any(|line| !line.is_empty() && !line.starts_with(':'));
         if half_written { Err(HarnessFailure::EventStreamEndedMidEvent(leftover)) } else { Ok(None) }
     }
@@ -105,5 +112,42 @@ impl SseReader {
                 return Some(event);
             }
         }
+    }
+}
+
+/// Takes the complete lines (up to the last `\n`) off the front of `undecoded` as text, with `\r\n` made `\n`.
+/// A line ends with an ASCII byte, so a character split between two chunks stays whole in what is left.
+fn take_complete_lines(undecoded: &mut Vec<u8>) -> Result<String, String> {
+    let Some(last_newline) = undecoded.iter().rposition(|byte| *byte == b'\n') else {
+        return Ok(String::new());
+    };
+    let lines: Vec<u8> = undecoded.drain(..=last_newline).collect();
+    String::from_utf8(lines)
+        .map(|text| text.replace("\r\n", "\n"))
+        .map_err(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_complete_lines;
+
+    #[test]
+    fn a_character_split_between_two_chunks_is_decoded_whole() {
+        let text = "data: {\"text\":\"caf\u{e9} \u{1f30a}\"}\r\n\n";
+        let bytes = text.as_bytes();
+        for split in 0..bytes.len() {
+            let mut undecoded = bytes[..split].to_vec();
+            let mut decoded = take_complete_lines(&mut undecoded).expect("UTF-8");
+            undecoded.extend_from_slice(&bytes[split..]);
+            decoded.push_str(&take_complete_lines(&mut undecoded).expect("UTF-8"));
+            assert_eq!(decoded, text.replace("\r\n", "\n"), "split at byte {split}");
+            assert!(undecoded.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused() {
+        let mut undecoded = b"data: \xff\n\n".to_vec();
+        assert!(take_complete_lines(&mut undecoded).is_err());
     }
 }

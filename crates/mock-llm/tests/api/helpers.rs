@@ -6,6 +6,7 @@ use std::time::Duration;
 use mock_llm::{MockLlmHandle, MockLlmStats, spawn_mock_llm};
 use protocol::settings::MockLlmSettings;
 use serde_json::{Value, json};
+use test_support::{HarnessFailure, SseReader};
 
 /// Defaults that keep tests fast: short answers, no time to first token, 1 ms between tokens.
 pub fn fast_settings() -> MockLlmSettings {
@@ -48,7 +49,7 @@ pub async fn post_chat(mock: &MockLlmHandle, body: &Value, headers: &[(&str, &st
 #[derive(Debug)]
 pub struct SseRead {
     pub data: Vec<String>,
-    pub body_error: Option<reqwest::Error>,
+    pub body_error: Option<HarnessFailure>,
 }
 
 impl SseRead {
@@ -74,26 +75,17 @@ impl SseRead {
     }
 }
 
-/// Reads an SSE body to its end, splitting events on blank lines as the SSE spec says.
-pub async fn read_sse(mut response: reqwest::Response) -> SseRead {
-    let mut buffer = String::new();
+/// Reads an SSE body to its end with the tests' one event-stream reader (`test_support::SseReader`).
+pub async fn read_sse(response: reqwest::Response) -> SseRead {
+    let mut reader = SseReader::new(response);
     let mut data = Vec::new();
     let body_error = loop {
-        match response.chunk().await {
-            Ok(Some(bytes)) => {
-                buffer.push_str(std::str::from_utf8(&bytes).expect("SSE is UTF-8"));
-                while let Some(event_end) = buffer.find("\n\n") {
-                    let event: String = buffer.drain(..event_end + 2).collect();
-                    data.extend(
-                        event.lines().filter_map(|line| line.strip_prefix("data: ")).map(str::to_owned),
-                    );
-                }
-            }
+        match reader.try_next_event().await {
+            Ok(Some(event)) => data.push(event.data),
             Ok(None) => break None,
-            Err(error) => break Some(error),
+            Err(failure) => break Some(failure),
         }
     };
-    assert!(buffer.is_empty(), "an incomplete event was left: {buffer:?}");
     SseRead { data, body_error }
 }
 
