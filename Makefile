@@ -1,15 +1,15 @@
 # The one front door for developers and CI. `make help` lists the targets.
-# Knobs for `make run` are environment variables read by deploy/run-local.sh (PROFILE, SCALE_GATEWAY,
-# SCALE_WORKER, PUBLIC_PORT, ...; see the top of that script), e.g. `SCALE_GATEWAY=3 make run`.
+# Knobs for `make run` are environment variables (PROFILE, SCALE_GATEWAY, SCALE_WORKER, PUBLIC_PORT, ...), listed
+# with their defaults in deploy/topology.toml, e.g. `SCALE_GATEWAY=3 make run`.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 PYTHON ?= python3
-# The four service binaries; deploy/run-local.sh builds exactly these, so `make build-release` then `make run`
-# compiles nothing twice.
-BINARIES := gateway llm-worker dam mock-llm
+# The service binaries of deploy/topology.toml, which the supervisor builds together, so `make build-release`
+# then `make run` compiles nothing twice.
+BINARIES := $(shell sed -n 's/^binary = "\(.*\)"$$/\1/p' deploy/topology.toml)
 
 .PHONY: help run run-monitoring rolling-restart compose-up compose-down test test-monitoring-config test-deploy-config test-edge test-unit test-e2e test-browser test-load-smoke test-chaos-smoke chaos fuzz-tools lint fmt page-versions build-release deps clean-run bench-gate bench-llm-rate bench-streams bench-cancel bench-overhead bench-capacity bench-flood bench-redis bench-tools
 
@@ -36,7 +36,8 @@ test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2
 test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
 	$(PYTHON) dashboards/check_monitoring_config.py
 
-test-deploy-config: ## docker-compose config and the compose/Dockerfile/CI rules, kubectl kustomize and the K8s cross-references, offline
+test-deploy-config: ## the local topology's plan and its compose mirror, docker-compose config and the compose/Dockerfile/CI rules, kubectl kustomize and the K8s cross-references, offline
+	$(PYTHON) -m pytest -q tests/deploy/test_topology.py
 	$(PYTHON) tests/deploy/check_compose.py
 	$(PYTHON) tests/deploy/check_k8s.py
 

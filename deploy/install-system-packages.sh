@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages a local Traffic Dam stack and its tests need (redis-server, nginx, curl), and only
+# Installs the Debian packages a local Traffic Dam stack and its tests need (redis-server, nginx, curl, python3 for
+# the supervisor, deploy/supervisor.py, with a TOML reader), and only
 # the missing ones: a machine that has them is left untouched and no network is used. Called by `make deps`,
 # deploy/run-local.sh and .ci/run. Python packages for the end-to-end test are .ci/run's and `make deps`' business.
 # `make deps` and deploy/monitoring/start-monitoring.sh also ask for the monitoring tools by command name
@@ -20,7 +21,7 @@ declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [ngin
     [amtool]=prometheus-alertmanager [mtail]=mtail [chromium]=chromium [chromedriver]=chromium-driver)
 # Packages whose system service this script turns off again when it installed them (see the top).
 service_packages=(prometheus prometheus-alertmanager mtail)
-wanted=(redis-server redis-cli nginx curl "$@")
+wanted=(redis-server redis-cli nginx curl python3 "$@")
 missing=()
 for command_name in "${wanted[@]}"; do
     if ! have_command "$command_name"; then
@@ -28,6 +29,10 @@ for command_name in "${wanted[@]}"; do
         [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
     fi
 done
+# Python 3.10 and older have no tomllib: the supervisor then reads deploy/topology.toml with tomli.
+if have_command python3 && ! python3 -c 'import tomllib' 2>/dev/null && ! python3 -c 'import tomli' 2>/dev/null; then
+    missing+=(python3-tomli)
+fi
 if ((${#missing[@]} == 0)); then
     log "installed already: ${wanted[*]}"
     exit 0

@@ -1,21 +1,30 @@
-"""Starting and stopping the local topology of deploy/run-local.sh from Python, for the end-to-end test
-(tests/e2e), the fault tests (tests/chaos) and the benchmarks (loadtest/): free ports, the run script as a child
-process, its pid files, and an emergency stop that never leaves a process behind."""
+"""The local topology (deploy/topology.toml) started from Python, as `make run` starts it, for the end-to-end,
+browser, edge, load and fault tests and the benchmarks: free ports, deploy/run-local.sh (and so the supervisor,
+deploy/supervisor.py) as a child process, the state it writes once the stack is ready, and an emergency stop that
+never leaves a process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
-import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Named here too: the tests import them from this module.
+from process_control import child_pids, pid_alive, port_is_free, port_is_listening  # noqa: E402
+
+__all__ = ["LIFTED_EDGE_LIMITS", "ROOT", "STOP_TIMEOUT_S", "Ports", "Stack", "child_pids", "more_free_ports",
+           "pgrep_full", "pick_ports", "pid_alive", "port_is_free", "port_is_listening", "stop_child", "tail"]
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SCRIPT = ROOT / "deploy" / "run-local.sh"
-# The run script stops the stack in three phases of at most 15 s each; an idle stack stops in about a second.
+# The supervisor stops the stack in three phases of at most 15 s each; an idle stack stops in about a second.
 STOP_TIMEOUT_S = 60.0
 
 
@@ -38,22 +47,6 @@ class Ports:
     admin: int
     # Each worker's own listener (/metrics, /healthz, /readyz), worker N on workers[N-1].
     workers: list[int] = field(default_factory=list)
-
-
-def port_is_listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens and the port can be bound (no lingering connection holds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return not port_is_listening(port)
 
 
 def pick_ports(gateway_count: int, worker_count: int = DEFAULT_WORKER_PORTS) -> Ports:
@@ -87,17 +80,11 @@ def more_free_ports(ports: Ports, count: int) -> list[int]:
     raise RuntimeError("not enough free loopback ports found in 20000-30000")
 
 
-def reset_signals_for_child() -> None:
-    # A shell ignores forever the signals that were ignored when it started, so a test started with SIGINT
-    # ignored (nohup, `cmd &` in a script) would otherwise make the run script deaf to the SIGINT check.
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, signal.SIG_DFL)
-
-
 class Stack:
     """One run of deploy/run-local.sh: `profile` build, `workers` workers, one gateway per port in `ports`, and
-    `settings` (DAM_* variables, and run-local.sh knobs such as EDGE_*) on top of the defaults; the developer's own
-    DAM_* variables are dropped. nginx's per-address limits are lifted unless `settings` sets them."""
+    `settings` (DAM_* variables, and knobs of deploy/topology.toml such as EDGE_*) on top of the defaults; the
+    developer's own DAM_* variables are dropped. nginx's per-address limits are lifted unless `settings` sets
+    them."""
 
     def __init__(
         self,
@@ -119,7 +106,7 @@ class Stack:
         # the edge would otherwise count a whole load test as one abusive address.
         self.settings = {**LIFTED_EDGE_LIMITS, **(settings or {})}
         self.start_timeout_s = start_timeout_s
-        self.output_path = run_dir.parent / f"{run_dir.name}.run-local.log"
+        self.output_path = run_dir.parent / f"{run_dir.name}.supervisor.log"
         self.process: subprocess.Popen | None = None
         self.known_pids: dict[str, int] = {}
 
@@ -127,7 +114,8 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.public}"
 
-    def start(self) -> None:
+    def environment(self) -> dict[str, str]:
+        """What the supervisor of this stack runs with: the knobs for these ports, counts and settings."""
         environment = {name: value for name, value in os.environ.items() if not name.startswith("DAM_")}
         # Settings the developer exported for their own `make run` must not leak into the test; the test uses
         # the mock LLM, whatever provider is configured in the shell.
@@ -151,6 +139,10 @@ class Stack:
             READY_TIMEOUT_S="120",
             NO_COLOR="1",
         )
+        return environment
+
+    def start(self) -> None:
+        environment = self.environment()
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         output = open(self.output_path, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
@@ -160,7 +152,6 @@ class Stack:
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            preexec_fn=reset_signals_for_child,
         )
         output.close()
 
@@ -170,28 +161,31 @@ class Stack:
         except FileNotFoundError:
             return ""
 
+    def ready_state(self) -> dict | None:
+        """RUN_DIR/stack.json, which the supervisor writes once every process is ready, if this run wrote it."""
+        try:
+            state = json.loads((self.run_dir / "stack.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return state if state.get("supervisor_pid") == self.process.pid else None
+
     def wait_until_up(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if "Traffic Dam is up" in self.output():
-                self.known_pids = self.read_pid_files()
+            state = self.ready_state()
+            if state:
+                self.known_pids = {name: entry["pid"] for name, entry in state["processes"].items()}
                 master = self.known_pids.get("nginx")
                 for worker_pid in child_pids(master) if master else []:
                     self.known_pids[f"nginx-worker-{worker_pid}"] = worker_pid
                 return
             if self.process.poll() is not None:
                 raise AssertionError(
-                    f"run-local.sh exited with {self.process.returncode} before the stack was up:\n"
+                    f"the supervisor exited with {self.process.returncode} before the stack was up:\n"
                     + tail(self.output(), 40)
                 )
             time.sleep(0.5)
         raise AssertionError(f"the stack was not up within {self.start_timeout_s:.0f}s:\n" + tail(self.output(), 40))
-
-    def read_pid_files(self) -> dict[str, int]:
-        pids = {}
-        for pid_file in sorted((self.run_dir / "pids").glob("*.pid")):
-            pids[pid_file.stem] = int(pid_file.read_text().strip())
-        return pids
 
     def log(self, name: str) -> str:
         try:
@@ -200,7 +194,7 @@ class Stack:
             return ""
 
     def stop(self) -> None:
-        """SIGINT to the run script, as Ctrl-C would; anything still alive after the bound is killed."""
+        """SIGINT to the supervisor, as Ctrl-C would; anything still alive after the bound is killed."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -241,20 +235,6 @@ def stop_child(process: subprocess.Popen, grace_s: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def child_pids(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10)
-    return [int(line) for line in found.stdout.split()]
 
 
 def pgrep_full(pattern: str) -> list[str]:

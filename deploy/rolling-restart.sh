@@ -6,7 +6,7 @@
 # environment, working directory and open-files limit from /proc; send SIGTERM (a gateway stops accepting and
 # drains its streams, a worker finishes or hands back its jobs); wait for it to exit, bounded by its drain setting
 # plus a margin, SIGKILL only past that bound; start it again exactly as it ran, in a session of its own, its output
-# appended to RUN_DIR/logs/NAME.log; write the new pid to the pid file (run-local.sh then stops that process on
+# appended to RUN_DIR/logs/NAME.log; write the new pid to the pid file (the supervisor then stops that process on
 # Ctrl-C); wait until its /readyz answers 200. The next process is stopped only once the previous one is ready
 # again, so with two or more gateways one always serves. Tested by tests/chaos/scenario_rolling_restart.py.
 #
@@ -32,7 +32,7 @@ Usage:
 Restarts every gateway, then every worker, one at a time, with no downtime: each one is stopped with SIGTERM
 (it drains), started again, and the next one is stopped only once the previous one is ready again.
 
-  --local                  the processes of `make run` (deploy/run-local.sh), found through RUN_DIR/pids/
+  --local                  the processes of `make run` (deploy/supervisor.py), found through RUN_DIR/pids/
   --run-dir DIR            make run's run directory (default .run; a relative path is taken from the repository
                            root, as make run does)
   --compose                the compose services `gateway` and `worker` (docker compose v2 or docker-compose v1;
@@ -116,9 +116,9 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
-# --local: the processes of deploy/run-local.sh
+# --local: the processes of deploy/supervisor.py (`make run`)
 
-# Alive and not a zombie (a process that exited but whose parent, run-local.sh, has not reaped it yet is gone).
+# Alive and not a zombie (a process that exited but whose parent, the supervisor, has not reaped it yet is gone).
 is_alive() {
     local pid="$1" stat
     stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
@@ -127,7 +127,7 @@ is_alive() {
     [[ -n "$stat" && "${stat%% *}" != Z ]]
 }
 
-# Whether pid is a process of this run directory (run-local.sh's own test: it runs binaries through
+# Whether pid is a process of this run directory (the supervisor's own test: it runs binaries through
 # RUN_DIR/bin/NAME, so their command lines name the run directory; this guards against a recycled pid).
 belongs_to_run_dir() {
     local pid="$1"
@@ -229,7 +229,7 @@ SETSID_BIN="$(command -v setsid || true)"
 ENV_BIN="$(command -v env || true)"
 
 # Starts the captured process again: same working directory, open-files limit, environment and command line, in
-# a session of its own (as run-local.sh starts it), output appended to its log. Sets STARTED_PID.
+# a session of its own (as the supervisor starts it), output appended to its log. Sets STARTED_PID.
 # The environment is rebuilt in the subshell that becomes the process rather than passed as `env -i NAME=value`
 # arguments, because a command line is readable by every local user and the environment holds secrets (the
 # worker's DAM_LLM__API_KEY, a password in DAM_REDIS__URL); only names bash cannot carry go as arguments.
@@ -256,7 +256,7 @@ start_captured_process() {
     STARTED_PID=$!
 }
 
-# Replaces the pid file in one rename, so run-local.sh never reads a half-written one.
+# Replaces the pid file in one rename, so the supervisor never reads a half-written one.
 write_pid_file() {
     local pid_file="$1" pid="$2"
     printf '%s\n' "$pid" >"$pid_file.new"
@@ -316,7 +316,7 @@ restart_local_process() {
     step_started="$(now)"
     stop_started="$step_started"
     CURRENT_STEP="stopping $name (pid $old_pid)"
-    # Tells run-local.sh, which sees its child exit, that this is a restart and not a crash (removed once the new
+    # Tells the supervisor, which sees its child exit, that this is a restart and not a crash (removed once the new
     # process's pid is written).
     : >"$PID_DIR/$name.restarting"
     kill -TERM "$old_pid" 2>/dev/null || true
@@ -357,7 +357,7 @@ restart_local_process() {
         fi
         sleep 0.1
     done
-    # run-local.sh removes the pid file of a process that exited, unless it already names another one; should it
+    # The supervisor removes the pid file of a process that exited, unless it already names another one; should it
     # have read the file just before the write above, it removed the new one: write it again.
     [[ "$(cat "$pid_file" 2>/dev/null || true)" == "$new_pid" ]] || write_pid_file "$pid_file" "$new_pid"
     local differences

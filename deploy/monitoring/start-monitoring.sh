@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The monitoring beside a local stack (`make run-monitoring`, through deploy/run-local.sh when MONITORING=1): mtail
+# The monitoring beside a local stack (`make run-monitoring`, through the supervisor when MONITORING=1): mtail
 # reading nginx's access log, Alertmanager, and Prometheus scraping every service of the stack with the alert rules
 # loaded. All on loopback, their data under RUN_DIR/monitoring. It stays in the foreground as their supervisor:
-# SIGTERM, SIGINT or SIGHUP stops all three, and so does one of them exiting. The stack itself is run-local.sh's.
+# SIGTERM, SIGINT or SIGHUP stops all three, and so does one of them exiting. The stack is the supervisor's.
 #
 # Usage: start-monitoring.sh --run-dir DIR --gateway-ports "8081 8082" --worker-ports "9201 9202" --dam-port 9100
 # Knobs (environment):
@@ -101,7 +101,7 @@ wait_for_http() {
 }
 
 # --emit_prog_label=false: the labels are exactly the catalog's (status, layer). nginx creates the access log when
-# it starts, which run-local.sh did before this; mtail reads it from its end on, as it grows.
+# it starts, which the supervisor did before this; mtail reads it from its end on, as it grows.
 start_child mtail mtail --progs "$ROOT/dashboards/mtail" --logs "$access_log" --address 127.0.0.1 \
     --port "$MTAIL_PORT" --emit_prog_label=false --logtostderr
 wait_for_http mtail "http://127.0.0.1:$MTAIL_PORT/metrics"
@@ -112,7 +112,7 @@ start_child alertmanager prometheus-alertmanager --config.file "$monitoring_dir/
     --cluster.listen-address=
 wait_for_http alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready"
 
-# Written before Prometheus starts, so it is there once Prometheus answers (run-local.sh prints it then).
+# Written before Prometheus starts, so it is there once Prometheus answers (the supervisor prints it then).
 discord="alerts go to Discord"
 [[ -n "${DISCORD_WEBHOOK_URL:-}" ]] || discord="set DISCORD_WEBHOOK_URL to send alerts to Discord"
 cat >"$monitoring_dir/banner.txt" <<BANNER
@@ -131,7 +131,7 @@ wait_for_http prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
 
 log "ready: Prometheus on 127.0.0.1:$PROMETHEUS_PORT"
 
-# Serve until a signal, or until one child exits (then the others stop with it and run-local.sh reports it).
+# Serve until a signal, or until one child exits (then the others stop with it and the supervisor reports it).
 status=0
 wait -n "${children[@]}" || status=$?
 log "a monitoring process exited (status $status); stopping the others"

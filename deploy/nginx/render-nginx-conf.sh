@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Renders deploy/nginx/nginx.conf.template to stdout: the edge on one public port in front of the given gateways.
-# Only fills in placeholders; starting and stopping nginx is deploy/run-local.sh's job (or, in a container,
+# Only fills in placeholders; starting and stopping nginx is deploy/supervisor.py's job (or, in a container,
 # deploy/nginx/edge-entrypoint.sh's).
 #
 # Usage: render-nginx-conf.sh --prefix DIR [--mode local|container] [--log-dir DIR] --public-port PORT

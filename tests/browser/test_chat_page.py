@@ -1,5 +1,5 @@
 """The chat page in a real browser: Debian's Chromium, headless, driven through chromium-driver (WebDriver), against
-the stack as `make run` starts it (deploy/run-local.sh: nginx, 2 gateways, 1 worker taking one chat at a time,
+the stack as `make run` starts it (deploy/topology.toml: nginx, 2 gateways, 1 worker taking one chat at a time,
 mock-llm, the dam, redis-server). A user types, presses Enter and reads; the test checks what the page shows:
 the streamed answer, the queue position, refusals explained with a countdown and a retry (maintenance, the gate's
 rate limit, the edge's), Stop (mock-llm counts the cancelled request), markup shown as text, a conversation longer
@@ -264,7 +264,7 @@ def chat_page(request: pytest.FixtureRequest):
             driver.stop()
         stack.emergency_stop()
         if request.session.testsfailed or not came_up:
-            print(f"\nrun-local.sh output:\n{stack.output()[-3000:]}\nlogs kept in {run_dir / 'logs'}", flush=True)
+            print(f"\nsupervisor output:\n{stack.output()[-3000:]}\nlogs kept in {run_dir / 'logs'}", flush=True)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
             stack.output_path.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""The fault tests' view of the local topology (deploy/run-local.sh through deploy/local_stack.py): start it on free
+"""The fault tests' view of the local topology (deploy/topology.toml through deploy/local_stack.py): start it on free
 loopback ports, send one service a signal, start it again exactly as it ran, read its memory and open files from
 /proc, read and shape Redis and mock-llm. What a scenario checks lives in its own file, not here."""
 

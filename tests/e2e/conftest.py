@@ -1,5 +1,5 @@
-"""The end-to-end tests' one stack: deploy/run-local.sh (debug build) on free loopback ports, started once for the
-session and always stopped, with its logs kept when a test failed."""
+"""The end-to-end tests' one stack: the supervisor (deploy/supervisor.py, debug build) on free loopback ports,
+started once for the session and always stopped, with its logs kept when a test failed."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def stack(request: pytest.FixtureRequest):
     finally:
         stack.emergency_stop()
         if request.session.testsfailed or not came_up:
-            print(f"\nrun-local.sh output ({stack.output_path}):\n{tail(stack.output(), 30)}", flush=True)
+            print(f"\nsupervisor output ({stack.output_path}):\n{tail(stack.output(), 30)}", flush=True)
             print(f"logs kept in {stack.run_dir / 'logs'}", flush=True)
         elif os.environ.get("E2E_KEEP_RUN_DIR") != "1":
             shutil.rmtree(stack.run_dir, ignore_errors=True)

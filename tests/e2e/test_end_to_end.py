@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""End-to-end test of the real topology: deploy/run-local.sh starts redis-server, mock-llm, the dam, 2 gateways,
-2 workers and nginx as separate processes (debug build, free loopback ports, a run directory of its own;
-conftest.py), and every test talks to nginx the way a user would: curl -N for the browser and OpenAI streams, the
-official OpenAI Python SDK, and signals for shutdown. Run it with `make test-e2e` (pytest); it needs curl,
+"""End-to-end test of the real topology: the supervisor (deploy/supervisor.py) starts redis-server, mock-llm, the
+dam, 2 gateways, 2 workers and nginx as separate processes (debug build, free loopback ports, a run directory of
+its own; conftest.py), and every test talks to nginx the way a user would: curl -N for the browser and OpenAI
+streams, the official OpenAI Python SDK, and signals for shutdown. Run it with `make test-e2e` (pytest); it needs curl,
 redis-server, nginx and `pip install openai pytest`. Unit and in-process tests live in the crates, not here.
 
 The tests run in this file's order on one stack: the last two stop a gateway, then the whole stack. Every wait is
@@ -407,7 +407,7 @@ def test_nginx_fails_over_when_a_gateway_stops(stack: Stack) -> None:
     assert kinds and kinds[-1] == "done", f"the chat after failover did not finish: {kinds}"
 
 
-def test_sigint_to_run_local_stops_every_process_it_started_within_the_bound(stack: Stack) -> None:
+def test_sigint_to_the_supervisor_stops_every_process_it_started_within_the_bound(stack: Stack) -> None:
     pids = dict(stack.known_pids)
     assert pids, "no pids were recorded while the stack ran"
     started = time.monotonic()
@@ -415,7 +415,7 @@ def test_sigint_to_run_local_stops_every_process_it_started_within_the_bound(sta
     try:
         code = stack.process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"run-local.sh did not exit within {STOP_TIMEOUT_S:.0f}s of SIGINT") from None
+        raise AssertionError(f"the supervisor did not exit within {STOP_TIMEOUT_S:.0f}s of SIGINT") from None
     elapsed = time.monotonic() - started
     left = {name: pid for name, pid in pids.items() if pid_alive(pid)}
     assert not left, f"still running after the script exited: {left}"
@@ -424,7 +424,7 @@ def test_sigint_to_run_local_stops_every_process_it_started_within_the_bound(sta
     listening = [port for port in (stack.ports.public, *stack.ports.gateways, stack.ports.redis,
                                    stack.ports.mock_llm, stack.ports.admin) if port_is_listening(port)]
     assert not listening, f"ports still accept connections: {listening}"
-    assert code == 0, f"run-local.sh exited with {code} after SIGINT:\n{tail(stack.output(), 20)}"
+    assert code == 0, f"the supervisor exited with {code} after SIGINT:\n{tail(stack.output(), 20)}"
     assert "every process exited" in stack.output(), "the script did not report a clean stop"
     print(f"     stopped {len(pids)} processes in {elapsed:.1f}s", flush=True)
 

@@ -1,0 +1,156 @@
+"""The steps of starting a local stack that are not about supervising processes: the system programs it needs, the
+cargo build, the open-files limit, nginx's configuration, readiness checks, and the text printed once it is up.
+Used by deploy/supervisor.py."""
+
+from __future__ import annotations
+
+import glob
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from stack_plan import ROOT, Plan, PlannedProcess, PlanError, tomllib
+
+# A gateway needs a descriptor per stream, plus nginx's idle keep-alive connections, Redis, its listener and logs.
+GATEWAY_SPARE_OPEN_FILES = 1024
+# Straight to loopback, whatever proxy the caller's environment names.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def is_ready(process: PlannedProcess) -> bool:
+    if process.ready == "redis-ping":
+        try:
+            with socket.create_connection(("127.0.0.1", process.port), timeout=2) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+    try:
+        with DIRECT.open(process.ready_url, timeout=2) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def configured_setting(plan: Plan, section: str, key: str, default: int) -> int:
+    """A setting as the services start with it: its DAM_ variable, else the last config file that sets it, else
+    the built-in default. (The dam may change limits at runtime; this only sizes files and nginx.)"""
+    variable = f"DAM_{section.upper()}__{key.upper()}"
+    value, source = plan.environment.get(variable, default), variable
+    config_dir = plan.environment.get("DAM_CONFIG_DIR") or str(ROOT / "config")
+    for path in [] if variable in plan.environment else sorted(glob.glob(os.path.join(config_dir, "*.toml"))):
+        with open(path, "rb") as config_file:
+            found = tomllib.load(config_file).get(section, {}).get(key)
+        if found is not None:
+            value, source = found, f"{section}.{key} in {path}"
+    if not str(value).isdigit():
+        raise PlanError(f"{source} must be a whole number, got '{value}'")
+    return int(value)
+
+
+def raise_open_files_limit(plan: Plan) -> list[str]:
+    """Soft limit up to the hard one (every process started inherits it); a warning when it is still short of
+    what the gateways' limits.max_open_streams needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return [f"could not raise the open-files soft limit ({soft}) to the hard limit ({hard})"]
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = 1048576 if limit == resource.RLIM_INFINITY else limit
+    needed = configured_setting(plan, "limits", "max_open_streams", 10000) + GATEWAY_SPARE_OPEN_FILES
+    if limit >= needed:
+        return []
+    return [f"open files: the limit is {limit} per process, below the {needed} a gateway needs for "
+            f"limits.max_open_streams; past about {max(0, limit - GATEWAY_SPARE_OPEN_FILES)} streams a gateway "
+            "cannot accept connections. Raise the hard limit (ulimit -Hn as root, LimitNOFILE= in systemd, "
+            "/etc/security/limits.conf) or lower DAM_LIMITS__MAX_OPEN_STREAMS"]
+
+
+def check_programs(plan: Plan) -> None:
+    path = os.environ.get("PATH", "") + ":/usr/sbin"
+    for process in plan.processes:
+        if not process.binary and not shutil.which(process.command[0], path=path):
+            raise OSError(f"{process.command[0]} (for {process.name}) is not installed (run 'make deps')")
+
+
+def build_binaries(plan: Plan, say: Callable[[str], None], stopping: Callable[[], bool]) -> None:
+    arguments = ["cargo", "build", *(["--release"] if plan.knobs["PROFILE"] == "release" else [])]
+    for binary in plan.binaries:
+        arguments += ["-p", binary]
+    say(f"building: {' '.join(arguments)}")
+    build = subprocess.Popen(arguments, cwd=ROOT)
+    while build.poll() is None:
+        if stopping():
+            build.terminate()
+            build.wait(timeout=30)
+            return
+        time.sleep(0.2)
+    if build.returncode != 0:
+        raise subprocess.CalledProcessError(build.returncode, arguments)
+
+
+def prepare_nginx(plan: Plan) -> None:
+    """nginx.conf rendered from deploy/nginx/nginx.conf.template for this stack's gateways, checked by nginx -t."""
+    knobs = plan.knobs
+    streams = len(plan.of_kind("gateway")) * configured_setting(plan, "limits", "max_open_streams", 10000)
+    nginx_dir, log_dir = plan.run_dir / "nginx", plan.log_dir
+    render = [str(ROOT / "deploy" / "nginx" / "render-nginx-conf.sh"), "--prefix", str(nginx_dir),
+              "--log-dir", str(log_dir), "--public-port", knobs["PUBLIC_PORT"],
+              "--gateway-ports", " ".join(map(str, plan.ports_of("gateway"))),
+              "--gateway-max-body-bytes", str(configured_setting(plan, "gateway", "max_body_bytes", 262144)),
+              "--streams", str(streams), "--edge-rate-per-second", knobs["EDGE_RATE_PER_SECOND"],
+              "--edge-burst", knobs["EDGE_BURST"], "--edge-connections-per-address",
+              knobs["EDGE_CONNECTIONS_PER_ADDRESS"]]
+    with open(nginx_dir / "nginx.conf", "wb") as config:
+        subprocess.run(render, check=True, stdout=config, timeout=60)
+    nginx = plan.of_kind("nginx")[0].command
+    subprocess.run([shutil.which(nginx[0], path=os.environ.get("PATH", "") + ":/usr/sbin") or nginx[0], "-t", "-q",
+                    *nginx[1:]], check=True, timeout=60)
+
+
+def banner(plan: Plan) -> str:
+    url, model = plan.public_url, plan.served_model
+    lines = [
+        "",
+        f"  Traffic Dam is up: open {url}/",
+        "",
+        "  Browser flow (queue a chat, then stream its events):",
+        f"    curl -N \"{url}$(curl -sS {url}/api/chats -H 'content-type: application/json' \\",
+        "      -d '{\"message\":\"Hello\"}' | sed -E 's/.*\"events_url\":\"([^\"]+)\".*/\\1/')\"",
+        "",
+        "  OpenAI-compatible API:",
+        f"    curl -N {url}/v1/chat/completions -H 'content-type: application/json' \\",
+        f"      -d '{{\"model\":\"{model}\",\"stream\":true,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'",
+        "",
+        "  OpenAI Python SDK (pip install openai):",
+        "    from openai import OpenAI",
+        f"    client = OpenAI(base_url=\"{url}/v1\", api_key=\"unused\")",
+        f"    for chunk in client.chat.completions.create(model=\"{model}\", stream=True,",
+        "                                                messages=[{\"role\": \"user\", \"content\": \"Hello\"}]):",
+        "        print(chunk.choices[0].delta.content or \"\" if chunk.choices else \"\", end=\"\", flush=True)",
+        "",
+        f"  nginx {url} -> gateways {' '.join(map(str, plan.ports_of('gateway')))} (127.0.0.1); "
+        f"{len(plan.of_kind('worker'))} workers; redis 127.0.0.1:{plan.ports_of('redis')[0]}",
+    ]
+    lines += [f"  {worker.name}: http://127.0.0.1:{worker.port}/metrics (and /healthz, /readyz)"
+              for worker in plan.of_kind("worker")]
+    admin = plan.ports_of("dam")[0]
+    lines += [f"  dam admin (loopback only, not behind nginx): http://127.0.0.1:{admin}/readyz",
+              f"    and its CLI: {plan.bin_dir / 'dam'} --url http://127.0.0.1:{admin} status"]
+    if plan.use_mock_llm:
+        mock = plan.ports_of("mock-llm")[0]
+        lines.append(f"  mock LLM: http://127.0.0.1:{mock}/v1 (stats: http://127.0.0.1:{mock}/stats)")
+    lines += [f"  logs: {plan.log_dir}/   pids: {plan.pid_dir}/", "  Ctrl-C stops everything.", ""]
+    monitoring_banner = plan.run_dir / "monitoring" / "banner.txt"
+    if plan.of_kind("monitoring") and monitoring_banner.is_file():
+        lines.append(monitoring_banner.read_text())
+    return "\n".join(lines)
