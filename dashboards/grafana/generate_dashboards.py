@@ -117,6 +117,16 @@ def overview() -> Dashboard:
     board = Dashboard("dam-overview", "Traffic Dam: overview",
                       "The story of a flood, top to bottom: what came in, what was refused where and why, who waits "
                       "and how long, what the LLM did, and whether every instance is up.", ["traffic-dam"])
+    overview_traffic_in(board)
+    overview_refusals(board)
+    overview_queue(board)
+    overview_time_to_first_token(board)
+    overview_llm(board)
+    overview_instance_health(board)
+    return board
+
+
+def overview_traffic_in(board: Dashboard) -> None:
     board.row("Traffic in")
     board.panel("Requests at the edge, by status", "Every request nginx saw (dam_edge_requests_total, from its "
                 "access log through mtail).",
@@ -129,6 +139,8 @@ def overview() -> Dashboard:
                 [(f"sum by (flow) (rate(dam_gateway_admission_decisions_total{RATE}))", "{{flow}}")], unit="reqps",
                 stack=True)
 
+
+def overview_refusals(board: Dashboard) -> None:
     board.row("Admitted vs rejected, by layer and reason")
     board.panel("Refused share, by layer", "edge: answers nginx made itself with an error status; gate: the "
                 "gate's refusals among its decisions. Alert: DamRejectionRatioSpike (gate over 25%).",
@@ -154,6 +166,8 @@ def overview() -> Dashboard:
                 [(f"sum by (code) (rate(dam_gateway_errors_total{RATE}))", "{{code}}")], unit="reqps", stack=True,
                 width=12)
 
+
+def overview_queue(board: Dashboard) -> None:
     board.row("Queue: depth and wait, per lane")
     board.panel("Chats waiting, by lane", "dam_queue_depth, fleet-wide. Alert: DamQueueBacklogGrowing.",
                 [("max by (lane) (dam_queue_depth)", "{{lane}}")])
@@ -163,6 +177,8 @@ def overview() -> Dashboard:
                 "(dam_worker_queue_wait_seconds).",
                 quantiles("dam_worker_queue_wait_seconds", "lane", levels=(0.5, 0.95)), unit="s")
 
+
+def overview_time_to_first_token(board: Dashboard) -> None:
     board.row("Time to first token")
     board.panel("Time to first token p50/p95/p99", "A chat's creation to its first token leaving the gateway "
                 f"(dam_gateway_time_to_first_token_seconds). The red line is the {TTFT_OBJECTIVE_S} s objective "
@@ -177,6 +193,8 @@ def overview() -> Dashboard:
                   f"(rate(dam_worker_added_latency_seconds_bucket{RATE})))", "worker {{stage}}")],
                 unit="s", width=12)
 
+
+def overview_llm(board: Dashboard) -> None:
     board.row("LLM: throughput, errors, breaker")
     board.panel("LLM requests, by outcome", "Upstream requests: ok, error, throttled, timeout, cancelled "
                 "(dam_worker_llm_requests_total).",
@@ -199,6 +217,8 @@ def overview() -> Dashboard:
                 [(f"sum by (outcome) (rate(dam_worker_jobs_total{RATE}))", "{{outcome}}")], unit="ops", width=6,
                 height=5, stack=True)
 
+
+def overview_instance_health(board: Dashboard) -> None:
     board.row("Instance health")
     board.panel("Scrape targets up, by job", "up per job: 1 each. Alert: DamInstanceDown.",
                 [('sum by (job) (up{job=~"gateway|worker|dam|edge"})', "{{job}} up"),
@@ -214,7 +234,6 @@ def overview() -> Dashboard:
                 [("sum(dam_gateway_pubsub_connected)", "pub/sub connected"),
                  ("min(dam_fleet_gauges_fresh)", "fleet gauges fresh"),
                  ("max(dam_intake_paused)", "intake paused")])
-    return board
 
 
 def gateway() -> Dashboard:
