@@ -1,7 +1,9 @@
 //! `TestStack`: a whole Traffic Dam in one test process, on port 0: a real redis-server, mock-llm, any number of
 //! gateways and workers, all sharing a key prefix unique to the test. Each service can be stopped gracefully or
 //! killed (its task aborted) to test failures. Running a service is `service_thread.rs` and `stack_services.rs`;
-//! the stack's HTTP requests are `stack_requests.rs`, its bounded waits `stack_waiting.rs`.
+//! the stack's HTTP requests are `stack_requests.rs`, its bounded waits `stack_waiting.rs`. The processes of a
+//! real deployment are described in `deploy/topology.toml`; this is the Rust tests' in-process harness, with the
+//! same stop order (services before the Redis and mock-llm they use).
 
 use mock_llm::MockLlmHandle;
 use protocol::Settings;
