@@ -285,7 +285,10 @@ class Supervisor:
             print(banner(self.plan), flush=True)
             status = self.serve()
         except (StartupFailed, PlanError, OSError, subprocess.CalledProcessError) as error:
-            self.say(f"error: {error}")
+            if self.stop_signal:
+                status = 0  # asked to stop while starting: a stop like any other, not a failure
+            else:
+                self.say(f"error: {error}")
         finally:
             stopped = self.stop_everything()
         return status if stopped else 1
