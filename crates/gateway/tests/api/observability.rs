@@ -196,8 +196,6 @@ fn decisions(decision: &str, reason: &str, flow: &str) -> String {
 #[tokio::test]
 #[ignore = "runs only inside gateway_metrics_count_exactly_what_this_test_caused, in a process of its own"]
 async fn gateway_metrics_in_a_process_of_their_own() {
-    use http_body_util::{BodyExt, Empty};
-
     if !in_a_process_of_its_own() {
         return;
     }
@@ -220,11 +218,18 @@ async fn gateway_metrics_in_a_process_of_their_own() {
         assert_eq!(before.get(&series), Some(&0.0), "{series} registered at zero: {before:?}");
     }
 
-    // An OpenAI stream and a browser chat whose tokens arrive while their streams are open, so that they are
-    // relayed from published messages.
+    stream_an_openai_chat_and_a_browser_chat_slowly(&stack).await;
+    spend_the_burst_and_make_error_answers(&stack).await;
+    ask_for_the_models_over_http2(&stack).await;
+    assert_counted_exactly_what_happened(&scrape(&stack).await);
+}
+
+/// An OpenAI stream and a browser chat whose tokens arrive while their streams are open, so that they are
+/// relayed from published messages.
+async fn stream_an_openai_chat_and_a_browser_chat_slowly(stack: &TestStack) {
     let slow = "[[mock tokens=4 ttft_ms=300 inter_token_ms=200]]";
     let streamed = post_completion(
-        &stack,
+        stack,
         json!({"messages": [{"role": "user", "content": format!("streamed {slow}")}], "stream": true}),
     )
     .await;
@@ -239,14 +244,23 @@ async fn gateway_metrics_in_a_process_of_their_own() {
         created.json::<Value>().await.expect("json")["events_url"].as_str().expect("url").to_owned();
     let received = stack.open_events(0, &events_url).await.collect_all_within(LIMIT).await;
     assert_eq!(received.last().expect("events").event, "done");
-    // The caller's burst of 3 is spent by the third chat; the fourth is refused.
+}
+
+/// The caller's burst of 3 is spent by the third chat, so the fourth is refused; then a route that does not
+/// exist and a head too large.
+async fn spend_the_burst_and_make_error_answers(stack: &TestStack) {
     assert_eq!(stack.post_chat(0, &json!({"message": "third"})).await.status(), 202);
     assert_eq!(stack.post_chat(0, &json!({"message": "fourth"})).await.status(), 429);
     let unknown =
         stack.http.get(format!("{}/no/such/route", stack.gateway_url(0))).send().await.expect("get");
     assert_eq!(unknown.status(), 404);
-    assert!(raw_exchange(&stack, &oversized_head()).await.starts_with("HTTP/1.1 431"));
-    // HTTP/2 requests pass the same router, and are counted the same way.
+    assert!(raw_exchange(stack, &oversized_head()).await.starts_with("HTTP/1.1 431"));
+}
+
+/// HTTP/2 requests pass the same router, and are counted the same way.
+async fn ask_for_the_models_over_http2(stack: &TestStack) {
+    use http_body_util::{BodyExt, Empty};
+
     let io = hyper_util::rt::TokioIo::new(
         TcpStream::connect(stack.gateways[0].address.expect("address")).await.expect("connect"),
     );
@@ -260,8 +274,9 @@ async fn gateway_metrics_in_a_process_of_their_own() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-dam-instance"], stack.settings.telemetry.instance_name().as_str());
     response.into_body().collect().await.expect("body");
+}
 
-    let after = scrape(&stack).await;
+fn assert_counted_exactly_what_happened(after: &HashMap<String, f64>) {
     let expected = [
         (requests("/v1/chat/completions", "POST", "200"), 1.0),
         (requests("/api/chats", "POST", "202"), 2.0),

@@ -40,35 +40,8 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to_the_relay() {
     let (exporter, provider) = record_spans_in_memory();
     let stack = TestStack::start(StackOptions { gateways: 1, workers: 1, ..StackOptions::default() }).await;
-
-    // A browser chat that names its own trace.
-    let response = stack
-        .http
-        .post(format!("{}/api/chats", stack.gateway_url(0)))
-        .header("traceparent", CALLER_TRACEPARENT)
-        .json(&json!({ "messages": [{ "role": "user", "content": "trace me" }] }))
-        .send()
-        .await
-        .expect("POST reaches the gateway");
-    assert_eq!(response.status(), 202);
-    let created: serde_json::Value = response.json().await.expect("JSON body");
-    let job_id = created["id"].as_str().expect("job id").to_owned();
-    let mut events = stack.open_events(0, created["events_url"].as_str().expect("events url")).await;
-    let received = events.collect_all_within(Duration::from_secs(30)).await;
-    assert!(received.iter().any(|event| event.event == "done"), "the chat ends done: {received:?}");
-    drop(events);
-
-    // An OpenAI-style chat that names no trace: the gateway starts one, and the worker continues it.
-    let completion = stack
-        .http
-        .post(format!("{}/v1/chat/completions", stack.gateway_url(0)))
-        .json(&json!({ "model": "mock-1", "messages": [{ "role": "user", "content": "and me" }] }))
-        .send()
-        .await
-        .expect("POST reaches the gateway");
-    assert_eq!(completion.status(), 200);
-    let completion: serde_json::Value = completion.json().await.expect("JSON body");
-    let openai_job_id = completion["id"].as_str().expect("id").trim_start_matches("chatcmpl-").to_owned();
+    let browser_job_id = browser_chat_naming_its_own_trace(&stack).await;
+    let openai_job_id = openai_chat_naming_no_trace(&stack).await;
 
     // Spans end when their step ends; the relay's ends when its stream closes, just after the last event.
     let spans = stack
@@ -88,10 +61,57 @@ async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to
         .await;
 
     let caller_trace = TraceId::from_hex(CALLER_TRACE_ID).expect("trace id");
-    let of_job = |job: &str| -> Vec<&SpanData> {
-        spans.iter().filter(|span| attribute(span, "job_id").as_deref() == Some(job)).collect()
-    };
-    let browser_spans = of_job(&job_id);
+    assert_the_browser_chat_is_in_the_callers_trace(&spans_of_job(&spans, &browser_job_id), caller_trace);
+    assert_the_openai_chat_is_in_one_trace_the_gateway_began(
+        &spans_of_job(&spans, &openai_job_id),
+        caller_trace,
+    );
+
+    // Identities are hashed: no attribute carries the caller's address in clear.
+    for span in spans.iter() {
+        for pair in &span.attributes {
+            assert!(!pair.value.to_string().contains("127.0.0.1"), "{} carries {pair:?}", span.name);
+        }
+    }
+}
+
+/// A browser chat that names its own trace, streamed to its end; its job id.
+async fn browser_chat_naming_its_own_trace(stack: &TestStack) -> String {
+    let response = stack
+        .http
+        .post(format!("{}/api/chats", stack.gateway_url(0)))
+        .header("traceparent", CALLER_TRACEPARENT)
+        .json(&json!({ "messages": [{ "role": "user", "content": "trace me" }] }))
+        .send()
+        .await
+        .expect("POST reaches the gateway");
+    assert_eq!(response.status(), 202);
+    let created: serde_json::Value = response.json().await.expect("JSON body");
+    let mut events = stack.open_events(0, created["events_url"].as_str().expect("events url")).await;
+    let received = events.collect_all_within(Duration::from_secs(30)).await;
+    assert!(received.iter().any(|event| event.event == "done"), "the chat ends done: {received:?}");
+    created["id"].as_str().expect("job id").to_owned()
+}
+
+/// An OpenAI-style chat that names no trace: the gateway starts one, and the worker continues it. Its job id.
+async fn openai_chat_naming_no_trace(stack: &TestStack) -> String {
+    let completion = stack
+        .http
+        .post(format!("{}/v1/chat/completions", stack.gateway_url(0)))
+        .json(&json!({ "model": "mock-1", "messages": [{ "role": "user", "content": "and me" }] }))
+        .send()
+        .await
+        .expect("POST reaches the gateway");
+    assert_eq!(completion.status(), 200);
+    let completion: serde_json::Value = completion.json().await.expect("JSON body");
+    completion["id"].as_str().expect("id").trim_start_matches("chatcmpl-").to_owned()
+}
+
+fn spans_of_job<'a>(spans: &'a [SpanData], job_id: &str) -> Vec<&'a SpanData> {
+    spans.iter().filter(|span| attribute(span, "job_id").as_deref() == Some(job_id)).collect()
+}
+
+fn assert_the_browser_chat_is_in_the_callers_trace(browser_spans: &[&SpanData], caller_trace: TraceId) {
     let names: Vec<&str> = browser_spans.iter().map(|span| span.name.as_ref()).collect();
     for step in [
         "chat.admission",
@@ -103,7 +123,7 @@ async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to
     ] {
         assert!(names.contains(&step), "the browser chat has a {step} span: {names:?}");
     }
-    for span in &browser_spans {
+    for span in browser_spans {
         assert_eq!(span.span_context.trace_id(), caller_trace, "{} is in the caller's trace", span.name);
     }
 
@@ -113,9 +133,13 @@ async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to
     assert_eq!(queue_wait.parent_span_id, admission.span_context.span_id());
     assert!(queue_wait.end_time >= queue_wait.start_time);
     assert_eq!(attribute(queue_wait, "lane").as_deref(), Some("standard"));
+}
 
-    // The worker's and the gateway's spans of the OpenAI chat share the trace the gateway began.
-    let openai_spans = of_job(&openai_job_id);
+/// The worker's and the gateway's spans of the OpenAI chat share the trace the gateway began.
+fn assert_the_openai_chat_is_in_one_trace_the_gateway_began(
+    openai_spans: &[&SpanData],
+    caller_trace: TraceId,
+) {
     let openai_names: Vec<&str> = openai_spans.iter().map(|span| span.name.as_ref()).collect();
     for step in ["chat.admission", "chat.queue_wait", "chat.run", "chat.upstream_call", "chat.relay"] {
         assert!(openai_names.contains(&step), "the OpenAI chat has a {step} span: {openai_names:?}");
@@ -123,11 +147,4 @@ async fn one_chat_is_one_trace_from_the_callers_traceparent_through_the_queue_to
     let openai_trace = openai_spans[0].span_context.trace_id();
     assert_ne!(openai_trace, caller_trace);
     assert!(openai_spans.iter().all(|span| span.span_context.trace_id() == openai_trace), "{openai_names:?}");
-
-    // Identities are hashed: no attribute carries the caller's address in clear.
-    for span in spans.iter() {
-        for pair in &span.attributes {
-            assert!(!pair.value.to_string().contains("127.0.0.1"), "{} carries {pair:?}", span.name);
-        }
-    }
 }
