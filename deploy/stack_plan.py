@@ -19,6 +19,7 @@ TOPOLOGY_PATH = ROOT / "deploy" / "topology.toml"
 # Knobs that hold whole numbers, and the ranges of the two counts.
 NUMBER_KNOBS = ("SCALE_GATEWAY", "SCALE_WORKER", "PUBLIC_PORT", "GATEWAY_PORT_BASE", "WORKER_PORT_BASE",
                 "REDIS_PORT", "MOCK_LLM_PORT", "ADMIN_PORT", "PROMETHEUS_PORT", "READY_TIMEOUT_S", "STOP_TIMEOUT_S")
+OPTIONAL_NUMBER_KNOBS = ("EDGE_RATE_PER_SECOND", "EDGE_BURST", "EDGE_CONNECTIONS_PER_ADDRESS")
 COUNT_RANGES = {"SCALE_GATEWAY": (1, 32), "SCALE_WORKER": (0, 64)}
 PLACEHOLDER = re.compile(r"\{([A-Za-z_:-]+)\}")
 
@@ -94,6 +95,9 @@ def read_knobs(topology: dict, environ: dict[str, str]) -> dict[str, str]:
     for name in NUMBER_KNOBS:
         if not knobs[name].isdigit():
             raise PlanError(f"{name} must be a whole number, got '{knobs[name]}'")
+    for name in OPTIONAL_NUMBER_KNOBS:
+        if knobs[name] and not knobs[name].isdigit():
+            raise PlanError(f"{name} must be a whole number or empty (the default), got '{knobs[name]}'")
     for name, (lowest, highest) in COUNT_RANGES.items():
         if not lowest <= int(knobs[name]) <= highest:
             raise PlanError(f"{name} must be {lowest}..{highest}, got {knobs[name]}")

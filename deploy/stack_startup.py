@@ -19,6 +19,9 @@ from stack_plan import ROOT, Plan, PlannedProcess, PlanError, tomllib
 
 # A gateway needs a descriptor per stream, plus nginx's idle keep-alive connections, Redis, its listener and logs.
 GATEWAY_SPARE_OPEN_FILES = 1024
+# The edge's per-address limit knobs and the renderer's options for them; an empty knob keeps its default.
+EDGE_LIMIT_OPTIONS = {"EDGE_RATE_PER_SECOND": "--edge-rate-per-second", "EDGE_BURST": "--edge-burst",
+                      "EDGE_CONNECTIONS_PER_ADDRESS": "--edge-connections-per-address"}
 # Straight to loopback, whatever proxy the caller's environment names.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -106,9 +109,10 @@ def prepare_nginx(plan: Plan) -> None:
               "--log-dir", str(log_dir), "--public-port", knobs["PUBLIC_PORT"],
               "--gateway-ports", " ".join(map(str, plan.ports_of("gateway"))),
               "--gateway-max-body-bytes", str(configured_setting(plan, "gateway", "max_body_bytes", 262144)),
-              "--streams", str(streams), "--edge-rate-per-second", knobs["EDGE_RATE_PER_SECOND"],
-              "--edge-burst", knobs["EDGE_BURST"], "--edge-connections-per-address",
-              knobs["EDGE_CONNECTIONS_PER_ADDRESS"]]
+              "--streams", str(streams)]
+    for knob, option in EDGE_LIMIT_OPTIONS.items():
+        if knobs[knob]:
+            render += [option, knobs[knob]]
     with open(nginx_dir / "nginx.conf", "wb") as config:
         subprocess.run(render, check=True, stdout=config, timeout=60)
     nginx = plan.of_kind("nginx")[0].command

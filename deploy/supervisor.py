@@ -287,6 +287,8 @@ class Supervisor:
         except (StartupFailed, PlanError, OSError, subprocess.CalledProcessError) as error:
             if self.stop_signal:
                 status = 0  # asked to stop while starting: a stop like any other, not a failure
+            elif isinstance(error, subprocess.CalledProcessError):
+                self.say(f"error: {Path(error.cmd[0]).name} failed with status {error.returncode} (see above)")
             else:
                 self.say(f"error: {error}")
         finally:

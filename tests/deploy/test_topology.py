@@ -86,6 +86,7 @@ def test_the_callers_settings_win_over_the_stacks_defaults_but_not_over_its_addr
         ({"WORKER_PORTS": "a b"}, "WORKER_PORTS must be whole numbers"),
         ({"ADMIN_PORT": "8081"}, "port 8081 is set for both"),
         ({"PUBLIC_PORT": "70000"}, "port 70000 is out of range"),
+        ({"EDGE_BURST": "lots"}, "EDGE_BURST must be a whole number or empty"),
     ],
 )
 def test_bad_knobs_are_refused_with_a_message_naming_them(knobs: dict[str, str], message: str) -> None:
