@@ -23,13 +23,12 @@ from compose_files import (
 
 
 def test_mounted_paths_and_build_targets_exist(compose, services) -> None:
-    problems, count = [], 0
+    problems = []
     named_volumes = set(compose.get("volumes") or {})
     for name, service in services.items():
         for volume in service.get("volumes") or []:
             source = volume.get("source", "") if isinstance(volume, dict) else str(volume).split(":")[0]
             if source.startswith("."):
-                count += 1
                 if not (DEPLOY_DIRECTORY / source).exists():
                     problems.append(f"{name} mounts {source}, which does not exist")
             elif source.startswith("/"):
