@@ -183,6 +183,18 @@ def run_command(arguments: list[str], **options) -> subprocess.CompletedProcess:
     return subprocess.run(arguments, capture_output=True, text=True, timeout=120, **options)
 
 
+def installed_tool(name: str, install_hint: str = "") -> str:
+    """The path of an optional checker (hadolint, promtool, ...); the test that wants it is skipped without it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed" + (f" ({install_hint})" if install_hint else ""))
+    return path
+
+
+def output_of(result: subprocess.CompletedProcess) -> str:
+    return (result.stdout + result.stderr).strip()
+
+
 def compose_command() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]

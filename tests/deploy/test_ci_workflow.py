@@ -5,11 +5,17 @@ when installed, accept it; without them those tests are skipped."""
 from __future__ import annotations
 
 import re
-import shutil
 
-import pytest
-
-from compose_files import ALL_TARGETS, CI_SCRIPT, REPO_ROOT, WORKFLOW_FILE, load_yaml, run_command
+from compose_files import (
+    ALL_TARGETS,
+    CI_SCRIPT,
+    REPO_ROOT,
+    WORKFLOW_FILE,
+    installed_tool,
+    load_yaml,
+    output_of,
+    run_command,
+)
 
 
 def test_the_ci_workflow_runs_lint_test_and_every_docker_target() -> None:
@@ -46,17 +52,12 @@ def test_the_ci_workflow_runs_lint_test_and_every_docker_target() -> None:
 
 
 def test_actionlint_accepts_the_ci_workflow() -> None:
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint is not installed")
+    actionlint = installed_tool("actionlint")
     result = run_command([actionlint, "-shellcheck=", "-pyflakes=", str(WORKFLOW_FILE)], cwd=REPO_ROOT)
-    assert result.returncode == 0, f"actionlint: {(result.stdout + result.stderr).strip()}"
+    assert result.returncode == 0, f"actionlint: {output_of(result)}"
 
 
 def test_the_github_workflow_schema_accepts_the_ci_workflow() -> None:
-    validator = shutil.which("check-jsonschema")
-    if validator is None:
-        pytest.skip("check-jsonschema is not installed (pip install check-jsonschema)")
+    validator = installed_tool("check-jsonschema", "pip install check-jsonschema")
     result = run_command([validator, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW_FILE)])
-    assert result.returncode == 0, \
-        f"the GitHub workflow schema refuses ci.yml: {(result.stdout + result.stderr).strip()}"
+    assert result.returncode == 0, f"the GitHub workflow schema refuses ci.yml: {output_of(result)}"

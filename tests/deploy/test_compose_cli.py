@@ -4,13 +4,18 @@ Specification's schema accepts it when check-jsonschema is installed (otherwise 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-
-from compose_files import COMPOSE_FILE, REPO_ROOT, clean_environment, compose_command, run_command
+from compose_files import (
+    COMPOSE_FILE,
+    REPO_ROOT,
+    clean_environment,
+    compose_command,
+    installed_tool,
+    output_of,
+    run_command,
+)
 
 
 def test_docker_compose_config_accepts_the_file_with_every_profile() -> None:
@@ -40,12 +45,9 @@ def test_docker_compose_config_refuses_the_file_without_the_admin_token() -> Non
 
 
 def test_the_compose_specification_schema_accepts_the_file() -> None:
-    validator = shutil.which("check-jsonschema")
-    if validator is None:
-        pytest.skip("check-jsonschema is not installed (pip install check-jsonschema)")
+    validator = installed_tool("check-jsonschema", "pip install check-jsonschema")
     result = run_command([validator, "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)])
-    assert result.returncode == 0, \
-        f"the Compose Specification schema refuses it: {(result.stdout + result.stderr).strip()}"
+    assert result.returncode == 0, f"the Compose Specification schema refuses it: {output_of(result)}"
 
 
 def test_the_file_has_no_version_key(compose) -> None:

@@ -4,20 +4,19 @@ when installed, accepts the Dockerfile."""
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
 
 from compose_files import (
-    ALL_TARGETS,
     ALLOWED_HOST_MOUNTS,
+    ALL_TARGETS,
     DEPLOY_DIRECTORY,
     DOCKERFILE,
     EDGE_TARGET_PORT,
     REPO_ROOT,
     RUST_TARGETS,
     dockerfile_stages,
+    installed_tool,
     instructions_of_target,
+    output_of,
     run_command,
 )
 
@@ -86,8 +85,6 @@ def test_every_image_follows_the_contract() -> None:
 
 
 def test_hadolint_accepts_the_dockerfile() -> None:
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint is not installed")
+    hadolint = installed_tool("hadolint")
     result = run_command([hadolint, "--no-color", str(DOCKERFILE)])
-    assert result.returncode == 0, f"hadolint: {(result.stdout + result.stderr).strip()}"
+    assert result.returncode == 0, f"hadolint: {output_of(result)}"

@@ -3,13 +3,17 @@ when installed, accepts its configuration), and Grafana is provisioned with its 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-
-from compose_files import PROMETHEUS_CONFIG_FILE, REPO_ROOT, load_yaml, run_command
+from compose_files import (
+    PROMETHEUS_CONFIG_FILE,
+    REPO_ROOT,
+    installed_tool,
+    load_yaml,
+    output_of,
+    run_command,
+)
 
 
 def test_prometheus_scrapes_every_replica(services) -> None:
@@ -37,16 +41,14 @@ def test_prometheus_scrapes_every_replica(services) -> None:
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = installed_tool("promtool")
     config_text = PROMETHEUS_CONFIG_FILE.read_text(encoding="utf-8").replace(
         "/etc/prometheus/rules/alert-rules.yml", str(REPO_ROOT / "dashboards" / "prometheus" / "alert-rules.yml"))
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "prometheus.yml"
         path.write_text(config_text, encoding="utf-8")
         result = run_command([promtool, "check", "config", str(path)])
-    assert result.returncode == 0, f"promtool check config: {(result.stdout + result.stderr).strip()}"
+    assert result.returncode == 0, f"promtool check config: {output_of(result)}"
 
 
 def test_grafana_is_provisioned(services) -> None:
