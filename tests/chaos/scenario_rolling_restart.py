@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from chaos_stack import ROOT, ScenarioResult, start_chaos_stack
-from chat_clients import SLOW_ANSWER, LoadUnderFaults, OpenAiStreamingLoad, summarize_openai
+from chat_clients import SLOW_ANSWER, LoadUnderFaults
+from openai_stream_clients import OpenAiStreamingLoad, summarize_openai
 
 DESCRIPTION = "deploy/rolling-restart.sh --local under steady load: every gateway and worker replaced, no client error"
 ROLLING_RESTART_SCRIPT = ROOT / "deploy" / "rolling-restart.sh"
