@@ -36,13 +36,11 @@ test: deps test-monitoring-config test-deploy-config test-unit test-edge test-e2
 test-monitoring-config: ## promtool/amtool/mtail checks of dashboards/ and the dashboards' JSON, in seconds
 	$(PYTHON) dashboards/check_monitoring_config.py
 
-test-deploy-config: ## the local topology's plan and its compose mirror, docker-compose config and the compose/Dockerfile/CI rules, kubectl kustomize and the K8s cross-references, offline
-	$(PYTHON) -m pytest -q tests/deploy/test_topology.py
-	$(PYTHON) tests/deploy/check_compose.py
-	$(PYTHON) tests/deploy/check_k8s.py
+test-deploy-config: ## the local topology's plan and its compose mirror, docker-compose config and the compose/Dockerfile/CI rules, kubectl kustomize and the K8s cross-references, offline (pytest)
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/deploy/test_local_topology.py tests/deploy/test_compose_*.py tests/deploy/test_ci_workflow.py tests/deploy/test_k8s_*.py
 
-test-edge: ## nginx as users meet it: both renderings pass nginx -t, per-address floods get 429 X-Dam-Layer: edge, client identity through the container edge
-	$(PYTHON) tests/deploy/check_edge.py
+test-edge: ## nginx as users meet it: both renderings pass nginx -t, per-address floods get 429 X-Dam-Layer: edge, client identity through the container edge (pytest)
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/deploy/test_edge_rendering.py tests/deploy/test_edge.py
 
 test-unit: ## cargo test --workspace (needs redis-server: make deps)
 	$(CARGO) test --workspace
