@@ -70,6 +70,9 @@ def choose_compose_command(files: list[str], project_directory: str, project_nam
 
 
 class ComposeRollingRestart:
+    """One rolling restart of a compose project's gateways, then workers; `run` does it or raises
+    RollingRestartError."""
+
     def __init__(self, files: list[str], project_directory: str, project_name: str, ready_timeout_s: int,
                  stop_margin_s: int, settle_s: int, steps: CurrentStep):
         self.files, self.project_directory, self.project_name = files, project_directory, project_name

@@ -57,6 +57,8 @@ def drain_and_ready_url(name: str, kind: str, captured: CapturedProcess) -> tupl
 
 
 class LocalRollingRestart:
+    """One rolling restart of a run directory's gateways and workers; `run` does it or raises RollingRestartError."""
+
     def __init__(self, run_dir: str, ready_timeout_s: int, stop_margin_s: int, steps: CurrentStep):
         # A relative run directory is taken from the repository root, as make run does.
         self.run_dir = ROOT / run_dir
