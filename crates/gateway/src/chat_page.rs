@@ -1,5 +1,5 @@
 //! Serves the bundled browser chat page when the gateway runs without nginx: `chat.html` at `/` and its stylesheet
-//! and script under `/static/`, with the same headers nginx gives them (deploy/nginx/nginx.conf.template): a strict
+//! and scripts under `/static/`, with the same headers nginx gives them (deploy/nginx/nginx.conf.template): a strict
 //! Content-Security-Policy, `nosniff`, and a year of caching for an asset asked for with `?v=`.
 
 use axum::extract::{Path, RawQuery};
@@ -15,10 +15,17 @@ pub const CHAT_PAGE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-
 
 const PAGE_HTML: &str = include_str!("../static/chat.html");
 
-/// The files under `/static/`: name, content type, body.
-const STATIC_ASSETS: [(&str, &str, &str); 2] = [
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// The files under `/static/`: name, content type, body. The scripts in the order the page runs them.
+const STATIC_ASSETS: [(&str, &str, &str); 7] = [
     ("chat.css", "text/css; charset=utf-8", include_str!("../static/chat.css")),
-    ("chat.js", "text/javascript; charset=utf-8", include_str!("../static/chat.js")),
+    ("chat-view.js", JAVASCRIPT, include_str!("../static/chat-view.js")),
+    ("chat-refusals.js", JAVASCRIPT, include_str!("../static/chat-refusals.js")),
+    ("chat-conversation.js", JAVASCRIPT, include_str!("../static/chat-conversation.js")),
+    ("chat-stream.js", JAVASCRIPT, include_str!("../static/chat-stream.js")),
+    ("chat-turn.js", JAVASCRIPT, include_str!("../static/chat-turn.js")),
+    ("chat.js", JAVASCRIPT, include_str!("../static/chat.js")),
 ];
 
 /// A versioned asset (`?v=...`, the page names each with its content's digest) never changes; an unversioned
@@ -38,7 +45,7 @@ pub async fn chat_page() -> Response {
     (headers, PAGE_HTML).into_response()
 }
 
-/// `GET /static/{name}`: the page's stylesheet and script.
+/// `GET /static/{name}`: the page's stylesheet and scripts.
 pub async fn static_asset(
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
@@ -89,6 +96,21 @@ mod tests {
                  for a year"
             );
         }
+    }
+
+    /// nginx serves every file of the directory; a gateway alone only those it embeds.
+    #[test]
+    fn the_gateway_serves_every_file_beside_the_page() {
+        let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+        let mut on_disk: Vec<String> = std::fs::read_dir(directory)
+            .expect("the static directory")
+            .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "chat.html")
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = STATIC_ASSETS.iter().map(|(name, ..)| (*name).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded, "STATIC_ASSETS must list each file of {directory} but chat.html");
     }
 
     #[test]
