@@ -76,10 +76,10 @@ lint: ## rustfmt check, clippy with warnings as errors, and no unused dependency
 	@command -v cargo-machete >/dev/null 2>&1 || $(CARGO) install --locked cargo-machete
 	$(CARGO) machete
 
-page-versions: ## After editing the chat page's chat.css or chat.js: name each in chat.html with its content's digest (?v=)
-	@cd crates/gateway/static && for asset in chat.css chat.js; do \
+page-versions: ## After editing the chat page's chat*.css or chat*.js: name each in chat.html with its content's digest (?v=)
+	@cd crates/gateway/static && for asset in *.css *.js; do \
 		sed -i -E "s|/static/$$asset\?v=[0-9a-f]+|/static/$$asset?v=$$(sha256sum $$asset | cut -c1-12)|" chat.html; \
-	done && grep -o '/static/[a-z.]*?v=[0-9a-f]*' chat.html
+	done && grep -o '/static/[a-z.-]*?v=[0-9a-f]*' chat.html
 
 fmt: ## Format the workspace
 	$(CARGO) fmt --all
