@@ -21,22 +21,9 @@ from datetime import datetime
 from pathlib import Path
 
 import plots
-from bench import (
-    K6,
-    RESULTS,
-    ROOT,
-    Stack,
-    all_work_finished,
-    dam_load_binary,
-    log,
-    metric,
-    mock_stats,
-    run_dam_load,
-    start_stack,
-    summarize_load_report,
-    wait_until,
-    write_results,
-)
+from bench_report import write_results
+from bench_stack import RESULTS, ROOT, Stack, all_work_finished, log, mock_stats, start_stack, wait_until
+from load_generators import K6, dam_load_binary, metric, run_dam_load, summarize_load_report
 
 # The targets for legitimate users under the flood.
 LEGIT_ERROR_TARGET_PERCENT = 0.0

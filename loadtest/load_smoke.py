@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, Stack, pick_ports, target_dir  # noqa: E402 - the bench driver is the shared helper module
+from bench_stack import ROOT, Stack, pick_ports, target_dir  # noqa: E402 - the benches' stack helpers
 
 K6 = shutil.which("k6")
 # Each step runs a few seconds; these bound a hung one.
