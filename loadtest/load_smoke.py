@@ -138,8 +138,9 @@ def dam_load_debug_binary() -> Path:
 
 
 @pytest.mark.parametrize("step", K6_STEPS, ids=lambda step: step.name)
-def test_k6_scenario_meets_its_thresholds(stack: Stack, k6: str, step: K6Step) -> None:
-    """k6 exits 0 only when every threshold of the scenario was met."""
+def test_k6_scenario_meets_its_thresholds(k6: str, stack: Stack, step: K6Step) -> None:
+    """k6 exits 0 only when every threshold of the scenario was met. (k6 and dam-load come before the stack in
+    the arguments, so a missing tool or a failed build fails before the stack starts.)"""
     log(f"{step.name}: k6 {step.script} {json.dumps(step.environment)} {' '.join(step.k6_arguments)}")
     summary_path = stack.run_dir / f"k6-{step.name}.json"
     output_path = stack.run_dir / f"k6-{step.name}.log"
@@ -168,7 +169,7 @@ def figures_of(summary: dict) -> str:
     return ", ".join(shown)
 
 
-def test_dam_load_closed_loop_ends_every_chat_done(stack: Stack, dam_load: Path) -> None:
+def test_dam_load_closed_loop_ends_every_chat_done(dam_load: Path, stack: Stack) -> None:
     """`dam-load closed-loop` through nginx: every chat must end `done`, with a first token in time."""
     json_path = stack.run_dir / "dam-load.json"
     output_path = stack.run_dir / "dam-load.log"
