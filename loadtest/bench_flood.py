@@ -21,22 +21,9 @@ from datetime import datetime
 from pathlib import Path
 
 import plots
-from bench import (
-    K6,
-    RESULTS,
-    ROOT,
-    Stack,
-    all_work_finished,
-    dam_load_binary,
-    log,
-    metric,
-    mock_stats,
-    run_dam_load,
-    start_stack,
-    summarize_load_report,
-    wait_until,
-    write_results,
-)
+from bench_report import write_results
+from bench_stack import RESULTS, ROOT, Stack, all_work_finished, log, mock_stats, start_stack, wait_until
+from load_generators import K6, dam_load_binary, metric, run_dam_load, summarize_load_report
 
 # The issue's targets for legitimate users under the flood.
 LEGIT_ERROR_TARGET_PERCENT = 0.0
@@ -121,15 +108,9 @@ def run_phase(name: str, flood: dict | None, stack: Stack, binary: Path, users: 
     started = time.monotonic()
     k6 = None
     summary_path = RESULTS / "bench-flood.k6.json"
+    k6_duration = ""
     if flood:
-        summary_path.unlink(missing_ok=True)
-        k6_duration_s = FLOOD_LEAD_S + warm_up_s + duration_s + 2
-        environment = dict(os.environ, BASE_URL=stack.base_url, FLOOD_RATE=str(flood["rate"]),
-                           DURATION=f"{k6_duration_s:.0f}s", LEGIT_VUS="0", SUMMARY_PATH=str(summary_path))
-        command = [K6, "run", "--quiet", "--no-color", "--local-ips", flood["local_ips"],
-                   str(ROOT / "loadtest" / "k6" / "flood.js")]
-        log(f"flood: k6 at {flood['rate']} requests/s from {flood['local_ips']} for {k6_duration_s:.0f} s")
-        k6 = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL)
+        k6, k6_duration = start_flood(flood, stack.base_url, warm_up_s, duration_s, summary_path)
         time.sleep(FLOOD_LEAD_S)
     try:
         log(f"{name}: {users} users from 127.0.0.1-127.0.0.{user_addresses} through nginx")
@@ -178,21 +159,7 @@ def run_phase(name: str, flood: dict | None, stack: Stack, binary: Path, users: 
     # the flood's admitted chats under it.
     phase["upstream"]["beyond_users"] = upstream_requests - phase["users"]["lifetime_chats"]
     if flood:
-        summary = json.loads(summary_path.read_text())
-        counts = {counter: metric(summary, counter) for counter in
-                  ("flood_admitted", "flood_refused_edge", "flood_refused_gate", "flood_other")}
-        sent = sum(counts.values())
-        seconds = float(re.sub(r"s$", "", environment["DURATION"]))
-        phase["flood"] = {
-            "asked_per_s": flood["rate"],
-            "sent": sent,
-            "sent_per_s": sent / seconds,
-            "dropped_iterations": metric(summary, "dropped_iterations"),
-            **counts,
-            "refused_edge_share": counts["flood_refused_edge"] / sent if sent else 0.0,
-            "refused_gate_share": counts["flood_refused_gate"] / sent if sent else 0.0,
-            "admitted_share": counts["flood_admitted"] / sent if sent else 0.0,
-        }
+        phase["flood"] = flood_figures(flood, json.loads(summary_path.read_text()), k6_duration)
     log(f"{name}: users {phase['users']['chats_done']} done, {phase['users']['errors_percent']:.2f}% errors, "
         f"ttft p50/p95 {first_token['p50_ms']:.0f}/{first_token.get('p95_ms', float('nan')):.0f} ms; upstream "
         f"{phase['upstream']['requests_per_s']:.1f} requests/s"
@@ -200,6 +167,38 @@ def run_phase(name: str, flood: dict | None, stack: Stack, binary: Path, users: 
            f"{phase['flood']['flood_refused_gate']:.0f}, admitted {phase['flood']['flood_admitted']:.0f}, other "
            f"{phase['flood']['flood_other']:.0f}" if flood else ""))
     return phase
+
+
+def start_flood(flood: dict, base_url: str, warm_up_s: float, duration_s: float,
+                summary_path: Path) -> tuple[subprocess.Popen, str]:
+    """k6's flood.js in the background, for long enough to surround the users' run; the process and the DURATION
+    it was given."""
+    summary_path.unlink(missing_ok=True)
+    k6_duration_s = FLOOD_LEAD_S + warm_up_s + duration_s + 2
+    environment = dict(os.environ, BASE_URL=base_url, FLOOD_RATE=str(flood["rate"]),
+                       DURATION=f"{k6_duration_s:.0f}s", LEGIT_VUS="0", SUMMARY_PATH=str(summary_path))
+    command = [K6, "run", "--quiet", "--no-color", "--local-ips", flood["local_ips"],
+               str(ROOT / "loadtest" / "k6" / "flood.js")]
+    log(f"flood: k6 at {flood['rate']} requests/s from {flood['local_ips']} for {k6_duration_s:.0f} s")
+    return subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL), environment["DURATION"]
+
+
+def flood_figures(flood: dict, summary: dict, duration: str) -> dict:
+    """The flood's requests by the layer that answered them, from k6's summary."""
+    counts = {counter: metric(summary, counter) for counter in
+              ("flood_admitted", "flood_refused_edge", "flood_refused_gate", "flood_other")}
+    sent = sum(counts.values())
+    seconds = float(re.sub(r"s$", "", duration))
+    return {
+        "asked_per_s": flood["rate"],
+        "sent": sent,
+        "sent_per_s": sent / seconds,
+        "dropped_iterations": metric(summary, "dropped_iterations"),
+        **counts,
+        "refused_edge_share": counts["flood_refused_edge"] / sent if sent else 0.0,
+        "refused_gate_share": counts["flood_refused_gate"] / sent if sent else 0.0,
+        "admitted_share": counts["flood_admitted"] / sent if sent else 0.0,
+    }
 
 
 ACCESS_LINE = re.compile(
@@ -289,24 +288,11 @@ def flood_markdown(figures: dict) -> str:
     settings, baseline, flood, comparison = (figures["settings"], figures["baseline"], figures["flood"],
                                              figures["comparison"])
     flood_counts = flood["flood"]
-
-    def users_row(name: str, phase: dict) -> str:
-        users = phase["users"]
-        ttft = users["ttft_ms"]
-        return (f"| {name} | {users['chats_done']} | {users['chats_ended'] - users['chats_done']} | "
-                f"{users['errors_percent']:.2f}% | {ttft['p50']:.0f} / {ttft['p95']:.0f} / {ttft['p99']:.0f} | "
-                f"{users['chats_per_s']:.1f} | {phase['upstream']['requests_per_s']:.1f} |")
-
     ratio = comparison["ttft_p95_ratio"]
     log_totals = flood["access_log"].get("totals", {})
     log_check = ", ".join(f"{key.replace('_', ' ')} {count}" for key, count in sorted(log_totals.items())) or "-"
     sent = flood_counts["sent"] or 1
-    refused = flood_counts["sent"] - flood_counts["flood_admitted"]
-    if flood["upstream"]["beyond_users"] <= flood_counts["flood_admitted"]:
-        reach_verdict = f"none of the {refused:.0f} refused flood requests reached it."
-    else:
-        reach_verdict = ("**more than the admitted flood chats reached it**: something other than the users and "
-                         "the admitted flood chats called the LLM in this phase.")
+    reach_verdict = llm_reach_verdict(flood)
     return f"""# bench-flood ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})
 
 {settings['users']} legitimate users (`dam-load closed-loop`, one source address each: \
@@ -333,8 +319,8 @@ then {settings['answer']['inter_token_delay_ms']} ms apart. Machine: {os.cpu_cou
 
 | phase | chats done | failed | errors | TTFT p50 / p95 / p99 (ms) | chats/s | upstream requests/s (mock-llm) |
 |---|---|---|---|---|---|---|
-{users_row('baseline', baseline)}
-{users_row('flood', flood)}
+{users_table_row('baseline', baseline)}
+{users_table_row('flood', flood)}
 
 Outcomes under the flood: {flood['users']['outcomes']}.
 
@@ -367,3 +353,21 @@ anonymous tier's limits of each flooding address): {reach_verdict}
 
 ![Requests per second by outcome under the flood](bench-flood-outcomes.svg)
 """
+
+
+def users_table_row(name: str, phase: dict) -> str:
+    users = phase["users"]
+    ttft = users["ttft_ms"]
+    return (f"| {name} | {users['chats_done']} | {users['chats_ended'] - users['chats_done']} | "
+            f"{users['errors_percent']:.2f}% | {ttft['p50']:.0f} / {ttft['p95']:.0f} / {ttft['p99']:.0f} | "
+            f"{users['chats_per_s']:.1f} | {phase['upstream']['requests_per_s']:.1f} |")
+
+
+def llm_reach_verdict(flood: dict) -> str:
+    """Whether anything beyond the admitted flood chats reached mock-llm under the flood."""
+    flood_counts = flood["flood"]
+    refused = flood_counts["sent"] - flood_counts["flood_admitted"]
+    if flood["upstream"]["beyond_users"] <= flood_counts["flood_admitted"]:
+        return f"none of the {refused:.0f} refused flood requests reached it."
+    return ("**more than the admitted flood chats reached it**: something other than the users and "
+            "the admitted flood chats called the LLM in this phase.")

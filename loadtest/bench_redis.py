@@ -16,11 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-# bench.py imports this module for its dispatch table, so its helpers are reached as `bench.name` when called,
-# which works whichever of the two is loaded first.
-import bench
 import plots
-from local_stack import Stack
+from bench_overhead import overhead_settings
+from bench_report import process_sort_key, write_results
+from bench_stack import RESULTS, Stack, all_work_finished, log, start_stack, wait_until
+from load_generators import dam_load_binary, run_dam_load, summarize_load_report
+from stack_meter import StackMeter, costs_per_chat, measure_script_calls, process_cpu_seconds
 
 # The baseline: a BullMQ-like job queue's Redis commands per job (adding the job, a worker taking it,
 # marking it done, counted as INFO commandstats counts them: commands inside Lua scripts included).
@@ -39,18 +40,18 @@ def bench_redis() -> None:
     monitor_s = float(os.environ.get("BENCH_REDIS_MONITOR_S", "2"))
     gateways = int(os.environ.get("BENCH_REDIS_GATEWAYS", "2"))
     workers = int(os.environ.get("BENCH_REDIS_WORKERS", "2"))
-    binary = bench.dam_load_binary()
+    binary = dam_load_binary()
     settings = {
         # Every limit lifted as for bench-overhead, then an upstream that takes no time: what is left is the dam.
-        **bench.overhead_settings(levels, workers),
+        **overhead_settings(levels, workers),
         "DAM_MOCK_LLM__TIME_TO_FIRST_TOKEN_MS": "0",
         "DAM_MOCK_LLM__INTER_TOKEN_DELAY_MS": "0",
         "DAM_MOCK_LLM__TOKENS_PER_ANSWER": str(tokens),
     }
-    stack = bench.start_stack("redis", gateways=gateways, workers=workers, settings=settings)
+    stack = start_stack("redis", gateways=gateways, workers=workers, settings=settings)
     rows = []
     try:
-        meter = bench.StackMeter(stack)
+        meter = StackMeter(stack)
         for concurrency in levels:
             rows.append(measure_redis_level(stack, meter, binary, concurrency, warm_up_s, duration_s, monitor_s))
     finally:
@@ -63,7 +64,7 @@ def bench_redis() -> None:
     }
     plot_paths = write_redis_plots(figures)
     markdown = redis_markdown(figures) + "\n" + "\n".join(f"![{path.stem}]({path.name})" for path in plot_paths)
-    bench.write_results("bench-redis", figures, markdown)
+    write_results("bench-redis", figures, markdown)
 
 
 class ProcessSampler:
@@ -78,7 +79,7 @@ class ProcessSampler:
         cpu = {}
         for name, pid in self.pids.items():
             try:
-                cpu[name] = bench.process_cpu_seconds(pid)
+                cpu[name] = process_cpu_seconds(pid)
             except (FileNotFoundError, ProcessLookupError):
                 continue
         self.readings.append({"at": time.monotonic(), "cpu": cpu, "machine": machine_cpu_times()})
@@ -129,29 +130,29 @@ def limiting_factor(shares: dict, load_generator_share: float) -> str:
     return f"nothing saturated: the concurrency (busiest: {busiest} at {100 * share:.0f}% of a core)"
 
 
-def measure_redis_level(stack: Stack, meter: bench.StackMeter, binary: Path, concurrency: int, warm_up_s: float,
+def measure_redis_level(stack: Stack, meter: StackMeter, binary: Path, concurrency: int, warm_up_s: float,
                         duration_s: float, monitor_s: float) -> dict:
-    bench.wait_until("the stack is idle", 120, lambda: bench.all_work_finished(stack))
-    bench.log(f"{concurrency} concurrent chats through nginx, {warm_up_s:g} s warm-up, {duration_s:g} s measured")
+    wait_until("the stack is idle", 120, lambda: all_work_finished(stack))
+    log(f"{concurrency} concurrent chats through nginx, {warm_up_s:g} s warm-up, {duration_s:g} s measured")
     sampler = ProcessSampler(stack)
     before = meter.read()
     timers = sampler.read_at([warm_up_s, warm_up_s + duration_s])
     load_started = time.monotonic()
     try:
-        report, load_generator_cpu_s = bench.run_dam_load(
+        report, load_generator_cpu_s = run_dam_load(
             binary, ["closed-loop", "--url", stack.base_url, "--streams", str(concurrency),
                      "--warm-up-s", str(warm_up_s), "--duration-s", str(duration_s), "--label", f"redis-{concurrency}"],
-            bench.RESULTS / f"bench-redis-{concurrency}.dam-load.json", warm_up_s + duration_s + 180)
+            RESULTS / f"bench-redis-{concurrency}.dam-load.json", warm_up_s + duration_s + 180)
     finally:
         for timer in timers:
             timer.cancel()
     load_s = time.monotonic() - load_started
     # Workers finish their writes a moment after the client saw `done`; count those commands too.
-    bench.wait_until("the stack is idle", 120, lambda: bench.all_work_finished(stack))
-    usage = bench.StackMeter.difference(before, meter.read())
+    wait_until("the stack is idle", 120, lambda: all_work_finished(stack))
+    usage = StackMeter.difference(before, meter.read())
     lifetime = report["lifetime"]
-    run = bench.summarize_load_report(report)
-    costs = bench.costs_per_chat(usage, lifetime["done"] + lifetime["failed"], load_generator_cpu_s)
+    run = summarize_load_report(report)
+    costs = costs_per_chat(usage, lifetime["done"] + lifetime["failed"], load_generator_cpu_s)
     shares = sampler.shares()
     # dam-load's CPU is only known for its whole run: its average share of a core over that run.
     load_generator_share = load_generator_cpu_s / max(load_s, 1e-9)
@@ -159,9 +160,9 @@ def measure_redis_level(stack: Stack, meter: bench.StackMeter, binary: Path, con
     script_calls = None
     publishes_per_batch = 1.0
     if monitor_s > 0:
-        bench.wait_until("the stack is idle", 120, lambda: bench.all_work_finished(stack))
-        bench.log(f"{concurrency} concurrent: counting script calls with MONITOR over a separate {monitor_s:g} s run")
-        script_calls = bench.measure_script_calls(stack, binary, concurrency, monitor_s)
+        wait_until("the stack is idle", 120, lambda: all_work_finished(stack))
+        log(f"{concurrency} concurrent: counting script calls with MONITOR over a separate {monitor_s:g} s run")
+        script_calls = measure_script_calls(stack, binary, concurrency, monitor_s)
         # Unknown when the scripts could not be told apart: then every PUBLISH is taken as one batch.
         publishes_per_batch = script_calls["publishes_per_batch"] or 1.0
     batches = publishes / publishes_per_batch
@@ -188,7 +189,7 @@ def measure_redis_level(stack: Stack, meter: bench.StackMeter, binary: Path, con
         "load_generator_core_share": load_generator_share,
         "limited_by": limiting_factor(shares, load_generator_share),
     }
-    bench.log(f"{concurrency} concurrent: {row['chats_per_s']:.1f} chats/s, {row['redis_commands_per_chat']:.1f} Redis "
+    log(f"{concurrency} concurrent: {row['chats_per_s']:.1f} chats/s, {row['redis_commands_per_chat']:.1f} Redis "
         f"commands per chat ({batches:.1f} batches), Redis CPU {row['redis_cpu_ms_per_chat']:.3f} ms per chat; "
         f"limited by {row['limited_by']}")
     return row
@@ -226,7 +227,7 @@ def write_redis_plots(figures: dict) -> list[Path]:
                               "y": BULLMQ_LIKE_COMMANDS_PER_JOB}],
         "note": note,
     }
-    paths = [bench.RESULTS / "bench-redis-throughput.svg", bench.RESULTS / "bench-redis-commands.svg"]
+    paths = [RESULTS / "bench-redis-throughput.svg", RESULTS / "bench-redis-commands.svg"]
     for spec, path in zip((throughput, commands), paths):
         plots.write_chart(spec, path)
     return paths
@@ -249,7 +250,7 @@ def redis_markdown(figures: dict) -> str:
         f"| {row['concurrency']:,} | " + ", ".join(
             f"{name} {value:.2f}" for name, value in row["redis_commands_per_chat_by_command"].items()) + " |"
         for row in rows)
-    processes = sorted({name for row in rows for name in row["cpu_ms_per_chat"]}, key=bench.process_sort_key)
+    processes = sorted({name for row in rows for name in row["cpu_ms_per_chat"]}, key=process_sort_key)
     cpu_rows = "\n".join(
         f"| {row['concurrency']:,} | "
         + " | ".join(f"{row['cpu_ms_per_chat'].get(name, 0.0):.3f}" for name in processes)

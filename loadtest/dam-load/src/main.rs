@@ -1,7 +1,10 @@
 //! dam-load: the load generator of `make bench-overhead` and `make bench-streams`. Parses the command line,
 //! raises the open-files limit, runs the subcommand, writes its JSON.
 
+mod chat_events;
 mod chat_flows;
+mod chat_outcome;
+mod chat_requests;
 mod command_line;
 mod error;
 mod http_clients;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::chat_flows::ChatRecord;
+use crate::chat_outcome::ChatRecord;
 use crate::latency_histogram::{LatencyHistogram, LatencySummary};
 
 /// The figures of the chats that ended inside the measured window.

@@ -1,5 +1,5 @@
 //! An incremental server-sent events parser: bytes go in as the network delivers them (split anywhere), whole
-//! events come out. It knows the wire format only; what an event means belongs to `chat_flows`.
+//! events come out. It knows the wire format only; what an event means belongs to `chat_events`.
 
 /// One dispatched event: its `event:` type (`message` when none was given) and its `data:` lines joined by `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]

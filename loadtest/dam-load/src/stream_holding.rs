@@ -12,7 +12,8 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
-use crate::chat_flows::{ChatOutcome, open_event_stream, queue_browser_chat};
+use crate::chat_outcome::ChatOutcome;
+use crate::chat_requests::{open_event_stream, queue_browser_chat};
 use crate::error::LoadError;
 use crate::http_clients::{LoopbackTarget, SourceAddressClients};
 use crate::latency_histogram::{LatencyHistogram, LatencySummary};
