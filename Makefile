@@ -52,7 +52,7 @@ test-browser: ## The chat page in headless Chromium (chromium-driver) behind ngi
 	$(PYTHON) -m pytest -v -p no:cacheprovider tests/browser
 
 test-load-smoke: ## Every k6 scenario (loadtest/k6) and dam-load for a few seconds each against a `make run` stack (debug), thresholds met
-	$(PYTHON) loadtest/load_smoke.py
+	$(PYTHON) -m pytest -v -rP -p no:cacheprovider loadtest/load_smoke.py
 
 test-chaos-smoke: ## The short fault tests: real processes killed, paused and starved (tests/chaos), a few minutes
 	$(PYTHON) tests/chaos/run_chaos.py
