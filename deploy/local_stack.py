@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_control import child_pids, pid_alive, port_is_free, port_is_listening  # noqa: E402
 
 __all__ = ["LIFTED_EDGE_LIMITS", "ROOT", "STOP_TIMEOUT_S", "Ports", "Stack", "child_pids", "more_free_ports",
-           "pgrep_full", "pick_ports", "pid_alive", "port_is_free", "port_is_listening", "stop_child", "tail"]
+           "pgrep_full", "pick_ports", "pid_alive", "port_is_free", "port_is_listening", "running_stack", "stop_child",
+           "tail"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SCRIPT = ROOT / "deploy" / "run-local.sh"
@@ -223,6 +227,27 @@ class Stack:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+@contextmanager
+def running_stack(stack: Stack, keep_logs: Callable[[], bool]) -> Iterator[Stack]:
+    """Starts `stack` and yields it once every process is ready; always stops it afterwards. Its run directory and
+    the supervisor's output are removed then, unless it never came up or `keep_logs()` (a test failed): then the
+    output's tail is printed and both are kept."""
+    came_up = False
+    stack.start()
+    try:
+        stack.wait_until_up()
+        came_up = True
+        yield stack
+    finally:
+        stack.emergency_stop()
+        if not came_up or keep_logs():
+            print(f"\nsupervisor output ({stack.output_path}):\n{tail(stack.output(), 30)}\n"
+                  f"logs kept in {stack.run_dir / 'logs'}", flush=True)
+        else:
+            shutil.rmtree(stack.run_dir, ignore_errors=True)
+            stack.output_path.unlink(missing_ok=True)
 
 
 def stop_child(process: subprocess.Popen, grace_s: float = 10.0) -> None:

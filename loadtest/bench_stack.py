@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import Stack, pick_ports  # noqa: E402 - the shared module lives beside the run script
+from local_stack import Stack, pick_ports  # noqa: E402 - the shared module lives beside the supervisor
 
 RESULTS = ROOT / "loadtest" / "results"
 

@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stack import ROOT, target_dir  # noqa: E402 - the benches' paths, and deploy/ on the import path
-from local_stack import Stack, pick_ports, tail  # noqa: E402 - the shared module beside the run script
+from local_stack import Stack, pick_ports, running_stack, tail  # noqa: E402 - the shared module beside the supervisor
 
 # Each step runs a few seconds; these bound a hung one.
 K6_TIMEOUT_S = 120.0
@@ -96,19 +96,15 @@ def log(message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack():
-    """One stack for every scenario, always stopped."""
+def stack(request: pytest.FixtureRequest):
+    """One stack for every scenario, always stopped; its logs kept when a scenario failed."""
     run_dir = ROOT / ".run" / f"load-smoke-{os.getpid()}"
     shutil.rmtree(run_dir, ignore_errors=True)
     stack = Stack(run_dir, pick_ports(2), profile="debug", workers=2, settings=SMOKE_SETTINGS)
     log(f"starting the stack as make run does (debug, 2 gateways, 2 workers) in {run_dir}")
-    try:
-        stack.start()
-        stack.wait_until_up()
+    with running_stack(stack, lambda: request.session.testsfailed > 0) as started:
         log(f"up at {stack.base_url}")
-        yield stack
-    finally:
-        stack.stop()
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_stack import Stack  # noqa: E402 - beside the run script
+from local_stack import Stack  # noqa: E402 - beside the supervisor
 from webdriver import ENTER, RELEASE_MODIFIERS, SHIFT, Session  # noqa: E402
 
 OUTPUT_DIR = ROOT / "target" / "browser-test"

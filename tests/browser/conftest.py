@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chat_page_harness import (  # noqa: E402 - beside this file
     EDGE_BURST, EDGE_RATE_PER_SECOND, MAX_MESSAGES, OUTPUT_DIR, ROOMY_ANONYMOUS_TIER, ROOT, WINDOW, ChatPageTest,
 )
-from local_stack import Stack, pick_ports  # noqa: E402 - chat_page_harness put deploy/ on the path
+from local_stack import Stack, pick_ports, running_stack  # noqa: E402 - chat_page_harness put deploy/ on the path
 from webdriver import ChromeDriver  # noqa: E402
 
 START_TIMEOUT_S = float(os.environ.get("BROWSER_TEST_START_TIMEOUT_S", "900"))
@@ -45,19 +45,8 @@ def stack(request: pytest.FixtureRequest):
         start_timeout_s=START_TIMEOUT_S,
     )
     print(f"\nbrowser test: run dir {run_dir}; screenshots in {OUTPUT_DIR}", flush=True)
-    came_up = False
-    stack.start()
-    try:
-        stack.wait_until_up()
-        came_up = True
-        yield stack
-    finally:
-        stack.emergency_stop()
-        if request.session.testsfailed or not came_up:
-            print(f"\nsupervisor output:\n{stack.output()[-3000:]}\nlogs kept in {run_dir / 'logs'}", flush=True)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            stack.output_path.unlink(missing_ok=True)
+    with running_stack(stack, lambda: request.session.testsfailed > 0) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
-from local_stack import stop_child  # noqa: E402 - the shared module lives beside the run script
+from local_stack import stop_child  # noqa: E402 - the shared module lives beside the supervisor
 
 # The W3C WebDriver key codes used here.
 ENTER = "\ue007"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import Stack, pick_ports, pid_alive, stop_child, tail  # noqa: E402 - the shared module lives beside the run script
+from local_stack import Stack, pick_ports, pid_alive, stop_child, tail  # noqa: E402 - the shared module lives beside the supervisor
 
 # Building the debug binaries from a cold cache takes minutes on 2 cores; a warm start takes seconds.
 START_TIMEOUT_S = float(os.environ.get("CHAOS_START_TIMEOUT_S", "900"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import Stack, more_free_ports, port_is_listening  # noqa: E402 - beside the run script
+from local_stack import Stack, more_free_ports, port_is_listening  # noqa: E402 - beside the supervisor
 
 ENTRYPOINT = ROOT / "deploy" / "nginx" / "edge-entrypoint.sh"
 STATIC_DIR = ROOT / "crates" / "gateway" / "static"

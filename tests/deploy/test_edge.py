@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
 from edge_clients import STATIC_DIR, ContainerEdge, open_stream, request, unique_prompt  # noqa: E402
-from local_stack import Stack, pick_ports, tail  # noqa: E402 - beside the run script
+from local_stack import Stack, pick_ports, running_stack  # noqa: E402 - beside the supervisor
 
 # make run's nginx in this test: a small per-address budget, so a flood is quick to show.
 EDGE_RATE_PER_SECOND = 5
@@ -53,19 +52,8 @@ def stack(request: pytest.FixtureRequest):
         start_timeout_s=START_TIMEOUT_S,
     )
     print(f"\nedge test: run dir {run_dir}; nginx on {stack.base_url}", flush=True)
-    stack.start()
-    came_up = False
-    try:
-        stack.wait_until_up()
-        came_up = True
-        yield stack
-    finally:
-        stack.emergency_stop()
-        if request.session.testsfailed or not came_up:
-            print(f"\nrun-local.sh output:\n{tail(stack.output(), 30)}\nlogs kept in {run_dir / 'logs'}", flush=True)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            stack.output_path.unlink(missing_ok=True)
+    with running_stack(stack, lambda: request.session.testsfailed > 0) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

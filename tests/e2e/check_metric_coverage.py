@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "dashboards"))
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import stop_child  # noqa: E402 - the shared module lives beside the run script
+from local_stack import stop_child  # noqa: E402 - the shared module lives beside the supervisor
 from metric_names import base_name, catalog_owners, metric_names_used  # noqa: E402 - lives with the dashboards
 
 MTAIL_PROGRAMS = ROOT / "dashboards" / "mtail"

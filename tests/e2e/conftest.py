@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import Stack, pick_ports, tail  # noqa: E402 - the shared module lives beside the run script
+from local_stack import Stack, pick_ports, tail  # noqa: E402 - the shared module lives beside the supervisor
 
 # Building the debug binaries from a cold cache takes minutes on 2 cores; a warm start takes seconds.
 START_TIMEOUT_S = float(os.environ.get("E2E_START_TIMEOUT_S", "900"))

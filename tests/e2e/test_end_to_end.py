@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
 from check_metric_coverage import check_metric_coverage  # noqa: E402 - beside this file
-from local_stack import (  # noqa: E402 - the shared module lives beside the run script
+from local_stack import (  # noqa: E402 - the shared module lives beside the supervisor
     STOP_TIMEOUT_S,
     Stack,
     pgrep_full,
