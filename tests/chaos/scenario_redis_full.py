@@ -1,4 +1,4 @@
-"""Redis full (maxmemory reached, policy noeviction, as deploy/run-local.sh runs it): Redis refuses writes. New
+"""Redis full (maxmemory reached, policy noeviction, as deploy/topology.toml runs it): Redis refuses writes. New
 chats must get a 503 with a JSON error, no service may crash, chats under way must still end once, and chats are
 admitted again once Redis has room. This is what docs/operations.md's "Persistence" section promises of a full Redis."""
 

@@ -1,7 +1,7 @@
-"""The end-to-end test's metric coverage check (issue 10's "done when"): every `dam_*` name the Grafana dashboards
-and the alert rules use must appear in some running service's /metrics, so a dashboard can never silently show
-nothing. test_end_to_end.py calls check_metric_coverage() while its stack runs, after its chats; this module adds the
-traffic a flood's dashboards need (refusals at the gate and at the edge) and mtail, which counts the edge.
+"""The end-to-end test's metric coverage check: every `dam_*` name the Grafana dashboards and the alert rules use
+must appear in some running service's /metrics, so a dashboard can never silently show nothing.
+test_end_to_end_observability.py calls check_metric_coverage() while its stack runs, after its chats; this module
+adds the traffic a flood's dashboards need (refusals at the gate and at the edge) and mtail, which counts the edge.
 """
 
 from __future__ import annotations

@@ -1,5 +1,17 @@
-"""The end-to-end tests' one stack: the supervisor (deploy/supervisor.py, debug build) on free loopback ports,
-started once for the session and always stopped, with its logs kept when a test failed."""
+"""The end-to-end tests' one stack: the supervisor (deploy/supervisor.py, debug build) starts redis-server, mock-llm,
+the dam, 2 gateways, 2 workers and nginx as separate processes on free loopback ports, in a run directory of its
+own, once for the session; it is always stopped, with its logs kept when a test failed. Every test talks to nginx
+the way a user would (user_requests.py): curl -N for the browser and OpenAI streams, the official OpenAI Python
+SDK, and signals for shutdown. Run them with `make test-e2e` (pytest); they need curl, redis-server, nginx and
+`pip install openai pytest`. Unit and in-process tests live in the crates, not here.
+
+The test_end_to_end*.py files share the stack and run in file-name order, then in each file's order:
+test_end_to_end.py (the chat flows), _nginx (the edge), _observability (the metrics, after the chats) and
+_shutdown, whose tests stop a gateway, then the whole stack. Those carry the `stops_the_session_stack` mark, and
+the hook below keeps them after the last other test that uses the stack, whatever a new file is called.
+test_supervisor.py starts stacks of its own. Every wait is bounded. Set E2E_KEEP_RUN_DIR=1 to keep the run
+directory (logs, pids, nginx.conf) after a passing run.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_stack import Stack, pick_ports, tail  # noqa: E402 - the shared module lives beside the supervisor
+from local_stack import Stack, pick_ports, running_stack  # noqa: E402 - the shared module lives beside the supervisor
 
 # Building the debug binaries from a cold cache takes minutes on 2 cores; a warm start takes seconds.
 START_TIMEOUT_S = float(os.environ.get("E2E_START_TIMEOUT_S", "900"))
@@ -34,17 +46,33 @@ def stack(request: pytest.FixtureRequest):
     stack = Stack(run_dir, pick_ports(GATEWAY_COUNT), profile="debug", workers=WORKER_COUNT,
                   start_timeout_s=START_TIMEOUT_S)
     print(f"\ne2e: run dir {run_dir}; nginx on {stack.base_url}, gateways {stack.ports.gateways}", flush=True)
-    stack.start()
-    came_up = False
-    try:
-        stack.wait_until_up()
-        came_up = True
-        yield stack
-    finally:
-        stack.emergency_stop()
-        if request.session.testsfailed or not came_up:
-            print(f"\nsupervisor output ({stack.output_path}):\n{tail(stack.output(), 30)}", flush=True)
-            print(f"logs kept in {stack.run_dir / 'logs'}", flush=True)
-        elif os.environ.get("E2E_KEEP_RUN_DIR") != "1":
-            shutil.rmtree(stack.run_dir, ignore_errors=True)
-            stack.output_path.unlink(missing_ok=True)
+    keep_logs = lambda: request.session.testsfailed > 0 or os.environ.get("E2E_KEEP_RUN_DIR") == "1"  # noqa: E731
+    with running_stack(stack, keep_logs) as started:
+        yield started
+
+
+STOPS_THE_SESSION_STACK = "stops_the_session_stack"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{STOPS_THE_SESSION_STACK}: stops part or all of the session's stack, so it runs after every "
+        "other test that uses it",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Moves the tests that stop the session's stack, in their own order, to just after the last other test that
+    uses the stack. They never move earlier, so tests with stacks of their own that came after them still do."""
+
+    def stops_the_stack(item: pytest.Item) -> bool:
+        return item.get_closest_marker(STOPS_THE_SESSION_STACK) is not None
+
+    stopping = [item for item in items if stops_the_stack(item)]
+    if not stopping:
+        return
+    first_stopping = items.index(stopping[0])
+    others = [item for item in items if not stops_the_stack(item)]
+    users = [index for index, item in enumerate(others) if "stack" in getattr(item, "fixturenames", ())]
+    position = max([first_stopping, *(index + 1 for index in users)])
+    items[:] = others[:position] + stopping + others[position:]

@@ -1,7 +1,7 @@
 """The supervisor (deploy/supervisor.py, what `make run` runs) where it refuses or cleans up: a busy port, a service
 that dies while starting, a second run on the same run directory, and `--clean` after the supervisor was killed.
 Each case runs the real script on a small stack of its own (1 gateway; debug build, free loopback ports) and
-checks that no process of its run directory is left behind. The happy path and SIGINT are test_end_to_end.py's."""
+checks that no process of its run directory is left behind. The happy path is test_end_to_end*.py's (SIGINT: test_end_to_end_shutdown.py)."""
 
 from __future__ import annotations
 
