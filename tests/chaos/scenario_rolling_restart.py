@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos_stack import ROOT, ScenarioResult, start_chaos_stack
@@ -28,6 +29,17 @@ LOAD_BEFORE_ROUND_S = 3.0
 ROUND_TIMEOUT_S = 240
 
 
+@dataclass
+class Rounds:
+    """What the rounds saw: how many ran, how long each took, the load when each began, SIGKILLs the script sent."""
+
+    done: int = 0
+    seconds: list[float] = field(default_factory=list)
+    streams_open_at_start: int = 0
+    jobs_running_at_start: int = 0
+    kills_reported: int = 0
+
+
 def run(long: bool) -> ScenarioResult:
     result = ScenarioResult("rolling_restart")
     rounds_wanted = LONG_ROUNDS if long else SHORT_ROUNDS
@@ -36,92 +48,108 @@ def run(long: bool) -> ScenarioResult:
         restarted += [f"worker-{index}" for index in range(1, WORKERS + 1)]
         chats = LoadUnderFaults(chaos, "rolling", BROWSER_CLIENTS, directive=SLOW_ANSWER).start()
         openai = OpenAiStreamingLoad(chaos.base_url, "rolling", OPENAI_CLIENTS, directive=SLOW_ANSWER).start()
-        round_seconds, streams_open_at_start, jobs_running_at_start, kills_reported = [], 0, 0, 0
-        rounds = 0
+        rounds = Rounds()
         for round_number in range(1, rounds_wanted + 1):
             time.sleep(LOAD_BEFORE_ROUND_S)
-            pids_before = {name: chaos.pid(name) for name in restarted}
-            launches_before = {name: read_launch(pids_before[name]) for name in restarted}
-            streams_open_at_start += sum(chaos.open_streams(f"gateway-{index}")
-                                         for index in range(1, GATEWAYS + 1))
-            status = chaos.admin_status()
-            jobs_running_at_start += status["jobs_running"] if status else 0
-
-            output_path = chaos.run_dir.parent / f"rolling-restart-{round_number}.log"
-            started = time.monotonic()
-            exit_status = run_rolling_restart(chaos.run_dir, output_path)
-            round_seconds.append(round(time.monotonic() - started, 1))
-            output = output_path.read_text(errors="replace")
-            print(indent(output), flush=True)
-            rounds += 1
-            kills_reported += output.count("sending SIGKILL")
-
-            result.check(exit_status == 0, f"round {round_number}: rolling-restart.sh exited with {exit_status}: "
-                                           f"{last_lines(output, 6)}")
-            pids_after = chaos.adopt_pid_files()
-            for name in restarted:
-                new_pid = pids_after.get(name)
-                result.check(new_pid is not None and new_pid != pids_before[name] and chaos.alive(name),
-                             f"round {round_number}: {name} was not replaced (pid {pids_before[name]} before, "
-                             f"{new_pid} after, alive: {chaos.alive(name)})")
-                if new_pid is not None and new_pid != pids_before[name] and chaos.alive(name):
-                    command, environment = read_launch(new_pid)
-                    result.check(command == launches_before[name][0],
-                                 f"round {round_number}: {name} restarted with another command line: {command}")
-                    result.check(environment == launches_before[name][1],
-                                 f"round {round_number}: {name} restarted with another environment (differing: "
-                                 f"{differing_names(environment, launches_before[name][1])})")
+            run_one_round(chaos, result, round_number, restarted, rounds)
 
         openai_outcomes = openai.stop()
         # Redis's count includes the OpenAI clients' chats: compared below, with both kinds of clients.
-        outcomes = chats.stop_and_check(result, rounds * len(restarted), ledger_reads_must_succeed=True)
-
-        figures = result.figures
-        figures.update(summarize_openai(openai_outcomes))
-        figures.update(
-            rounds=rounds,
-            rolling_restart_seconds=round_seconds,
-            streams_open_when_rounds_began=streams_open_at_start,
-            jobs_running_when_rounds_began=jobs_running_at_start,
-            sigkills_reported=kills_reported,
+        outcomes = chats.stop_and_check(result, rounds.done * len(restarted), ledger_reads_must_succeed=True)
+        result.figures.update(summarize_openai(openai_outcomes))
+        result.figures.update(
+            rounds=rounds.done,
+            rolling_restart_seconds=rounds.seconds,
+            streams_open_when_rounds_began=rounds.streams_open_at_start,
+            jobs_running_when_rounds_began=rounds.jobs_running_at_start,
+            sigkills_reported=rounds.kills_reported,
             create_failures=sum(1 for outcome in outcomes if outcome.create_status != 202),
             error_events=sum(1 for outcome in outcomes if (outcome.ended or "").startswith("error")),
         )
-        # What nginx answered with an error, and why (its error log names the upstream and what went wrong).
-        nginx_errors = [line for line in chaos.log("nginx-access").splitlines() if '" 502 ' in line or '" 504 ' in line]
-        upstream_failures = [line for line in chaos.log("nginx-error").splitlines()
-                             if "prematurely closed" in line or "reset by peer" in line]
-        figures.update(nginx_502_or_504=len(nginx_errors), nginx_upstream_closed_or_reset=len(upstream_failures))
-        evidence = ""
-        if nginx_errors:
-            evidence = f" nginx: {' | '.join(nginx_errors[:3])}; {' | '.join(upstream_failures[:3])}"
-        clients_admitted = figures["admitted"] + figures["openai_admitted"]
-        result.check(figures["redis_admitted"] == clients_admitted,
-                     f"Redis admitted {figures['redis_admitted']} chats, the clients {clients_admitted} "
-                     f"({figures['admitted']} browser, {figures['openai_admitted']} OpenAI)")
-        result.check(rounds == rounds_wanted, f"only {rounds} of {rounds_wanted} rounds ran")
-        result.check(kills_reported == 0, f"rolling-restart.sh had to SIGKILL {kills_reported} processes: a drain "
-                                          f"overran its bound")
-        result.check(figures["create_failures"] == 0,
-                     f"{figures['create_failures']} chat creations failed or were refused: {figures['refused']}; "
-                     f"{describe_create_failures(outcomes)}.{evidence}")
-        result.check(figures["stream_requests_refused"] == 0,
-                     f"{figures['stream_requests_refused']} stream reconnects were answered with an error status "
-                     f"({figures['chats_an_eventsource_would_lose']} chats a browser would lose); reasons "
-                     f"{figures['reconnect_reasons']}")
-        result.check(figures["error_events"] == 0, f"{figures['error_events']} chats ended with an error event: "
-                                                    f"{figures['ended']}")
-        result.check(figures["openai_incomplete"] == 0,
-                     f"{figures['openai_incomplete']} of {figures['openai_streams']} OpenAI streams were not whole: "
-                     f"{figures['openai_problems']}.{evidence}")
-        result.check(figures["admitted"] > 0 and figures["openai_complete"] > 0, "no load ran: the test proved nothing")
-        result.check(streams_open_at_start > 0, "no round began with a stream open: the test proved nothing")
-        # A stopping gateway ends browser streams at once and their clients resume on another gateway: streams
-        # were open, so some clients must have moved.
-        result.check(figures["reconnects"] > 0,
-                     "no browser client reconnected although gateways stopped with streams open: their streams "
-                     "were not moved to another gateway")
+        evidence = nginx_error_evidence(chaos, result.figures)
+        check_no_client_saw_the_restarts(result, outcomes, evidence)
+        check_the_rounds_proved_something(result, rounds, rounds_wanted)
     return result
+
+
+def run_one_round(chaos, result: ScenarioResult, round_number: int, restarted: list[str], rounds: Rounds) -> None:
+    """One run of the script: every process in `restarted` must come back as a new pid, launched exactly as
+    before (same command line and environment)."""
+    pids_before = {name: chaos.pid(name) for name in restarted}
+    launches_before = {name: read_launch(pids_before[name]) for name in restarted}
+    rounds.streams_open_at_start += sum(chaos.open_streams(f"gateway-{index}") for index in range(1, GATEWAYS + 1))
+    status = chaos.admin_status()
+    rounds.jobs_running_at_start += status["jobs_running"] if status else 0
+
+    output_path = chaos.run_dir.parent / f"rolling-restart-{round_number}.log"
+    started = time.monotonic()
+    exit_status = run_rolling_restart(chaos.run_dir, output_path)
+    rounds.seconds.append(round(time.monotonic() - started, 1))
+    output = output_path.read_text(errors="replace")
+    print(indent(output), flush=True)
+    rounds.done += 1
+    rounds.kills_reported += output.count("sending SIGKILL")
+
+    result.check(exit_status == 0, f"round {round_number}: rolling-restart.sh exited with {exit_status}: "
+                                   f"{last_lines(output, 6)}")
+    pids_after = chaos.adopt_pid_files()
+    for name in restarted:
+        new_pid = pids_after.get(name)
+        replaced = new_pid is not None and new_pid != pids_before[name] and chaos.alive(name)
+        result.check(replaced, f"round {round_number}: {name} was not replaced (pid {pids_before[name]} before, "
+                               f"{new_pid} after, alive: {chaos.alive(name)})")
+        if replaced:
+            command, environment = read_launch(new_pid)
+            result.check(command == launches_before[name][0],
+                         f"round {round_number}: {name} restarted with another command line: {command}")
+            result.check(environment == launches_before[name][1],
+                         f"round {round_number}: {name} restarted with another environment (differing: "
+                         f"{differing_names(environment, launches_before[name][1])})")
+
+
+def nginx_error_evidence(chaos, figures: dict) -> str:
+    """What nginx answered with an error, and why (its error log names the upstream and what went wrong)."""
+    nginx_errors = [line for line in chaos.log("nginx-access").splitlines() if '" 502 ' in line or '" 504 ' in line]
+    upstream_failures = [line for line in chaos.log("nginx-error").splitlines()
+                         if "prematurely closed" in line or "reset by peer" in line]
+    figures.update(nginx_502_or_504=len(nginx_errors), nginx_upstream_closed_or_reset=len(upstream_failures))
+    if not nginx_errors:
+        return ""
+    return f" nginx: {' | '.join(nginx_errors[:3])}; {' | '.join(upstream_failures[:3])}"
+
+
+def check_no_client_saw_the_restarts(result: ScenarioResult, outcomes, evidence: str) -> None:
+    figures = result.figures
+    clients_admitted = figures["admitted"] + figures["openai_admitted"]
+    result.check(figures["redis_admitted"] == clients_admitted,
+                 f"Redis admitted {figures['redis_admitted']} chats, the clients {clients_admitted} "
+                 f"({figures['admitted']} browser, {figures['openai_admitted']} OpenAI)")
+    result.check(figures["create_failures"] == 0,
+                 f"{figures['create_failures']} chat creations failed or were refused: {figures['refused']}; "
+                 f"{describe_create_failures(outcomes)}.{evidence}")
+    result.check(figures["stream_requests_refused"] == 0,
+                 f"{figures['stream_requests_refused']} stream reconnects were answered with an error status "
+                 f"({figures['chats_an_eventsource_would_lose']} chats a browser would lose); reasons "
+                 f"{figures['reconnect_reasons']}")
+    result.check(figures["error_events"] == 0, f"{figures['error_events']} chats ended with an error event: "
+                                                f"{figures['ended']}")
+    result.check(figures["openai_incomplete"] == 0,
+                 f"{figures['openai_incomplete']} of {figures['openai_streams']} OpenAI streams were not whole: "
+                 f"{figures['openai_problems']}.{evidence}")
+
+
+def check_the_rounds_proved_something(result: ScenarioResult, rounds: Rounds, rounds_wanted: int) -> None:
+    figures = result.figures
+    result.check(rounds.done == rounds_wanted, f"only {rounds.done} of {rounds_wanted} rounds ran")
+    result.check(rounds.kills_reported == 0, f"rolling-restart.sh had to SIGKILL {rounds.kills_reported} "
+                                             "processes: a drain overran its bound")
+    result.check(figures["admitted"] > 0 and figures["openai_complete"] > 0, "no load ran: the test proved nothing")
+    result.check(rounds.streams_open_at_start > 0, "no round began with a stream open: the test proved nothing")
+    # A stopping gateway ends browser streams at once and their clients resume on another gateway: streams
+    # were open, so some clients must have moved.
+    result.check(figures["reconnects"] > 0,
+                 "no browser client reconnected although gateways stopped with streams open: their streams "
+                 "were not moved to another gateway")
 
 
 def run_rolling_restart(run_dir: Path, output_path: Path) -> int | str:
