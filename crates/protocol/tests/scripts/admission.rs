@@ -1,7 +1,7 @@
 //! admit_chat.lua: every check of the gate, with an explicit clock.
 
 use protocol::job_lifecycle::{
-    AdmissionDecision, AdmissionRequest, DuplicateCheck, JobEnding, JobFence, RejectionReason, admit_chat,
+    AdmissionDecision, AdmissionRequest, DuplicateCheck, JobEnding, RejectionReason, admit_chat,
     chat_content_digest, claim_next_job, finish_job, start_job,
 };
 use protocol::keys::ADMISSION_STATS_BUCKET_S;
@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use test_support::{RedisServer, unique_key_prefix};
 
-use crate::envelope;
+use crate::{envelope, first_attempt_fence};
 
 const NOW_MS: u64 = 1_800_000_000_000;
 
@@ -260,14 +260,7 @@ async fn a_caller_holds_at_most_its_active_chats_and_a_finished_chat_frees_its_p
     let claimed =
         claim_next_job(&mut connection, &keys, "w1", &[Lane::Standard]).await.expect("claim").expect("job");
     start_job(&mut connection, &keys, &first.id, "w1", NOW_MS, 60).await.expect("start");
-    let fence = JobFence {
-        job_id: &first.id,
-        identity: &first.identity,
-        worker_id: "w1",
-        attempt: 1,
-        raw_envelope: &claimed.raw_envelope,
-        created_at_ms: first.created_at_ms,
-    };
+    let fence = first_attempt_fence(&first, &claimed.raw_envelope);
     let ending = JobEnding { status: JobStatus::Done, tokens_used: 0, dead_letter: None };
     let caps = protocol::dead_letter::DeadLetterCaps { max_records: 1, max_bytes: 1 };
     finish_job(&mut connection, &keys, fence, &[], ending, 0, 0, 60, NOW_MS, caps).await.expect("finish");

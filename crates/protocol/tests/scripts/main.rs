@@ -8,6 +8,7 @@ mod job_lifecycle;
 mod upstream_backpressure;
 mod upstream_capacity;
 
+use protocol::job_lifecycle::JobFence;
 use protocol::{JobEnvelope, Lane};
 
 /// A small valid envelope in `lane`, charged to `ip:127.0.0.1`.
@@ -17,4 +18,16 @@ pub fn envelope(lane: Lane) -> JobEnvelope {
     envelope.created_at_ms = 1;
     envelope.deadline_ms = u64::MAX;
     envelope
+}
+
+/// The fence of `job`'s first attempt, run by worker `w1`.
+pub fn first_attempt_fence<'a>(job: &'a JobEnvelope, raw_envelope: &'a str) -> JobFence<'a> {
+    JobFence {
+        job_id: &job.id,
+        identity: &job.identity,
+        worker_id: "w1",
+        attempt: 1,
+        raw_envelope,
+        created_at_ms: job.created_at_ms,
+    }
 }

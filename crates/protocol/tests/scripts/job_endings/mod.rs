@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use protocol::dead_letter::{DeadLetter, DeadLetterCaps};
 use protocol::job_lifecycle::{
-    FinishOutcome, JobEnding, JobFence, JobRecovery, JobStart, RecoveryOutcome, claim_next_job, enqueue_job,
+    FinishOutcome, JobEnding, JobRecovery, JobStart, RecoveryOutcome, claim_next_job, enqueue_job,
     finish_job, recover_job, start_job,
 };
 use protocol::{JobEnvelope, JobStatus, Lane, RedisKeys, StreamEvent, Usage};
@@ -18,7 +18,7 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use test_support::{RedisServer, unique_key_prefix};
 
-use crate::envelope;
+use crate::{envelope, first_attempt_fence};
 
 const DAY_MS: u64 = 86_400_000;
 /// The job was created on day 3; every ending below happens days later, so a charge to the wrong day shows.
@@ -87,14 +87,7 @@ impl Scene {
         ending: JobEnding<'_>,
         caps: DeadLetterCaps,
     ) -> FinishOutcome {
-        let fence = JobFence {
-            job_id: &job.id,
-            identity: &job.identity,
-            worker_id: "w1",
-            attempt: 1,
-            raw_envelope,
-            created_at_ms: job.created_at_ms,
-        };
+        let fence = first_attempt_fence(&job, raw_envelope);
         let last = StreamEvent::Done { seq: 1, usage: Usage::default(), finish_reason: "stop".to_owned() };
         finish_job(&mut self.connection, &self.keys, fence, &[last], ending, 1, 600, 30, ENDED_AT_MS, caps)
             .await

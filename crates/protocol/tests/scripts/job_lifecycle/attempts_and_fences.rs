@@ -5,8 +5,8 @@
 use protocol::dead_letter::DeadLetter;
 
 use protocol::job_lifecycle::{
-    AppendOutcome, FinishOutcome, JobEnding, JobFence, JobStart, JobStreamKeys, append_stream_events,
-    claim_next_job, enqueue_job, finish_job, start_job, start_job_with_permit_request,
+    AppendOutcome, FinishOutcome, JobEnding, JobStart, JobStreamKeys, append_stream_events, claim_next_job,
+    enqueue_job, finish_job, start_job, start_job_with_permit_request,
 };
 use protocol::limits::LlmLimits;
 use protocol::upstream_capacity::{PermitDecision, PermitRequest};
@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 use test_support::{RedisServer, unique_key_prefix};
 
 use super::{CAPS, PREMIUM_FIRST};
-use crate::envelope;
+use crate::{envelope, first_attempt_fence};
 
 /// Enqueues and claims `job` for worker `w1`, and starts it; returns the raw envelope and the start.
 async fn claim_and_start(
@@ -61,14 +61,7 @@ async fn batches_are_appended_and_published_as_one_message_and_the_ending_cleans
     let log_ttl: i64 = connection.ttl(keys.job_replay_log(&job.id)).await.expect("ttl");
     assert!((61..=120).contains(&log_ttl), "the first write gave the log its TTL: {log_ttl}");
 
-    let fence = JobFence {
-        job_id: &job.id,
-        identity: &job.identity,
-        worker_id: "w1",
-        attempt: 1,
-        raw_envelope: &raw_envelope,
-        created_at_ms: job.created_at_ms,
-    };
+    let fence = first_attempt_fence(&job, &raw_envelope);
     let finished =
         finish_job(&mut connection, &keys, fence, &[done(4)], ended(JobStatus::Done), 4, 0, 30, 7, CAPS)
             .await;
@@ -150,14 +143,7 @@ async fn a_new_attempt_appends_a_reset_and_the_earlier_attempt_can_neither_write
         append_stream_events(&mut connection, &stream, &stale, 0).await.expect("append"),
         AppendOutcome::Fenced
     );
-    let stale_fence = JobFence {
-        job_id: &job.id,
-        identity: &job.identity,
-        worker_id: "w1",
-        attempt: 1,
-        raw_envelope: &raw_envelope,
-        created_at_ms: job.created_at_ms,
-    };
+    let stale_fence = first_attempt_fence(&job, &raw_envelope);
     let stale_end = finish_job(
         &mut connection,
         &keys,
@@ -208,14 +194,7 @@ async fn an_ending_happens_once_even_when_it_is_sent_again() {
     let keys = RedisKeys::new(unique_key_prefix());
     let job = envelope(Lane::Standard);
     let (raw_envelope, _) = claim_and_start(&mut connection, &keys, &job).await;
-    let fence = JobFence {
-        job_id: &job.id,
-        identity: &job.identity,
-        worker_id: "w1",
-        attempt: 1,
-        raw_envelope: &raw_envelope,
-        created_at_ms: job.created_at_ms,
-    };
+    let fence = first_attempt_fence(&job, &raw_envelope);
     let letter = DeadLetter {
         job_id: Some(job.id),
         reason: "upstream_failed".to_owned(),
