@@ -87,7 +87,7 @@ impl Scene {
         ending: JobEnding<'_>,
         caps: DeadLetterCaps,
     ) -> FinishOutcome {
-        let fence = first_attempt_fence(&job, raw_envelope);
+        let fence = first_attempt_fence(job, raw_envelope);
         let last = StreamEvent::Done { seq: 1, usage: Usage::default(), finish_reason: "stop".to_owned() };
         finish_job(&mut self.connection, &self.keys, fence, &[last], ending, 1, 600, 30, ENDED_AT_MS, caps)
             .await
