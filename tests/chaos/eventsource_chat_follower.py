@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the shared event-stream reader
+from event_stream import EventStreamDecoder, StreamEvent  # noqa: E402
 
 # EventSource's reconnect delay is the server's `retry:` or a browser default of a few seconds; shorter here so a
 # run takes less time, and never zero, so a dead gateway is not hammered.
@@ -135,7 +140,7 @@ def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: 
                     outcome.gave_up = reason
                     return
             else:
-                fields: dict[str, str] = {}
+                decoder = EventStreamDecoder()
                 while True:
                     if time.monotonic() >= deadline:
                         outcome.gave_up = "deadline passed"
@@ -143,28 +148,19 @@ def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: 
                     raw = response.readline()
                     if not raw:
                         break
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if line == "":
-                        if "data" in fields and is_stream_interrupted(fields):
-                            # Not the chat's end and not a stored event: the documented "resume with
-                            # Last-Event-ID" (its id is the resume point), as the chat page treats it.
-                            if fields.get("id"):
-                                last_event_id = fields["id"]
-                            reason = "stream_interrupted"
-                            break
-                        if "data" in fields:
-                            event = record_event(outcome, fields, connection_number)
-                            if fields.get("id"):
-                                last_event_id = fields["id"]
-                            if event.kind in ("done", "error"):
-                                return
-                        fields = {}
+                    streamed = decoder.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                    if streamed is None:
                         continue
-                    if line.startswith(":"):
-                        continue
-                    name, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
+                    if streamed.id:
+                        last_event_id = streamed.id
+                    if is_stream_interrupted(streamed):
+                        # Not the chat's end and not a stored event: the documented "resume with
+                        # Last-Event-ID" (its id is the resume point), as the chat page treats it.
+                        reason = "stream_interrupted"
+                        break
+                    event = record_event(outcome, streamed, connection_number)
+                    if event.kind in ("done", "error"):
+                        return
         except (OSError, http.client.HTTPException) as error:
             reason = f"{type(error).__name__}: {error}"
         finally:
@@ -174,22 +170,23 @@ def follow_chat(base_url: str, outcome: ChatOutcome, events_url: str, deadline: 
     outcome.gave_up = f"{MAX_RECONNECTS} connections"
 
 
-def is_stream_interrupted(fields: dict[str, str]) -> bool:
+def is_stream_interrupted(streamed: StreamEvent) -> bool:
     """Whether an SSE event is the gateway's `error` with code `stream_interrupted`."""
-    if fields.get("event") != "error":
+    if streamed.event != "error":
         return False
     try:
-        return json.loads(fields["data"]).get("code") == "stream_interrupted"
+        return json.loads(streamed.data).get("code") == "stream_interrupted"
     except (ValueError, AttributeError):
         return False
 
 
-def record_event(outcome: ChatOutcome, fields: dict[str, str], connection_number: int) -> ReceivedEvent:
+def record_event(outcome: ChatOutcome, streamed: StreamEvent, connection_number: int) -> ReceivedEvent:
     try:
-        data = json.loads(fields["data"])
+        data = json.loads(streamed.data)
     except ValueError:
-        data = {"unparsed": fields["data"]}
-    kind = fields.get("event") or data.get("type", "message")
+        data = {"unparsed": streamed.data}
+    # An event that names no type (EventSource's "message") takes the type its data names, if any.
+    kind = streamed.event if streamed.event != "message" else data.get("type", "message")
     # The stored events carry their seq in the data; `queued` has none (its `id:` is only the resume point).
     seq = data.get("seq")
     event = ReceivedEvent(kind, seq, data, connection_number)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from chat_clients import top_reasons, unique_prompt
 from eventsource_chat_follower import READ_IDLE_TIMEOUT_S
+from event_stream import EventStreamDecoder  # tests/, put on the path by eventsource_chat_follower
 
 # The model the fault tests' stack serves (mock-llm's, chat.default_model).
 OPENAI_MODEL = "mock-1"
@@ -83,7 +84,7 @@ def stream_openai_chat(base_url: str, prompt: str, deadline: float, model: str =
             except ValueError:
                 outcome.error = raw.decode("utf-8", "replace")
             return outcome
-        data_lines: list[str] = []
+        decoder = EventStreamDecoder()
         while True:
             if time.monotonic() >= deadline:
                 outcome.broken = "deadline passed"
@@ -92,13 +93,10 @@ def stream_openai_chat(base_url: str, prompt: str, deadline: float, model: str =
             if not raw:
                 outcome.broken = "the stream ended without [DONE]"
                 return outcome
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith("data:"):
-                data_lines.append(line[5:].removeprefix(" "))
-                continue
-            if line != "" or not data_lines:
-                continue  # a comment (`: queued ...`, keep-alive) or another field
-            data, data_lines = "\n".join(data_lines), []
+            streamed = decoder.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if streamed is None:
+                continue  # inside an event, or a comment (`: queued ...`, keep-alive)
+            data = streamed.data
             if data == "[DONE]":
                 outcome.saw_done = True
                 return outcome

@@ -78,22 +78,22 @@ def test_openai_stream_with_curl_ends_with_done_and_matches_the_browser_flow(sta
     body = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": unique_prompt()}]})
     lines, _ = curl_stream(["-H", "content-type: application/json", "-H", f"x-forwarded-for: {client_address()}",
                             "-d", body, f"{stack.base_url}/v1/chat/completions"])
-    data_lines = [line for line in lines if line.text.startswith("data:")]
-    assert data_lines, f"no data lines in the stream: {[line.text for line in lines][:10]}"
-    last = data_lines[-1].text
-    assert last == "data: [DONE]", f"the stream must end with data: [DONE]; got {last!r}"
+    events = parse_sse(lines)
+    assert events, f"no events in the stream: {[line.text for line in lines][:10]}"
+    last_data_line = [line.text for line in lines if line.text.startswith("data:")][-1]
+    assert last_data_line == "data: [DONE]", f"the stream must end with data: [DONE]; got {last_data_line!r}"
     text, content_arrivals = "", []
-    for line in data_lines[:-1]:
-        chunk = json.loads(line.text[len("data:"):].strip())
+    for event in events[:-1]:
+        chunk = json.loads(event.data)
         assert chunk.get("object") == "chat.completion.chunk", f"not a chunk: {chunk}"
         for choice in chunk.get("choices", []):
             content = (choice.get("delta") or {}).get("content")
             if content:
                 text += content
-                content_arrivals.append(line.at)
-    assert_streamed(content_arrivals + [data_lines[-1].at], "chat.completion.chunk lines")
+                content_arrivals.append(event.at)
+    assert_streamed(content_arrivals + [events[-1].at], "chat.completion.chunk lines")
     assert text == browser_text, f"curl stream text differs from the browser flow:\n{text!r}\n{browser_text!r}"
-    print(f"     {len(data_lines) - 1} chunks, {len(content_arrivals)} with content", flush=True)
+    print(f"     {len(events) - 1} chunks, {len(content_arrivals)} with content", flush=True)
 
 
 def openai_client(stack: Stack):

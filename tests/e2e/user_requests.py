@@ -1,14 +1,19 @@
 """How the end-to-end tests reach the stack the way a user does: curl -N for the browser and OpenAI streams (as the
-brief to users says), urllib for plain requests, an event-stream parser, and a prompt and a caller address of their
+brief to users says), urllib for plain requests, the events of a stream (tests/event_stream.py), and a prompt and a caller address of their
 own for each check. One module for every test file, so its counters run across the whole session."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the shared event-stream reader
+from event_stream import EventStreamDecoder, StreamEvent  # noqa: E402
 
 # One mock answer streams in about a second (150 ms to the first token, 48 tokens 15 ms apart).
 STREAM_TIMEOUT_S = 60
@@ -59,31 +64,12 @@ def curl_stream(arguments: list[str]) -> tuple[list[TimedLine], int]:
     return lines, code
 
 
-@dataclass
-class SseEvent:
-    at: float
-    id: str | None
-    event: str
-    data: str
-
-
-def parse_sse(lines: list[TimedLine]) -> list[SseEvent]:
-    events, fields, started = [], {}, None
-    for line in lines:
-        if line.text == "":
-            if "data" in fields:
-                events.append(SseEvent(started, fields.get("id"), fields.get("event", "message"), fields["data"]))
-            fields, started = {}, None
-            continue
-        if line.text.startswith(":"):
-            continue  # keep-alive or queue comment
-        name, _, value = line.text.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        started = started if started is not None else line.at
-        fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
-    if "data" in fields:
-        events.append(SseEvent(started, fields.get("id"), fields.get("event", "message"), fields["data"]))
-    return events
+def parse_sse(lines: list[TimedLine]) -> list[StreamEvent]:
+    """The events of a stream read with curl, each stamped with when its first line arrived."""
+    decoder = EventStreamDecoder()
+    events = [event for event in (decoder.feed(line.text, line.at) for line in lines) if event is not None]
+    last = decoder.finish()
+    return events + [last] if last else events
 
 
 def http_request(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
