@@ -1,10 +1,10 @@
 """How one running process was started, read from /proc (command line, environment, working directory, open-files
-limit); its settings as the service itself reads them (its DAM_* variable, else its config files, else the built-in
-default); and starting it again exactly so. Used by deploy/rolling_restart_local.py, which decides when."""
+limit); its settings as the service itself loads them (`dam settings` in its environment and directory); and
+starting it again exactly so. Used by deploy/rolling_restart_local.py, which decides when."""
 
 from __future__ import annotations
 
-import glob
+import json
 import os
 import re
 import resource
@@ -15,7 +15,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack_plan import tomllib
 
 WHOLE_NUMBER = re.compile(r"[0-9]+")
 # Straight to loopback, whatever proxy the caller's environment names.
@@ -73,36 +72,26 @@ class CapturedProcess:
                 return entry.split("=", 1)[1]
         return None
 
-    def config_file_value(self, section: str, key: str) -> str | None:
-        """`key` of `[section]` in its config files, the way the settings loader layers them: $DAM_CONFIG_DIR (else
-        config/ in its working directory), *.toml in name order, the last file that sets it wins."""
-        directory = self.variable("DAM_CONFIG_DIR")
-        directory = os.path.join(self.directory, "config" if directory is None else directory)
-        value = None
-        for path in sorted(glob.glob(os.path.join(glob.escape(directory), "*.toml"))):
-            try:
-                with open(path, "rb") as config_file:
-                    table = tomllib.load(config_file).get(section, {})
-            except (OSError, tomllib.TOMLDecodeError):
-                continue
-            found = table.get(key) if isinstance(table, dict) else None
-            if found is not None and str(found) != "":
-                value = str(found)
-        return value
+    def settings(self) -> dict | str:
+        """Its settings as it loaded them: `dam settings` (the dam binary beside its own) run with its environment
+        in its working directory, so no default or config-file rule is repeated here. The reason, as text, when
+        they cannot be read."""
+        dam = Path(os.path.realpath(self.command[0])).with_name("dam")
+        try:
+            done = subprocess.run([str(dam), "settings"], cwd=self.directory, env=self.environment_mapping(),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"{dam} settings: {error}"
+        if done.returncode != 0:
+            return f"{dam} settings: {done.stderr.strip()}"
+        return json.loads(done.stdout)
 
-    def setting(self, section: str, key: str, default: str) -> str:
-        """Its DAM_SECTION__KEY variable, else its config files, else the default."""
-        value = self.variable(f"DAM_{section.upper()}__{key.upper()}")
-        if value:
-            return value
-        return self.config_file_value(section, key) or default
-
-    def ready_url(self, section: str, default_port: int) -> str | None:
-        """Its /readyz URL from the host and port settings of section `gateway` or `worker`; a wildcard listen
+    @staticmethod
+    def ready_url(settings: dict, section: str) -> str | None:
+        """Its /readyz URL from the host and port `settings` of section `gateway` or `worker`; a wildcard listen
         address is reached on loopback. None when the port is not one."""
-        host = self.setting(section, "host", "127.0.0.1")
-        port = self.setting(section, "port", str(default_port))
-        if not is_whole_number(port) or not 0 < int(port) <= 65535:
+        host, port = str(settings[section]["host"]), settings[section]["port"]
+        if not 0 < int(port) <= 65535:
             return None
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"

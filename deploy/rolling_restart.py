@@ -39,9 +39,10 @@ Restarts every gateway, then every worker, one at a time, with no downtime: each
                            the gateways' DNS name, sees it (default 5)
   -h, --help               this text
 
-The stop bound of a gateway is gateway.shutdown_drain_s (default 10) plus the margin, of a worker
-worker.drain_timeout_s (default 30; make run sets 5) plus the margin, read from the process's DAM_* environment,
-else its config files, else the default.
+The stop bound of a gateway is gateway.shutdown_drain_s plus the margin, of a worker worker.drain_timeout_s
+(make run sets 5) plus the margin. --local reads them, and each process's address, with `dam settings` run in
+the process's own environment and directory; --compose reads the drain settings from each container's
+environment, else their defaults (10 and 30).
 
 Exit status: 0 when every process came back ready; 1 when one did not (the message says which, and the rest
 are left as they were)."""

@@ -27,13 +27,11 @@ from restart_progress import (
 )
 from stack_plan import ROOT
 
-# Per kind: the section of its settings, its drain setting and that setting's built-in default, its default port.
+# Per kind: the section of its settings and its drain setting.
 KIND_SETTINGS = {
-    "gateway": ("gateway", "shutdown_drain_s", "10", 8080),
-    "worker": ("worker", "drain_timeout_s", "30", 9200),
+    "gateway": ("gateway", "shutdown_drain_s"),
+    "worker": ("worker", "drain_timeout_s"),
 }
-# The drain bound used when the drain setting is not a whole number.
-FALLBACK_DRAIN_S = 30
 # How long a process may take to vanish after SIGKILL before the restart gives up on it.
 AFTER_SIGKILL_WAIT_S = 10
 LOG_LINES_SHOWN = 20
@@ -48,12 +46,14 @@ def text_or_empty(path: Path) -> str:
 
 
 def drain_and_ready_url(name: str, kind: str, captured: CapturedProcess) -> tuple[int, str]:
-    section, drain_key, drain_default, default_port = KIND_SETTINGS[kind]
-    drain = captured.setting(section, drain_key, drain_default)
-    ready_url = captured.ready_url(section, default_port)
+    section, drain_key = KIND_SETTINGS[kind]
+    settings = captured.settings()
+    if isinstance(settings, str):
+        raise StepFailed(f"{name}: cannot read its settings: {settings}")
+    ready_url = captured.ready_url(settings, section)
     if ready_url is None:
         raise StepFailed(f"{name}: no usable {kind} port")
-    return (int(drain) if is_whole_number(drain) else FALLBACK_DRAIN_S), ready_url
+    return int(settings[section][drain_key]), ready_url
 
 
 class LocalRollingRestart:
@@ -96,8 +96,12 @@ class LocalRollingRestart:
             if captured is None:
                 problems.append(f"{name} (pid {pid}): cannot read its command line and environment")
                 continue
-            section, _, _, default_port = KIND_SETTINGS["gateway" if name.startswith("gateway-") else "worker"]
-            url = captured.ready_url(section, default_port)
+            section, _ = KIND_SETTINGS["gateway" if name.startswith("gateway-") else "worker"]
+            settings = captured.settings()
+            if isinstance(settings, str):
+                problems.append(f"{name} (pid {pid}): cannot read its settings: {settings}")
+                continue
+            url = captured.ready_url(settings, section)
             if url is None or not answers_ready(url):
                 problems.append(f"{name} (pid {pid}) is not ready ({url or 'no port'})")
         if problems:

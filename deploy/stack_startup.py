@@ -4,7 +4,7 @@ Used by deploy/supervisor.py."""
 
 from __future__ import annotations
 
-import glob
+import json
 import os
 import resource
 import shutil
@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from stack_plan import ROOT, Plan, PlannedProcess, PlanError, tomllib
+from stack_plan import ROOT, Plan, PlannedProcess, PlanError
 
 # A gateway needs a descriptor per stream, plus nginx's idle keep-alive connections, Redis, its listener and logs.
 GATEWAY_SPARE_OPEN_FILES = 1024
@@ -41,34 +41,33 @@ def is_ready(process: PlannedProcess) -> bool:
         return False
 
 
-def configured_setting(plan: Plan, section: str, key: str, default: int) -> int:
-    """A setting as the services start with it: its DAM_ variable, else the last config file that sets it, else
-    the built-in default. (The dam may change limits at runtime; this only sizes files and nginx.)"""
-    variable = f"DAM_{section.upper()}__{key.upper()}"
-    value, source = plan.environment.get(variable, default), variable
-    config_dir = plan.environment.get("DAM_CONFIG_DIR") or str(ROOT / "config")
-    for path in [] if variable in plan.environment else sorted(glob.glob(os.path.join(config_dir, "*.toml"))):
-        with open(path, "rb") as config_file:
-            found = tomllib.load(config_file).get(section, {}).get(key)
-        if found is not None:
-            value, source = found, f"{section}.{key} in {path}"
-    if not str(value).isdigit():
-        raise PlanError(f"{source} must be a whole number, got '{value}'")
-    return int(value)
+def service_settings(plan: Plan) -> dict:
+    """The settings as the services load them here (config files, then the DAM_* variables), from `dam settings`:
+    read rather than repeated, so a default or the loader's layering lives only in the code that owns it."""
+    environment = {name: value for name, value in plan.environment.items() if name != "DAM_LLM__API_KEY"}
+    done = subprocess.run([str(plan.bin_dir / "dam"), "settings"], cwd=ROOT, env=environment, capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode != 0:
+        raise PlanError(f"the settings do not load: {done.stderr.strip()}")
+    return json.loads(done.stdout)
 
 
-def raise_open_files_limit(plan: Plan) -> list[str]:
-    """Soft limit up to the hard one (every process started inherits it); a warning when it is still short of
-    what the gateways' limits.max_open_streams needs."""
+def raise_open_files_limit() -> list[str]:
+    """Soft limit up to the hard one: every process started inherits it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             return [f"could not raise the open-files soft limit ({soft}) to the hard limit ({hard})"]
+    return []
+
+
+def open_files_warnings(settings: dict) -> list[str]:
+    """A warning when the open-files limit is short of what the gateways' limits.max_open_streams needs."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     limit = 1048576 if limit == resource.RLIM_INFINITY else limit
-    needed = configured_setting(plan, "limits", "max_open_streams", 10000) + GATEWAY_SPARE_OPEN_FILES
+    needed = settings["limits"]["max_open_streams"] + GATEWAY_SPARE_OPEN_FILES
     if limit >= needed:
         return []
     return [f"open files: the limit is {limit} per process, below the {needed} a gateway needs for "
@@ -100,15 +99,16 @@ def build_binaries(plan: Plan, say: Callable[[str], None], stopping: Callable[[]
         raise subprocess.CalledProcessError(build.returncode, arguments)
 
 
-def prepare_nginx(plan: Plan) -> None:
-    """nginx.conf rendered from deploy/nginx/nginx.conf.template for this stack's gateways, checked by nginx -t."""
+def prepare_nginx(plan: Plan, settings: dict) -> None:
+    """nginx.conf rendered from deploy/nginx/nginx.conf.template for this stack's gateways (`settings`: the
+    services' own), checked by nginx -t."""
     knobs = plan.knobs
-    streams = len(plan.of_kind("gateway")) * configured_setting(plan, "limits", "max_open_streams", 10000)
+    streams = len(plan.of_kind("gateway")) * settings["limits"]["max_open_streams"]
     nginx_dir, log_dir = plan.run_dir / "nginx", plan.log_dir
     render = [str(ROOT / "deploy" / "nginx" / "render-nginx-conf.sh"), "--prefix", str(nginx_dir),
               "--log-dir", str(log_dir), "--public-port", knobs["PUBLIC_PORT"],
               "--gateway-ports", " ".join(map(str, plan.ports_of("gateway"))),
-              "--gateway-max-body-bytes", str(configured_setting(plan, "gateway", "max_body_bytes", 262144)),
+              "--gateway-max-body-bytes", str(settings["gateway"]["max_body_bytes"]),
               "--streams", str(streams)]
     for knob, option in EDGE_LIMIT_OPTIONS.items():
         if knobs[knob]:

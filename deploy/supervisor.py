@@ -38,8 +38,10 @@ from stack_startup import (  # noqa: E402
     build_binaries,
     check_programs,
     is_ready,
+    open_files_warnings,
     prepare_nginx,
     raise_open_files_limit,
+    service_settings,
 )
 
 STATE_FILE = "stack.json"
@@ -160,7 +162,10 @@ class Supervisor:
             for process in members:
                 self.check_not_stopping()
                 if process.kind == "nginx":
-                    prepare_nginx(plan)
+                    settings = service_settings(plan)
+                    for warning in open_files_warnings(settings):
+                        self.say(warning)
+                    prepare_nginx(plan, settings)
                 self.start(process)
             self.wait_until_ready(members, deadline)
         # Every process still ready once the last wave is (none died meanwhile).
@@ -269,7 +274,7 @@ class Supervisor:
             self.plan.run_dir.mkdir(parents=True, exist_ok=True)
             self.check_no_earlier_run()
             self.check_ports_free()
-            for warning in raise_open_files_limit(self.plan):
+            for warning in raise_open_files_limit():
                 self.say(warning)
             check_programs(self.plan)
             if self.plan.knobs["SKIP_BUILD"] != "1":

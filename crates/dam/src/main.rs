@@ -1,9 +1,10 @@
-//! The `dam` binary: `dam serve` runs the admin service; every other subcommand is the operators' client of it.
+//! The `dam` binary: `dam serve` runs the admin service, `dam settings` prints the settings as services load them;
+//! every other subcommand is the operators' client of the admin service.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use dam::cli::{DamCommand, DamCommandLine, run_admin_command};
+use dam::cli::{DamCommand, DamCommandLine, print_settings, run_admin_command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,6 +19,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        DamCommand::Settings => print_settings(),
         DamCommand::Admin(command) => run_admin_command(&command_line.connection, command).await,
     }
 }

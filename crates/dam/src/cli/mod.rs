@@ -55,6 +55,9 @@ pub struct AdminConnection {
 pub enum DamCommand {
     /// Run the dam admin service on dam.host:dam.port until SIGINT or SIGTERM
     Serve,
+    /// Print the settings every service would start with here (config files, then DAM_* variables) as JSON,
+    /// secrets redacted; exit 1 with the reason when they do not load
+    Settings,
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -207,6 +210,27 @@ pub enum BlockCommand {
 }
 
 /// Runs one client command against the dam and prints the answer; errors go to stderr with a non-zero code.
+/// `dam settings`: the settings as the services load them, so scripts (the local supervisor) read a setting's
+/// value instead of repeating its default and the loader's layering.
+pub fn print_settings() -> ExitCode {
+    match Settings::load() {
+        Ok(settings) => match serde_json::to_string_pretty(&settings) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("dam: the settings do not serialize: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(error) => {
+            eprintln!("dam: {}", protocol::shutdown::error_with_causes(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub async fn run_admin_command(connection: &AdminConnection, command: AdminCommand) -> ExitCode {
     let url = connection.url.clone().unwrap_or_else(default_admin_url);
     let outcome = match AdminClient::new(&url, connection.token.as_deref()) {

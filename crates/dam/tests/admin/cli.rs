@@ -220,3 +220,23 @@ async fn keys_and_block_commands_manage_keys_and_blocks_without_showing_keys() {
     assert!(remove.code == 0 && remove.stdout.contains("Unblocked"), "{remove:?}");
     assert!(run_dam(&app, &["block", "list"]).await.stdout.contains("No blocks"));
 }
+
+#[tokio::test]
+async fn dam_settings_prints_what_the_services_would_load_and_refuses_a_bad_setting() {
+    let printed = run_dam_with(
+        &["settings"],
+        &[("DAM_LIMITS__MAX_OPEN_STREAMS", "123"), ("DAM_LLM__API_KEY", "sk-never-shown")],
+        "",
+    )
+    .await;
+    assert_eq!(printed.code, 0, "{printed:?}");
+    let settings: Value = serde_json::from_str(&printed.stdout).expect("the settings as JSON");
+    assert_eq!(settings["limits"]["max_open_streams"], 123, "a DAM_ variable wins: {settings}");
+    assert_eq!(settings["gateway"]["max_body_bytes"], 256 * 1024, "the built-in default: {settings}");
+    assert!(!printed.stdout.contains("sk-never-shown"), "a secret is printed: {}", printed.stdout);
+
+    let refused = run_dam_with(&["settings"], &[("DAM_LIMITS__MAX_OPEN_STREAMS", "many")], "").await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("max_open_streams"), "the refusal names the setting: {}", refused.stderr);
+    assert!(refused.stdout.is_empty(), "nothing printed for scripts to misread: {}", refused.stdout);
+}
